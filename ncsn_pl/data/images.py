@@ -1,0 +1,565 @@
+"""The image DataModule: MNIST, CIFAR-10, CelebA, scikit-learn's digits, or any folder of images.
+
+Batches are plain float tensors ``(B, C, H, W)`` in [0, 1] (labels are dropped). The training split gets the
+papers' augmentation (horizontal flips where the paper used them) and, optionally, NCSN v1's uniform
+dequantization; the validation/test split gets the same resizing and cropping without either.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ncsn_pl.data.folder import ImageFiles, find_images, read_image
+from ncsn_pl.data.transforms import UniformDequantize, image_transform
+
+__all__ = ["DATASETS", "ImageDataModule"]
+
+DATASETS: tuple[str, ...] = ("mnist", "cifar10", "celeba", "digits", "folder")
+_BUILTIN_DOWNLOADS = ("mnist", "cifar10", "celeba")
+
+
+@dataclass(frozen=True)
+class _DatasetInfo:
+    channels: int
+    size: int | None  # native (or default) square size; None: read from the first image
+    flip: bool  # the papers' default for random_flip
+
+
+_INFO: dict[str, _DatasetInfo] = {
+    "mnist": _DatasetInfo(channels=1, size=28, flip=False),  # NCSN v1 anneal.yml
+    "cifar10": _DatasetInfo(channels=3, size=32, flip=True),  # NCSN v1 and v2 cifar10.yml
+    "celeba": _DatasetInfo(channels=3, size=32, flip=True),  # v1: 32 (crop 140); v2 celeba.yml: 64
+    "digits": _DatasetInfo(channels=1, size=8, flip=False),  # digits are not mirror-symmetric
+    "folder": _DatasetInfo(channels=3, size=None, flip=True),  # as NCSNv2's LSUN/FFHQ pipelines
+}
+
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+_CELEBA_FILES = (
+    "list_attr_celeba.txt",
+    "identity_CelebA.txt",
+    "list_bbox_celeba.txt",
+    "list_landmarks_align_celeba.txt",
+    "list_eval_partition.txt",
+)
+_SOURCES = {
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/ (mirror: http://yann.lecun.com/exdb/mnist/); "
+        "unpack the four .gz files"
+    ),
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz; unpack it into the root",
+    "celeba": (
+        "Google Drive (torchvision.datasets.CelebA.file_list; downloading needs `pip install gdown`), see "
+        "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html; unpack img_align_celeba.zip"
+    ),
+}
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Unlabelled image batches for score matching, with the NCSN papers' preprocessing.
+
+    Data sets and splits (``train`` is used by ``fit``; ``val`` by validation and ``test``):
+
+    ==========  ========================  =====================================  ===========  ======
+    dataset     train                     val / test                             image        flip
+    ==========  ========================  =====================================  ===========  ======
+    mnist       official train (60k)      official test (10k)                    28, 1 ch.    no
+    cifar10     official train (50k)      official test (10k)                    32, 3 ch.    yes
+    celeba      CelebA "train"            CelebA "test" (as NCSN v1)             32 (or 64)   yes
+    digits      sklearn ``load_digits``   seeded ``val_fraction`` of the 1797    8, 1 ch.     no
+    folder      images under ``root``     seeded ``val_fraction`` of the files   any          yes
+    ==========  ========================  =====================================  ===========  ======
+
+    Preprocessing (ermongroup/ncsn ``anneal_runner.py:44-93``; ncsnv2 ``datasets/__init__.py``):
+    CelebA is ``CenterCrop(140) -> Resize(image_size)``; MNIST and CIFAR-10 are resized only when
+    ``image_size`` differs from the native size; folder images are converted to RGB (or L when
+    ``channels=1``), their shorter side resized to ``image_size`` and the centre square cropped; digits
+    (8x8, levels 0..16) are scaled to [0, 1] and bilinearly resized when ``image_size`` is set. Then
+    ``RandomHorizontalFlip(0.5)`` (training only, if ``random_flip``) and ``ToTensor()``.
+
+    Dequantization (``dequantize=True``): ``x * 255/256 + U[0,1)/256`` (NCSN v1 always; NCSNv2 not), applied
+    per image as the last step of the *training* set's transform, so it runs in the loader workers and
+    also when the DataModule is used without a Trainer. ``dequantize_val`` does the same for val/test.
+
+    Files on disk (``download=False``, the default, never touches the network):
+
+    * mnist: ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (uncompressed IDX);
+    * cifar10: ``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``;
+    * celeba: ``<root>/celeba/img_align_celeba/*.jpg`` plus ``list_eval_partition.txt``,
+      ``list_attr_celeba.txt``, ``identity_CelebA.txt``, ``list_bbox_celeba.txt`` and
+      ``list_landmarks_align_celeba.txt`` in ``<root>/celeba/``;
+    * folder: ``root`` itself is the image directory, searched recursively.
+
+    With ``download=True``, :meth:`prepare_data` (run once per node by the Trainer) fetches the missing set
+    with torchvision into a temporary folder inside ``root`` and moves the unpacked files into place only
+    after the download has succeeded (archives are deleted); if it fails the temporary folder is removed,
+    nothing is left half-written and a RuntimeError says why.
+
+    Args:
+        dataset: one of ``mnist``, ``cifar10``, ``celeba``, ``digits`` (scikit-learn's 8x8 digits, no
+            files needed) or ``folder`` (any directory of png/jpg/jpeg/bmp/webp images).
+        root: directory that holds the data sets (``<root>/MNIST``, ``<root>/cifar-10-batches-py``,
+            ``<root>/celeba``); for ``folder`` the image directory itself. Unused by ``digits``.
+        download: fetch a missing mnist/cifar10/celeba with torchvision (needs network access).
+        image_size: output height and width. Default: the native size (mnist 28, cifar10 32, digits 8),
+            32 for celeba (NCSN v1; NCSNv2 uses 64), and for ``folder`` the shorter side of the first image.
+        channels: 1 or 3. Only ``folder`` can choose (1 converts to grayscale "L", 3 to "RGB", default 3);
+            the built-in sets have a fixed count, which this may only repeat.
+        batch_size: training batch size.
+        val_batch_size: validation/test batch size; default ``batch_size``.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin host memory of batches (for faster GPU transfer).
+        random_flip: horizontal flips with p=0.5 on training images; default per data set (see table).
+        dequantize: uniform dequantization of training images (NCSN v1: true; NCSNv2: false).
+        dequantize_val: also dequantize validation/test images (NCSN v1 did, for its test loss).
+        val_fraction: share of ``digits``/``folder`` images held out for validation, drawn with ``seed``.
+        seed: seed of the validation split of ``digits``/``folder`` (the split is fixed by it).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        root: str = "data",
+        download: bool = False,
+        image_size: int | None = None,
+        channels: int | None = None,
+        batch_size: int = 128,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        random_flip: bool | None = None,
+        dequantize: bool = False,
+        dequantize_val: bool = False,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"Unknown data.dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"data.image_size must be a positive integer or null, got {image_size}.")
+        info = _INFO[dataset]
+        if dataset == "folder":
+            if channels not in (None, 1, 3):
+                raise ValueError(
+                    f"data.channels must be 1 (grayscale) or 3 (RGB) for folder, got {channels}."
+                )
+        elif channels not in (None, info.channels):
+            raise ValueError(
+                f"{dataset} has {info.channels} channel(s); leave data.channels unset (got {channels})."
+            )
+        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
+            raise ValueError(
+                f"data.batch_size and data.val_batch_size must be >= 1, got {batch_size}, {val_batch_size}."
+            )
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}.")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must lie strictly between 0 and 1, got {val_fraction}.")
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.root = root
+        self.download = download
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.random_flip = info.flip if random_flip is None else random_flip
+        self.dequantize = dequantize
+        self.dequantize_val = dequantize_val
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self._channels = channels or info.channels
+        self._image_size = image_size or info.size  # None only for a folder without image_size
+        self._train_base: Dataset | None = None
+        self._val_base: Dataset | None = None
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def channels(self) -> int:
+        """Number of image channels C."""
+        return self._channels
+
+    @property
+    def image_size(self) -> int:
+        """Height and width of the images.
+
+        For a folder without ``image_size`` this is the first image's shorter side (read once, on first use).
+        """
+        if self._image_size is None:
+            first = find_images(self.root)[0]
+            self._image_size = min(read_image(first).size)
+        return self._image_size
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image, as the network expects it."""
+        return (self.channels, self.image_size, self.image_size)
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Shape of one data point, the name shared with :class:`~ncsn_pl.data.toy.ToyDataModule`."""
+        return self.image_shape
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """Download the data set if ``download`` is true and it is missing (once per node, before setup)."""
+        if self.download and self.dataset in _BUILTIN_DOWNLOADS and _missing_files(self.dataset, self.root):
+            _download(self.dataset, self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the train and val/test data sets (idempotent; both splits whatever the stage)."""
+        if self._train_base is not None:
+            return
+        train_base, val_base = self._load_bases()
+        eval_transform = self._transform(train=False)
+        self._train_base, self._val_base = train_base, val_base
+        self.train_set = _ImagesOnly(train_base, self._transform(train=True))
+        self.val_set = _ImagesOnly(val_base, eval_transform)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup("test")
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+
+    # ------------------------------------------------------------------ whole splits as tensors
+    def train_images(self, max_images: int | None = None) -> torch.Tensor:
+        """The first ``max_images`` training images (all if None) without flips or dequantization.
+
+        For statistics of the data: NCSNv2's ``sigma_max`` (the largest pairwise distance, Technique 1) and
+        the real-image statistics of FID. The order is the data set's own, so the result is deterministic.
+
+        Returns:
+            A float tensor ``(N, C, H, W)`` with values in [0, 1].
+        """
+        self.setup()
+        return self._stack(
+            _ImagesOnly(self._train_base, self._transform(train=False, dequantize=False)), max_images
+        )
+
+    def val_images(self, max_images: int | None = None) -> torch.Tensor:
+        """The first ``max_images`` validation/test images (all if None), without dequantization.
+
+        Returns:
+            A float tensor ``(N, C, H, W)`` with values in [0, 1].
+        """
+        self.setup()
+        return self._stack(
+            _ImagesOnly(self._val_base, self._transform(train=False, dequantize=False)), max_images
+        )
+
+    def train_data(self, max_items: int | None = None) -> torch.Tensor:
+        """Alias of :meth:`train_images`, the name shared with :class:`~ncsn_pl.data.toy.ToyDataModule`."""
+        return self.train_images(max_items)
+
+    def val_data(self, max_items: int | None = None) -> torch.Tensor:
+        """Alias of :meth:`val_images`, the name shared with :class:`~ncsn_pl.data.toy.ToyDataModule`."""
+        return self.val_images(max_items)
+
+    # ------------------------------------------------------------------ internals
+    def _transform(self, train: bool, dequantize: bool | None = None) -> Callable:
+        if dequantize is None:
+            dequantize = self.dequantize if train else self.dequantize_val
+        flip = self.random_flip and train
+        if self.dataset == "digits":
+            return _TensorTransform(flip=flip, dequantize=dequantize)
+        info = _INFO[self.dataset]
+        return image_transform(
+            self.image_size,
+            native_size=info.size if self.dataset != "celeba" else None,
+            center_crop=140 if self.dataset == "celeba" else None,
+            square_crop=self.dataset == "folder",
+            random_flip=flip,
+            dequantize=dequantize,
+        )
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _stack(self, dataset: Dataset, max_images: int | None) -> torch.Tensor:
+        n = len(dataset) if max_images is None else min(max_images, len(dataset))
+        if n <= 0:
+            return torch.empty(0, *self.image_shape)
+        subset = torch.utils.data.Subset(dataset, range(n))
+        loader = DataLoader(subset, batch_size=max(self.val_batch_size, 256), num_workers=self.num_workers)
+        return torch.cat(list(loader))
+
+    def _load_bases(self) -> tuple[Dataset, Dataset]:
+        """The raw train and val data sets (items: PIL images or tensors, possibly with labels)."""
+        if self.dataset == "digits":
+            images = _load_digits(self.image_size)
+            train_idx, val_idx = _split(len(images), self.val_fraction, self.seed)
+            return images[train_idx], images[val_idx]
+        if self.dataset == "folder":
+            files = find_images(self.root)
+            if len(files) < 2:
+                raise ValueError(
+                    f"Found only {len(files)} image under {self.root!r}; a folder needs at least 2 images "
+                    "(one is held out for validation). Add images or choose another data.dataset."
+                )
+            train_idx, val_idx = _split(len(files), self.val_fraction, self.seed)
+            mode = "L" if self.channels == 1 else "RGB"
+            return (
+                ImageFiles([files[i] for i in train_idx], mode=mode),
+                ImageFiles([files[i] for i in val_idx], mode=mode),
+            )
+        missing = _missing_files(self.dataset, self.root)
+        if missing and self.download:
+            self.prepare_data()  # used without a Trainer: prepare_data() was not called
+            missing = _missing_files(self.dataset, self.root)
+        if missing:
+            raise FileNotFoundError(_missing_message(self.dataset, self.root, missing))
+        return _load_builtin(self.dataset, self.root, "train"), _load_builtin(self.dataset, self.root, "val")
+
+
+class _ImagesOnly(Dataset):
+    """Items of ``base`` without their labels, passed through ``transform``; read errors name the file."""
+
+    def __init__(self, base: Any, transform: Callable) -> None:
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        try:
+            item = self.base[index]
+            # PIL decodes lazily: a truncated file fails inside the transform
+            return self.transform(item[0] if isinstance(item, tuple) else item)
+        except (OSError, SyntaxError) as err:
+            raise RuntimeError(
+                f"Cannot read image {index} ({_describe_item(self.base, index)}): "
+                f"{type(err).__name__}: {err}. The file is missing, truncated or corrupt; "
+                "replace it or re-download the data set."
+            ) from err
+
+
+class _TensorTransform:
+    """Flip and dequantize for images that are already tensors ``(C, H, W)`` (the digits)."""
+
+    def __init__(self, flip: bool, dequantize: bool) -> None:
+        self.flip = flip
+        self.dequantize = UniformDequantize() if dequantize else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return self.dequantize(x) if self.dequantize is not None else x
+
+
+def _describe_item(base: Any, index: int) -> str:
+    if hasattr(base, "filename") and hasattr(base, "base_folder"):  # torchvision CelebA
+        return os.path.join(base.root, base.base_folder, "img_align_celeba", base.filename[index])
+    if hasattr(base, "files"):
+        return str(base.files[index])
+    return type(base).__name__
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted train and val indices: a seeded random ``val_fraction`` (at least one, at most n-1) is val."""
+    num_val = min(max(1, round(val_fraction * n)), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[num_val:].sort().values, perm[:num_val].sort().values
+
+
+def _load_digits(image_size: int) -> torch.Tensor:
+    """scikit-learn's 1797 8x8 digits (levels 0..16) as ``(1797, 1, s, s)`` floats in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    images = torch.as_tensor(load_digits().images, dtype=torch.float32).div(16.0).unsqueeze(1)
+    if image_size != images.shape[-1]:
+        images = torch.nn.functional.interpolate(
+            images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
+        ).clamp(0.0, 1.0)
+    return images
+
+
+# ---------------------------------------------------------------------- torchvision sets on disk
+def _expected_files(dataset: str, root: str | Path) -> list[Path]:
+    root = Path(root)
+    if dataset == "mnist":
+        return [root / "MNIST" / "raw" / name for name in _MNIST_FILES]
+    if dataset == "cifar10":
+        return [root / "cifar-10-batches-py" / name for name in (*_CIFAR_FILES, "batches.meta")]
+    return [root / "celeba" / name for name in _CELEBA_FILES] + [root / "celeba" / "img_align_celeba"]
+
+
+def _missing_files(dataset: str, root: str | Path) -> list[Path]:
+    """The expected files (or, for CelebA's images, the directory) that are not on disk."""
+    if dataset == "mnist":
+        processed = Path(root) / "MNIST" / "processed"
+        if (processed / "training.pt").is_file() and (processed / "test.pt").is_file():
+            return []  # torchvision's legacy layout
+    return [
+        p
+        for p in _expected_files(dataset, root)
+        if not (p.is_dir() if p.name == "img_align_celeba" else p.is_file())
+    ]
+
+
+def _missing_message(dataset: str, root: str | Path, missing: Sequence[Path]) -> str:
+    layout = "\n".join(
+        f"  {p}" + ("/*.jpg" if p.name == "img_align_celeba" else "") for p in _expected_files(dataset, root)
+    )
+    return (
+        f"Data set {dataset!r} not found under data.root={str(root)!r}. Expected this layout:\n{layout}\n"
+        f"Missing: {', '.join(str(p) for p in missing)}.\n"
+        f"Set data.download=true to fetch it (needs network access), point data.root at the directory that "
+        f"holds it, or place the files there by hand (source: {_SOURCES[dataset]})."
+    )
+
+
+def _load_builtin(dataset: str, root: str, split: str) -> Dataset:
+    """The torchvision data set of ``split`` ("train" or "val"), untransformed; clear errors when corrupt."""
+    from torchvision import datasets
+
+    try:
+        if dataset == "mnist":
+            return datasets.MNIST(root, train=split == "train", download=False)
+        if dataset == "cifar10":
+            return datasets.CIFAR10(root, train=split == "train", download=False)
+        celeba = datasets.CelebA(
+            root, split="train" if split == "train" else "test", target_type=[], download=False
+        )
+    except Exception as err:  # noqa: BLE001 - re-raised with the file that caused it
+        raise RuntimeError(_corrupt_message(dataset, root, err)) from err
+    if len(celeba) == 0:
+        raise RuntimeError(
+            f"CelebA split {split!r} under {root!r} is empty: list_eval_partition.txt lists no image for it."
+        )
+    return celeba
+
+
+def _corrupt_message(dataset: str, root: str, err: Exception) -> str:
+    bad = _find_corrupt_files(dataset, root)
+    where = (
+        f"Corrupt or unexpected file(s): {', '.join(bad)}"
+        if bad
+        else (f"Could not read the files of {dataset!r} under {root!r}")
+    )
+    return (
+        f"{where} ({type(err).__name__}: {err}). Delete the file(s) and set data.download=true to fetch them "
+        f"again, or replace them by hand (source: {_SOURCES[dataset]})."
+    )
+
+
+def _find_corrupt_files(dataset: str, root: str) -> list[str]:
+    """Best-effort diagnosis of which file failed: bad IDX sizes, unreadable pickles, or md5 mismatches."""
+    from torchvision.datasets import CIFAR10, CelebA
+    from torchvision.datasets.utils import check_integrity
+
+    if dataset == "mnist":
+        return [f"{p} ({problem})" for p in _expected_files(dataset, root) if (problem := _idx_problem(p))]
+    bad: list[str] = []
+    if dataset == "cifar10":
+        md5s = dict(CIFAR10.train_list + CIFAR10.test_list)
+        md5s[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
+        for path in _expected_files(dataset, root):
+            try:
+                with open(path, "rb") as f:
+                    pickle.load(f, encoding="latin1")
+            except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+                bad.append(f"{path} (not a readable pickle: {type(err).__name__})")
+                continue
+            if not check_integrity(str(path), md5s[path.name]):
+                bad.append(f"{path} (md5 differs from the official file)")
+        return bad
+    for _, md5, name in CelebA.file_list:
+        path = Path(root) / "celeba" / name
+        if path.suffix == ".txt" and not check_integrity(str(path), md5):
+            bad.append(f"{path} (md5 differs from the official file)")
+    return bad
+
+
+def _idx_problem(path: Path) -> str | None:
+    """Why an uncompressed IDX file (MNIST) is malformed, or None if its header and size agree."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4:
+        return f"{len(data)} bytes, shorter than an IDX header"
+    (magic,) = struct.unpack(">I", data[:4])
+    ndim, dtype = magic % 256, magic // 256
+    if dtype != 8 or ndim not in (1, 3):
+        return f"magic number {magic}, expected 2049 (labels) or 2051 (images)"
+    if len(data) < 4 + 4 * ndim:
+        return "truncated header"
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    expected = 4 + 4 * ndim + int(torch.tensor(dims).prod())
+    if len(data) != expected:
+        return f"{len(data)} bytes, the header {dims} needs {expected}"
+    return None
+
+
+def _download(dataset: str, root: str) -> None:
+    """Download with torchvision into a temporary folder in ``root``; move the files into place on success."""
+    from torchvision import datasets
+
+    root_path = Path(root)
+    root_path.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root_path))
+    folder = {"mnist": "MNIST", "cifar10": "cifar-10-batches-py", "celeba": "celeba"}[dataset]
+    try:
+        try:
+            if dataset == "mnist":
+                datasets.MNIST(tmp, train=True, download=True)
+            elif dataset == "cifar10":
+                datasets.CIFAR10(tmp, train=True, download=True)
+            else:
+                datasets.CelebA(tmp, split="all", target_type=[], download=True)
+        except Exception as err:  # noqa: BLE001 - any failure (network, gdown missing, checksum) is reported
+            raise RuntimeError(
+                f"Downloading {dataset!r} into {str(root_path)!r} failed: {type(err).__name__}: {err}\n"
+                f"Check the network connection to the source ({_SOURCES[dataset]}), "
+                f"or place the files by hand in this layout:\n"
+                + "\n".join(f"  {p}" for p in _expected_files(dataset, root))
+                + "\n"
+                "and keep data.download=false. The partial download was deleted; nothing was written to "
+                "data.root."
+            ) from err
+        _move_tree(tmp / folder, root_path / folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_tree(src: Path, dst: Path) -> None:
+    """Move every file of ``src`` into ``dst`` (same file system), dropping downloaded archives."""
+    for path in sorted(src.rglob("*")):
+        if path.is_dir() or path.name.endswith((".gz", ".zip", ".tar", ".tgz")):
+            continue
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
