@@ -431,13 +431,19 @@ def _missing_files(dataset: str, root: str | Path) -> list[Path]:
     ]
 
 
-def _missing_message(dataset: str, root: str | Path, missing: Sequence[Path]) -> str:
-    layout = "\n".join(
+def _layout(dataset: str, root: str | Path) -> str:
+    """The expected files, one indented line each."""
+    return "\n".join(
         f"  {p}" + ("/*.jpg" if p.name == "img_align_celeba" else "") for p in _expected_files(dataset, root)
     )
+
+
+def _missing_message(dataset: str, root: str | Path, missing: Sequence[Path]) -> str:
+    all_missing = len(missing) == len(_expected_files(dataset, root))
     return (
-        f"Data set {dataset!r} not found under data.root={str(root)!r}. Expected this layout:\n{layout}\n"
-        f"Missing: {', '.join(str(p) for p in missing)}.\n"
+        f"Data set {dataset!r} not found under data.root={str(root)!r}. Expected this layout:\n"
+        f"{_layout(dataset, root)}\n"
+        f"Missing: {'all of it' if all_missing else ', '.join(str(p) for p in missing)}.\n"
         f"Set data.download=true to fetch it (needs network access), point data.root at the directory that "
         f"holds it, or place the files there by hand (source: {_SOURCES[dataset]})."
     )
@@ -544,10 +550,8 @@ def _download(dataset: str, root: str) -> None:
             raise RuntimeError(
                 f"Downloading {dataset!r} into {str(root_path)!r} failed: {type(err).__name__}: {err}\n"
                 f"Check the network connection to the source ({_SOURCES[dataset]}), "
-                f"or place the files by hand in this layout:\n"
-                + "\n".join(f"  {p}" for p in _expected_files(dataset, root))
-                + "\n"
-                "and keep data.download=false. The partial download was deleted; nothing was written to "
+                f"or place the files by hand in this layout:\n{_layout(dataset, root)}\n"
+                "and keep data.download=false. The partial download was deleted; no files were left in "
                 "data.root."
             ) from err
         _move_tree(tmp / folder, root_path / folder)
