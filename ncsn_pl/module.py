@@ -1,0 +1,268 @@
+"""The LightningModule: thin glue between the pure core (schedule, loss, sampler) and Lightning."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+import torch
+from torch import Tensor, nn
+
+from ncsn_pl.losses import dsm_loss
+from ncsn_pl.samplers import LangevinCallback, annealed_langevin_dynamics
+from ncsn_pl.sigmas import (
+    geometric_sigmas,
+    max_pairwise_distance,
+    num_scales_from_ratio_rule,
+    step_lr_from_variance_rule,
+)
+
+__all__ = ["ScoreModel", "step_seed"]
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+def step_seed(seed: int, *counters: int) -> int:
+    """A 63-bit seed derived from ``seed`` and counters (step, rank, sample index, ...).
+
+    Randomness keyed by position rather than by a running generator makes training resumable bit for bit
+    and makes sample ``k`` the same whatever the number of processes.
+    """
+    value = seed & 0xFFFFFFFFFFFFFFFF
+    for counter in counters:
+        value = (value * 6364136223846793005 + 1442695040888963407 + counter) & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 29
+    return value & 0x7FFFFFFFFFFFFFFF
+
+
+class ScoreModel(pl.LightningModule):
+    """A noise conditional score model trained by denoising score matching and sampled by annealed Langevin.
+
+    The schedule is ``geometric_sigmas(sigma_max, sigma_min, num_scales)`` (a buffer, saved in checkpoints).
+    ``"auto"`` applies NCSNv2's rules to the training data when fitting starts: ``sigma_max`` = the largest
+    pairwise distance (Technique 1), ``num_scales`` from the ratio rule (Technique 2), ``step_lr`` from the
+    variance rule for ``n_steps_each`` (Technique 4). The resolved numbers replace ``"auto"`` in the
+    hyperparameters, so checkpoints hold them.
+
+    Args:
+        score_net: the score network, ``score_net(x, levels)`` (e.g. ``ncsn_pl.networks.NCSN``).
+        sigma_max: the largest sigma (NCSN's ``sigma_begin``), or ``"auto"``.
+        sigma_min: the smallest sigma (NCSN's ``sigma_end``).
+        num_scales: the number of noise levels L, or ``"auto"``.
+        anneal_power: the loss weight lambda(sigma) = sigma^anneal_power (2 in both papers).
+        lr: Adam's learning rate (1e-3 in NCSN, 1e-4 in NCSNv2).
+        betas: Adam's betas.
+        eps: Adam's epsilon (1e-8; NCSNv2's FFHQ used 1e-3).
+        weight_decay: Adam's weight decay.
+        n_steps_each: T, Langevin steps per noise level when sampling (100 in NCSN).
+        step_lr: epsilon of annealed Langevin dynamics in the official code's convention, or ``"auto"``.
+        denoise: apply NCSNv2's final denoising step when sampling.
+        init_range: samples start uniform on ``[low, high]`` (NCSN: U[0, 1] for images).
+        data_shape: the shape of one data item, e.g. ``(1, 28, 28)``; linked from the DataModule by the CLI.
+        seed: seeds the per-step noise of training and validation (resumable, rank-aware).
+        auto_max_items: training items read by the ``"auto"`` rules (the distance is exact up to 10,000).
+    """
+
+    def __init__(
+        self,
+        score_net: nn.Module,
+        sigma_max: float | str = 1.0,
+        sigma_min: float = 0.01,
+        num_scales: int | str = 10,
+        anneal_power: float = 2.0,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        n_steps_each: int = 100,
+        step_lr: float | str = 2e-5,
+        denoise: bool = False,
+        init_range: tuple[float, float] = (0.0, 1.0),
+        data_shape: Sequence[int] | None = None,
+        seed: int = 0,
+        auto_max_items: int = 10_000,
+    ) -> None:
+        super().__init__()
+        for name, value in (("sigma_max", sigma_max), ("num_scales", num_scales), ("step_lr", step_lr)):
+            if isinstance(value, str) and value != AUTO:
+                raise ValueError(f"model.{name} must be a number or 'auto', got {value!r}.")
+        if n_steps_each < 1:
+            raise ValueError(f"model.n_steps_each must be >= 1, got {n_steps_each}.")
+        if not isinstance(step_lr, str) and not step_lr > 0:
+            raise ValueError(f"model.step_lr must be positive or 'auto', got {step_lr}.")
+        if not init_range[0] < init_range[1]:
+            raise ValueError(f"model.init_range must be (low, high) with low < high, got {init_range}.")
+        # under LightningCLI the network's config (class_path, init_args) is saved; a bare module is not
+        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["score_net"])
+        self.score_net = score_net
+        self.data_shape = tuple(data_shape) if data_shape is not None else None
+        self.sigmas: Tensor
+        self.register_buffer("sigmas", torch.empty(0))
+        if AUTO not in (sigma_max, num_scales):
+            self._install_schedule(geometric_sigmas(float(sigma_max), sigma_min, int(num_scales)))
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def schedule_is_auto(self) -> bool:
+        """Whether any of ``sigma_max``, ``num_scales`` or ``step_lr`` waits for the data."""
+        return AUTO in (self.hparams.sigma_max, self.hparams.num_scales, self.hparams.step_lr)
+
+    @property
+    def num_scales(self) -> int:
+        return int(self.sigmas.numel())
+
+    def _install_schedule(self, sigmas: Tensor) -> None:
+        """Use ``sigmas`` here and in the network's own ``sigmas`` buffer (NCSNv2 divides by it)."""
+        self.sigmas = sigmas.to(self.sigmas.device)
+        net = self.score_net
+        net_scales = getattr(net, "num_scales", None)
+        if isinstance(net_scales, int) and net_scales != sigmas.numel():
+            raise ValueError(
+                f"The score network has {net_scales} noise levels but the schedule has {sigmas.numel()}: "
+                f"set model.score_net.init_args.num_scales to {sigmas.numel()} (or to ${{model.num_scales}})."
+            )
+        if isinstance(getattr(net, "sigmas", None), Tensor):
+            net.sigmas.copy_(sigmas.to(net.sigmas))
+
+    def resolve_auto_schedule(self, train_data: Tensor) -> dict[str, float]:
+        """Apply NCSNv2's Techniques 1, 2 and 4 to ``train_data`` for every ``"auto"`` setting."""
+        resolved: dict[str, float] = {}
+        hp = self.hparams
+        sigma_max = hp.sigma_max
+        if sigma_max == AUTO:
+            sigma_max, exact = max_pairwise_distance(train_data)
+            log.info("sigma_max = %.4f (largest pairwise distance, %s)", sigma_max, "exact" if exact else "estimate")
+            resolved["sigma_max"] = sigma_max
+        num_scales = hp.num_scales
+        if num_scales == AUTO:
+            num_scales, _ = num_scales_from_ratio_rule(float(sigma_max), hp.sigma_min, math.prod(train_data.shape[1:]))
+            resolved["num_scales"] = num_scales
+        sigmas = geometric_sigmas(float(sigma_max), hp.sigma_min, int(num_scales))
+        if hp.step_lr == AUTO:
+            gamma = float(sigmas[0] / sigmas[1]) if sigmas.numel() > 1 else 1.0 + 1e-6
+            resolved["step_lr"] = step_lr_from_variance_rule(gamma, hp.sigma_min, hp.n_steps_each)
+        self.hparams.update(resolved)
+        self._install_schedule(sigmas)
+        return resolved
+
+    def setup(self, stage: str) -> None:
+        if not self.schedule_is_auto:
+            return
+        datamodule = self.trainer.datamodule if self.trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "train_data"):
+            raise ValueError("'auto' schedule settings need a DataModule with train_data(); give numbers instead.")
+        if hasattr(datamodule, "setup"):
+            datamodule.setup("fit")
+        resolved = self.resolve_auto_schedule(datamodule.train_data(self.hparams.auto_max_items))
+        log.info("NCSNv2 rules resolved: %s", resolved)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x: Tensor, levels: Tensor) -> Tensor:
+        """The score ``s(x, levels)``."""
+        return self.score_net(x, levels)
+
+    def _generator(self, *counters: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(step_seed(self.hparams.seed, *counters))
+
+    def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
+        x = _images(batch)
+        generator = self._generator(0, self.global_step, self.global_rank)
+        losses = dsm_loss(self.score_net, x, self.sigmas, anneal_power=self.hparams.anneal_power, generator=generator)
+        loss = losses.mean()
+        if not torch.isfinite(loss):
+            self._raise_non_finite(losses, generator)
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def _raise_non_finite(self, losses: Tensor, generator: torch.Generator) -> None:
+        """Stop with the step and the noise levels whose loss is NaN or infinite."""
+        levels = sorted(set(torch.nonzero(~torch.isfinite(losses)).flatten().tolist()))
+        # redraw the same levels to name them: the generator was seeded by the step
+        replay = self._generator(0, self.global_step, self.global_rank)
+        drawn = torch.randint(0, self.num_scales, (losses.shape[0],), device=self.device, generator=replay)
+        bad = sorted({int(drawn[i]) for i in levels})
+        sigmas = ", ".join(f"{self.sigmas[i].item():.4g}" for i in bad)
+        raise FloatingPointError(
+            f"Non-finite training loss at step {self.global_step}: noise level(s) {bad} (sigma {sigmas}). "
+            f"Training stopped; the last checkpoint written before this step is intact. Try a lower model.lr, "
+            f"gradient clipping (trainer.gradient_clip_val) or check the data for NaN."
+        )
+
+    def validation_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def _evaluate(self, batch: Tensor | Sequence[Tensor], batch_idx: int, stage: str) -> None:
+        """The loss on fixed noise: levels cycle through the schedule, the noise is seeded by the batch."""
+        x = _images(batch)
+        generator = self._generator(1, batch_idx, self.global_rank)
+        levels = (torch.arange(x.shape[0], device=self.device) + batch_idx) % self.num_scales
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        losses = dsm_loss(self.score_net, x, self.sigmas, levels=levels, noise=noise,
+                          anneal_power=self.hparams.anneal_power)
+        self.log(f"{stage}/loss", losses.mean(), prog_bar=stage == "val", batch_size=x.shape[0], sync_dist=True)
+        for group, (first, last) in enumerate(_level_groups(self.num_scales)):
+            in_group = (levels >= first) & (levels <= last)
+            if in_group.any():
+                name = f"level_{first}" if first == last else f"levels_{first}-{last}"
+                self.log(f"{stage}/loss_{name}", losses[in_group].mean(), batch_size=int(in_group.sum()),
+                         sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.Adam(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
+                                weight_decay=hp.weight_decay)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        n_steps_each: int | None = None,
+        step_lr: float | None = None,
+        denoise: bool | None = None,
+        callback: LangevinCallback | None = None,
+    ) -> Tensor:
+        """Draw ``num_samples`` samples with annealed Langevin dynamics from ``U[init_range]``.
+
+        The settings default to the model's ``n_steps_each``, ``step_lr`` and ``denoise``. The network runs in
+        eval mode; samples are not clamped (clamp to [0, 1] for display).
+        """
+        if self.data_shape is None:
+            raise ValueError("The model does not know its data shape: set model.data_shape or train it first.")
+        if AUTO in (self.hparams.step_lr, self.hparams.sigma_max, self.hparams.num_scales) and step_lr is None:
+            raise ValueError("The schedule is still 'auto': fit the model (or give numbers) before sampling.")
+        low, high = self.hparams.init_range
+        x = torch.rand((num_samples, *self.data_shape), device=self.device, generator=generator)
+        x = low + (high - low) * x
+        was_training = self.score_net.training
+        self.score_net.eval()
+        try:
+            return annealed_langevin_dynamics(
+                self.score_net, x, self.sigmas,
+                n_steps_each=n_steps_each or self.hparams.n_steps_each,
+                step_lr=step_lr or self.hparams.step_lr,
+                denoise=self.hparams.denoise if denoise is None else denoise,
+                generator=generator, callback=callback,
+            )
+        finally:
+            self.score_net.train(was_training)
+
+
+def _images(batch: Tensor | Sequence[Tensor]) -> Tensor:
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+def _level_groups(num_scales: int, max_groups: int = 10) -> list[tuple[int, int]]:
+    """Split ``0 .. L-1`` into at most ``max_groups`` contiguous groups for per-level logging."""
+    bounds = torch.linspace(0, num_scales, min(num_scales, max_groups) + 1).round().long().tolist()
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(len(bounds) - 1)]
