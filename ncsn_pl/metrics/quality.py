@@ -472,7 +472,8 @@ class SampleQuality:
         key = self.real_stats_key(dataset, split, image_size, num_images)
         path = key.path(cache_dir if cache_dir is not None else default_cache_dir() / "real_stats")
         stats = self._load_cached(path, key)
-        if stats is not None:
+        # all ranks take the same branch (the miss path has collectives), e.g. if only some can read the file
+        if _global_count(int(stats is not None), self._device) == _world()[1]:
             self._install_real(stats)
             return True
 
