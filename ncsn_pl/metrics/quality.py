@@ -447,12 +447,14 @@ class SampleQuality:
     ) -> bool:
         """Set the real statistics from the cache, or compute them from ``images`` and cache them.
 
-        Replaces any real statistics already held. A cache entry holds the FID sums (and the feature matrix
-        when KID is on) and is written atomically by rank 0; a corrupt or mismatched entry is recomputed with
-        a warning. Collective under DDP: every rank must call it. With the cache, rank 0 holds the FID sums
-        (the other ranks zeros) and the KID features are split over ranks, so the all-reduce in
-        :meth:`compute` counts each real image once; without it each rank adds its own shard of ``images``
-        (e.g. through a DistributedSampler).
+        Replaces any real statistics already held (generated images are kept). A cache entry holds the FID
+        sums (and the feature matrix when KID is on) and is written atomically by rank 0; a corrupt or
+        mismatched entry is recomputed with a warning.
+
+        Collective under DDP: every rank must call it. From the cache, rank 0 holds the FID sums (the other
+        ranks zeros) and the KID features are split over the ranks, so the all-reduce in :meth:`compute`
+        counts each real image once; on a miss each rank adds its own shard of ``images`` (e.g. through a
+        DistributedSampler) and rank 0 writes the statistics of all ranks.
 
         Args:
             images: batches of real images (tensors, or tuples/lists whose first item is the images), or a
@@ -477,7 +479,7 @@ class SampleQuality:
             self._install_real(stats)
             return True
 
-        self.reset(real=True)
+        self._clear_real()
         for batch in images() if callable(images) else images:
             self.update_real(batch[0] if isinstance(batch, (tuple, list)) else batch)
         stats = self._gather_real()
@@ -508,9 +510,17 @@ class SampleQuality:
             return None  # cached for FID only; KID needs the feature matrix
         return stats
 
+    def _clear_real(self) -> None:
+        """Drop the real statistics only (fresh tensors: never write into possibly shared memory)."""
+        if self.fid is not None:
+            for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
+                setattr(self.fid, name, torch.zeros_like(getattr(self.fid, name)))
+        if self.kid is not None:
+            self.kid.real_features = []
+
     def _install_real(self, stats: RealStats) -> None:
         rank, world = _world()
-        self.reset(real=True)
+        self._clear_real()
         if self.fid is not None and rank == 0:
             self.fid.real_features_sum = stats.features_sum.to(self._device, torch.float64)
             self.fid.real_features_cov_sum = stats.features_cov_sum.to(self._device, torch.float64)
