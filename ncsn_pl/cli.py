@@ -91,8 +91,17 @@ def _check_network_fits_data(model: pl.LightningModule) -> None:
         check(shape)
 
 
-def main(args: list[str] | None = None) -> NCSNCLI:
+# Subcommands that are not Trainer runs: ``python -m ncsn_pl <name> ...`` calls ``<module>.main(argv)``.
+TOOLS = {"sweep": "ncsn_pl.sweep", "compare": "ncsn_pl.compare"}
+
+
+def main(args: list[str] | None = None) -> NCSNCLI | object:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])``)."""
+    args = list(args if args is not None else sys.argv[1:])
+    if args and args[0] in TOOLS:
+        import importlib
+
+        return importlib.import_module(TOOLS[args[0]]).main(args[1:])
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return NCSNCLI(
         ScoreModel,
@@ -102,6 +111,6 @@ def main(args: list[str] | None = None) -> NCSNCLI:
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf+"},
-        args=args if args is not None else sys.argv[1:],
+        args=args,
         auto_configure_optimizers=False,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ncsn_pl.losses import dsm_loss
+from ncsn_pl.networks import SigmaScaledRefineNet
 from ncsn_pl.samplers import LangevinCallback, annealed_langevin_dynamics
 from ncsn_pl.sigmas import (
     geometric_sigmas,
@@ -71,16 +73,16 @@ class ScoreModel(pl.LightningModule):
     def __init__(
         self,
         score_net: nn.Module,
-        sigma_max: float | str = 1.0,
+        sigma_max: float | Literal["auto"] = 1.0,
         sigma_min: float = 0.01,
-        num_scales: int | str = 10,
+        num_scales: int | Literal["auto"] = 10,
         anneal_power: float = 2.0,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         n_steps_each: int = 100,
-        step_lr: float | str = 2e-5,
+        step_lr: float | Literal["auto"] = 2e-5,
         denoise: bool = False,
         init_range: tuple[float, float] = (0.0, 1.0),
         data_shape: Sequence[int] | None = None,
@@ -121,7 +123,11 @@ class ScoreModel(pl.LightningModule):
         self.sigmas = sigmas.to(self.sigmas.device)
         net = self.score_net
         net_scales = getattr(net, "num_scales", None)
-        if isinstance(net_scales, int) and net_scales != sigmas.numel():
+        if isinstance(net, SigmaScaledRefineNet) and net_scales != sigmas.numel():
+            # NCSNv2 has no per-level parameters: its sigmas buffer takes any length
+            net.register_buffer("sigmas", sigmas.clone().to(net.sigmas.device))
+            net.num_scales = int(sigmas.numel())
+        elif isinstance(net_scales, int) and net_scales != sigmas.numel():
             raise ValueError(
                 f"The score network has {net_scales} noise levels but the schedule has {sigmas.numel()}: "
                 f"set model.score_net.init_args.num_scales to {sigmas.numel()} (or to ${{model.num_scales}})."

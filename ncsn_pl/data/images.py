@@ -19,6 +19,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+
+from ncsn_pl.data.sampler import EpochShuffleSampler
 from torch.utils.data import DataLoader, Dataset
 
 from ncsn_pl.data.folder import ImageFiles, find_images, read_image
@@ -303,7 +305,7 @@ class ImageDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(dataset, self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

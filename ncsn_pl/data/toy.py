@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ncsn_pl.data.sampler import EpochShuffleSampler
 from ncsn_pl.distributions import GaussianMixture
 
 __all__ = ["ToyDataModule"]
@@ -63,7 +64,10 @@ class ToyDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
-            self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(self.train_set, self.hparams.seed),
+            num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:

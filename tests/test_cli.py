@@ -1,0 +1,156 @@
+"""The command line end to end: every config runs, interpolation, resume, bad input."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fake_datasets import skip_md5_checks, write_fake_celeba, write_fake_cifar10, write_fake_mnist
+from ncsn_pl.cli import main
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+SMOKE = str(CONFIGS / "cpu_smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_fake_mnist(root)
+    write_fake_cifar10(root)
+    write_fake_celeba(root, n_train=8)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def finish_wandb():
+    yield
+    import wandb
+
+    wandb.finish()
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("config.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "cpu_smoke.yaml"))
+def test_every_config_runs_one_step(name, data_root, tmp_path):
+    args = ["fit", "--config", str(CONFIGS / name), "--config", SMOKE, "--model.num_scales=10",
+            f"--trainer.default_root_dir={tmp_path}"]
+    config = yaml.safe_load((CONFIGS / name).read_text())
+    if "root" in config["data"].get("init_args", {}):
+        args.append(f"--data.init_args.root={data_root}")
+    if config["data"]["class_path"].endswith("ToyDataModule"):
+        args += ["--data.init_args.num_train=64", "--data.init_args.batch_size=16"]
+    with skip_md5_checks():
+        cli = main(args)
+    assert cli.trainer.global_step == 2
+    (run,) = run_dirs(tmp_path)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["num_scales"] == 10
+    assert cli.model.sigmas.shape == (10,)
+    if config["model"]["score_net"]["class_path"].endswith("NCSN") or "ToyScoreMLP" in name:
+        assert cli.model.score_net.num_scales == 10
+    metrics = (run / "metrics.csv").read_text()
+    assert "train/loss" in metrics and "val/loss" in metrics
+
+
+def test_interpolation_follows_command_line_overrides(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "toy_mixture.yaml"), "--model.sigma_max=7.5",
+              "--model.num_scales=4", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["score_net"]["init_args"]["num_scales"] == 4
+    wandb_logger = printed["trainer"]["logger"][1]["init_args"]
+    assert wandb_logger["name"] == "toy-smax7.5-smin1.0-L4"
+
+
+def fit_digits(tmp_path: Path, *extra: str):
+    return main([
+        "fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE,
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.logger.init_args.save_dir=" + str(tmp_path),
+        "--trainer.callbacks=[]", "--data.init_args.dequantize=false", "--data.init_args.batch_size=8",
+        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=0.0", "--trainer.max_steps=-1", *extra,
+    ])
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    straight = fit_digits(tmp_path / "straight", "--trainer.max_epochs=2")
+    assert straight.trainer.global_step == 4
+    first = fit_digits(tmp_path / "resumed", "--trainer.max_epochs=1")
+    assert first.trainer.global_step == 2
+    (run,) = run_dirs(tmp_path / "resumed")
+    resumed = fit_digits(tmp_path / "resumed", "--trainer.max_epochs=2",
+                         f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert resumed.trainer.global_step == 4
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_nan_loss_stops_with_step_and_level_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    cli_run = fit_digits(tmp_path, "--trainer.max_epochs=1")
+    (run,) = run_dirs(tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    good = torch.load(last, weights_only=False)["state_dict"]
+
+    from ncsn_pl.networks import NCSN
+
+    forward = NCSN.forward
+
+    def poisoned(self, x, levels):
+        out = forward(self, x, levels)
+        return out + torch.where(levels == 3, float("nan"), 0.0).view(-1, 1, 1, 1)
+
+    monkeypatch.setattr(NCSN, "forward", poisoned)
+    with pytest.raises(FloatingPointError, match=r"step 2: noise level\(s\) \[3\]"):
+        fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}",
+                   "--trainer.logger.init_args.version=" + run.name)
+    after = torch.load(last, weights_only=False)["state_dict"]
+    assert cli_run.trainer.global_step == 2
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert all(torch.equal(good[k], after[k]) for k in good)
+
+
+def test_exception_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatch):
+    from ncsn_pl.module import ScoreModel
+
+    step = ScoreModel.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.global_step == 1:
+            raise KeyboardInterrupt  # what a SIGTERM turns into is handled the same way (on_exception)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ScoreModel, "training_step", interrupted)
+    with pytest.raises(SystemExit):
+        fit_digits(tmp_path, "--trainer.max_epochs=3")
+    (run,) = run_dirs(tmp_path)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--data.init_args.dataset=imagenet", "Unknown data.dataset 'imagenet'"),
+    ("--model.score_net.init_args.channels=3", "data have 1 channel"),
+    ("--model.sigma_min=2.0", "sigma_min .* must be smaller than sigma_max"),
+    ("--model.sigmaa_max=2.0", "sigmaa_max"),
+])
+def test_bad_configs_fail_with_a_message_that_says_what_to_fix(override, message, tmp_path, capsys):
+    with pytest.raises((ValueError, SystemExit)) as info:
+        fit_digits(tmp_path, "--trainer.max_epochs=1", override)
+    text = str(info.value) + capsys.readouterr().err
+    import re
+    assert re.search(message, text), text
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_missing_dataset_says_where_it_looked(tmp_path, capsys):
+    with pytest.raises((FileNotFoundError, SystemExit)) as info:
+        main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--config", SMOKE,
+              f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.root={tmp_path / 'nowhere'}"])
+    text = str(info.value) + capsys.readouterr().err
+    assert "nowhere" in text and "train-images-idx3-ubyte" in text and "data.download" in text
+    assert not list(tmp_path.rglob("*.ckpt"))
