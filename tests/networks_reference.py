@@ -1,0 +1,51 @@
+"""Reference data of the network tests: the measured v1 keys and the deterministic weights of spec §4.4."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+KEYS_FILE = Path("/work/shared/reference/ncsn_v1_state_dict_keys.txt")
+
+
+def reference_keys() -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """The (key, shape) lists of the MNIST and CIFAR-10 sections of the measured reference key file."""
+    sections: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    current = None
+    for line in KEYS_FILE.read_text().splitlines():
+        if line.startswith("## "):
+            current = "mnist" if "MNIST" in line else "cifar10"
+            sections[current] = []
+        elif line.strip() and not line.startswith("#"):
+            key, shape = line.split("\t")
+            sections[current].append((key, tuple(int(n) for n in re.findall(r"\d+", shape))))
+    return sections
+
+
+def v1_sigmas() -> torch.Tensor:
+    """The v1 schedule as the reference builds it: float64 geometric, then float32."""
+    return torch.tensor(np.exp(np.linspace(np.log(1.0), np.log(0.01), 10))).float()
+
+
+def deterministic_weights_(net: torch.nn.Module) -> None:
+    """Spec §4.4: weights from ``manual_seed(j)`` for the j-th key in sorted order."""
+    state = net.state_dict()
+    with torch.no_grad():
+        for j, key in enumerate(sorted(state)):
+            gen = torch.Generator().manual_seed(j)
+            t = state[key]
+            if key.endswith("embed.weight"):
+                r = torch.randn(t.shape, generator=gen)
+                c = t.shape[1] // 3
+                t[:, : 2 * c] = 1 + 0.02 * r[:, : 2 * c]
+                t[:, 2 * c :] = 0.02 * r[:, 2 * c :]
+            elif t.ndim == 4:
+                bound = 1 / math.sqrt(t[0].numel())
+                t.copy_(torch.rand(t.shape, generator=gen) * 2 * bound - bound)
+            else:
+                assert t.ndim == 1 and key.endswith("bias"), key
+                t.copy_(0.01 * torch.randn(t.shape, generator=gen))
