@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
 from ncsn_pl.losses import dsm_loss
@@ -211,20 +211,23 @@ class ScoreModel(pl.LightningModule):
         generator = self._generator(1, batch_idx, self.global_rank)
         levels = (torch.arange(x.shape[0], device=self.device) + batch_idx) % self.num_scales
         noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        losses = dsm_loss(self.score_net, x, self.sigmas, levels=levels, noise=noise,
-                          anneal_power=self.hparams.anneal_power)
+        losses = dsm_loss(
+            self.score_net, x, self.sigmas, levels=levels, noise=noise, anneal_power=self.hparams.anneal_power
+        )
         self.log(f"{stage}/loss", losses.mean(), prog_bar=stage == "val", batch_size=x.shape[0], sync_dist=True)
-        for group, (first, last) in enumerate(_level_groups(self.num_scales)):
+        for first, last in _level_groups(self.num_scales):
             in_group = (levels >= first) & (levels <= last)
             if in_group.any():
                 name = f"level_{first}" if first == last else f"levels_{first}-{last}"
-                self.log(f"{stage}/loss_{name}", losses[in_group].mean(), batch_size=int(in_group.sum()),
-                         sync_dist=True)
+                self.log(
+                    f"{stage}/loss_{name}", losses[in_group].mean(), batch_size=int(in_group.sum()), sync_dist=True
+                )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        return torch.optim.Adam(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
-                                weight_decay=hp.weight_decay)
+        return torch.optim.Adam(
+            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay
+        )
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -254,11 +257,14 @@ class ScoreModel(pl.LightningModule):
         self.score_net.eval()
         try:
             return annealed_langevin_dynamics(
-                self.score_net, x, self.sigmas,
+                self.score_net,
+                x,
+                self.sigmas,
                 n_steps_each=n_steps_each or self.hparams.n_steps_each,
                 step_lr=step_lr or self.hparams.step_lr,
                 denoise=self.hparams.denoise if denoise is None else denoise,
-                generator=generator, callback=callback,
+                generator=generator,
+                callback=callback,
             )
         finally:
             self.score_net.train(was_training)

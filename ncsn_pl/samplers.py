@@ -63,8 +63,14 @@ def _langevin_update(
 
 
 def _report(
-    callback: LangevinCallback, level: int, step: int, sigma: float, step_size: float,
-    x: torch.Tensor, score: torch.Tensor, noise: torch.Tensor,
+    callback: LangevinCallback,
+    level: int,
+    step: int,
+    sigma: float,
+    step_size: float,
+    x: torch.Tensor,
+    score: torch.Tensor,
+    noise: torch.Tensor,
 ) -> None:
     grad_norm = score.flatten(1).norm(dim=1).mean().item()
     noise_norm = noise.flatten(1).norm(dim=1).mean().item()
@@ -176,7 +182,7 @@ def annealed_langevin_dynamics(
     steps = step_sizes(sigmas, step_lr).tolist()
     sigma_values = sigmas.tolist()
     first_bad_step = torch.tensor(-1, device=x.device)
-    for level, (sigma, step_size) in enumerate(zip(sigma_values, steps)):
+    for level, (sigma, step_size) in enumerate(zip(sigma_values, steps, strict=True)):
         levels = torch.full((x.shape[0],), level, dtype=torch.long, device=x.device)
         for step in range(n_steps_each):
             # Langevin update at this level

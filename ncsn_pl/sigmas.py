@@ -112,9 +112,7 @@ def ratio_rule_value(gamma: float, dim: int) -> float:
     return float(norm.cdf(shift + 3 * gamma) - norm.cdf(shift - 3 * gamma))
 
 
-def num_scales_from_ratio_rule(
-    sigma_max: float, sigma_min: float, dim: int, target: float = 0.5
-) -> tuple[int, float]:
+def num_scales_from_ratio_rule(sigma_max: float, sigma_min: float, dim: int, target: float = 0.5) -> tuple[int, float]:
     """NCSNv2 Technique 2: the number of geometric levels whose ratio puts :func:`ratio_rule_value` at ``target``.
 
     Solves ``ratio_rule_value(gamma, D) = target`` for gamma, then ``L = 1 + log(sigma_max/sigma_min) / log(gamma)``.

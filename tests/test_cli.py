@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from fake_datasets import skip_md5_checks, write_fake_celeba, write_fake_cifar10, write_fake_mnist
+
 from ncsn_pl.cli import main
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -39,10 +39,26 @@ def test_every_config_runs_one_step(name, data_root, tmp_path):
     config = yaml.safe_load((CONFIGS / name).read_text())
     toy = config["data"]["class_path"].endswith("ToyDataModule")
     # the smoke overlay narrows image networks (ngf); the toy MLP takes the same run settings on the command line
-    overlay = ["--trainer.max_steps=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
-               "--model.n_steps_each=1", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"] if toy else ["--config", SMOKE]
-    args = ["fit", "--config", str(CONFIGS / name), *overlay, "--model.num_scales=10",
-            f"--trainer.default_root_dir={tmp_path}"]
+    overlay = (
+        [
+            "--trainer.max_steps=2",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=2",
+            "--model.n_steps_each=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.log_every_n_steps=1",
+        ]
+        if toy
+        else ["--config", SMOKE]
+    )
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / name),
+        *overlay,
+        "--model.num_scales=10",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     if "root" in config["data"].get("init_args", {}):
         args.append(f"--data.init_args.root={data_root}")
     if toy:
@@ -63,8 +79,16 @@ def test_every_config_runs_one_step(name, data_root, tmp_path):
 
 def test_interpolation_follows_command_line_overrides(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(CONFIGS / "toy_mixture.yaml"), "--model.sigma_max=7.5",
-              "--model.num_scales=4", "--print_config"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "toy_mixture.yaml"),
+                "--model.sigma_max=7.5",
+                "--model.num_scales=4",
+                "--print_config",
+            ]
+        )
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["score_net"]["init_args"]["num_scales"] == 4
@@ -73,12 +97,24 @@ def test_interpolation_follows_command_line_overrides(tmp_path, capsys):
 
 
 def fit_digits(tmp_path: Path, *extra: str):
-    return main([
-        "fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE,
-        f"--trainer.default_root_dir={tmp_path}", "--trainer.logger.init_args.save_dir=" + str(tmp_path),
-        "--trainer.callbacks=[]", "--data.init_args.dequantize=false", "--data.init_args.batch_size=8",
-        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=0.0", "--trainer.max_steps=-1", *extra,
-    ])
+    return main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--config",
+            SMOKE,
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger.init_args.save_dir=" + str(tmp_path),
+            "--trainer.callbacks=[]",
+            "--data.init_args.dequantize=false",
+            "--data.init_args.batch_size=8",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=0.0",
+            "--trainer.max_steps=-1",
+            *extra,
+        ]
+    )
 
 
 def test_resume_continues_the_same_run(tmp_path):
@@ -87,10 +123,11 @@ def test_resume_continues_the_same_run(tmp_path):
     first = fit_digits(tmp_path / "resumed", "--trainer.max_epochs=1")
     assert first.trainer.global_step == 2
     (run,) = run_dirs(tmp_path / "resumed")
-    resumed = fit_digits(tmp_path / "resumed", "--trainer.max_epochs=2",
-                         f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    resumed = fit_digits(
+        tmp_path / "resumed", "--trainer.max_epochs=2", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    )
     assert resumed.trainer.global_step == 4
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -110,8 +147,9 @@ def test_nan_loss_stops_with_step_and_level_and_keeps_last_checkpoint(tmp_path, 
 
     monkeypatch.setattr(NCSN, "forward", poisoned)
     with pytest.raises(FloatingPointError, match=r"step 2: noise level\(s\) \[3\]"):
-        fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}",
-                   "--trainer.logger.init_args.version=" + run.name)
+        fit_digits(
+            tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}", "--trainer.logger.init_args.version=" + run.name
+        )
     after = torch.load(last, weights_only=False)["state_dict"]
     assert cli_run.trainer.global_step == 2
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
@@ -136,25 +174,38 @@ def test_exception_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatch):
     assert checkpoint["global_step"] == 1
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--data.init_args.dataset=imagenet", "Unknown data.dataset 'imagenet'"),
-    ("--model.score_net.init_args.channels=3", "data have 1 channel"),
-    ("--model.sigma_min=2.0", "sigma_min .* must be smaller than sigma_max"),
-    ("--model.sigmaa_max=2.0", "sigmaa_max"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--data.init_args.dataset=imagenet", "Unknown data.dataset 'imagenet'"),
+        ("--model.score_net.init_args.channels=3", "data have 1 channel"),
+        ("--model.sigma_min=2.0", "sigma_min .* must be smaller than sigma_max"),
+        ("--model.sigmaa_max=2.0", "sigmaa_max"),
+    ],
+)
 def test_bad_configs_fail_with_a_message_that_says_what_to_fix(override, message, tmp_path, capsys):
     with pytest.raises((ValueError, SystemExit)) as info:
         fit_digits(tmp_path, "--trainer.max_epochs=1", override)
     text = str(info.value) + capsys.readouterr().err
     import re
+
     assert re.search(message, text), text
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_missing_dataset_says_where_it_looked(tmp_path, capsys):
     with pytest.raises((FileNotFoundError, SystemExit)) as info:
-        main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--config", SMOKE,
-              f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.root={tmp_path / 'nowhere'}"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "mnist.yaml"),
+                "--config",
+                SMOKE,
+                f"--trainer.default_root_dir={tmp_path}",
+                f"--data.init_args.root={tmp_path / 'nowhere'}",
+            ]
+        )
     text = str(info.value) + capsys.readouterr().err
     assert "nowhere" in text and "train-images-idx3-ubyte" in text and "data.download" in text
     assert not list(tmp_path.rglob("*.ckpt"))

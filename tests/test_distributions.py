@@ -18,7 +18,7 @@ def test_sampling_matches_weights_and_moments():
 def test_score_is_the_gradient_of_log_prob(sigma):
     mixture = GaussianMixture([0.3, 0.7], [[0.0, 1.0], [2.0, -1.0]], [0.5, 1.5])
     x = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
-    grad, = torch.autograd.grad(mixture.log_prob(x, sigma).sum(), x)
+    (grad,) = torch.autograd.grad(mixture.log_prob(x, sigma).sum(), x)
     torch.testing.assert_close(mixture.score(x.detach(), sigma), grad)
 
 

@@ -16,8 +16,13 @@ def standard_normal_score(x, levels):
 def test_langevin_stationary_variance_on_standard_normal(step_size):
     # x' = (1 - a) x + sqrt(2a) z has stationary variance 1 / (1 - a/2) (code convention)
     g = torch.Generator().manual_seed(0)
-    x = langevin_dynamics(standard_normal_score, torch.zeros(20_000, 4, dtype=torch.float64),
-                          n_steps=200, step_size=step_size, generator=g)
+    x = langevin_dynamics(
+        standard_normal_score,
+        torch.zeros(20_000, 4, dtype=torch.float64),
+        n_steps=200,
+        step_size=step_size,
+        generator=g,
+    )
     assert x.var().item() == pytest.approx(1 / (1 - step_size / 2), rel=0.02)
     assert abs(x.mean().item()) < 0.02
 
@@ -35,8 +40,9 @@ def test_annealed_langevin_recovers_the_mixture_weights_and_plain_langevin_does_
     sigmas = geometric_sigmas(20.0, 1.0, 10)
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(4000, 2, generator=g) * 16 - 8
-    annealed = annealed_langevin_dynamics(mixture.score_fn(sigmas), x0, sigmas, n_steps_each=100,
-                                          step_lr=0.1, generator=g)
+    annealed = annealed_langevin_dynamics(
+        mixture.score_fn(sigmas), x0, sigmas, n_steps_each=100, step_lr=0.1, generator=g
+    )
     plain = langevin_dynamics(lambda x, levels: mixture.score(x, 0.0), x0, n_steps=1000, step_size=0.1, generator=g)
     heavy_annealed = (annealed.sum(1) > 0).float().mean().item()
     heavy_plain = (plain.sum(1) > 0).float().mean().item()
@@ -49,8 +55,15 @@ def test_annealed_langevin_recovers_the_mixture_weights_and_plain_langevin_does_
 def test_callback_reports_every_step_with_diagnostics():
     sigmas = geometric_sigmas(1.0, 0.1, 3)
     reports = []
-    x = annealed_langevin_dynamics(standard_normal_score, torch.zeros(8, 3), sigmas, n_steps_each=4,
-                                   step_lr=1e-3, callback=reports.append, generator=torch.Generator().manual_seed(0))
+    x = annealed_langevin_dynamics(
+        standard_normal_score,
+        torch.zeros(8, 3),
+        sigmas,
+        n_steps_each=4,
+        step_lr=1e-3,
+        callback=reports.append,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert [(r.level, r.step) for r in reports] == [(i, t) for i in range(3) for t in range(4)]
     last = reports[-1]
     assert torch.equal(last.x, x)
@@ -61,8 +74,12 @@ def test_callback_reports_every_step_with_diagnostics():
 
 def test_sampler_is_reproducible_with_a_generator():
     sigmas = geometric_sigmas(1.0, 0.1, 3)
-    run = [annealed_langevin_dynamics(standard_normal_score, torch.zeros(4, 2), sigmas, n_steps_each=3,
-                                      generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    run = [
+        annealed_langevin_dynamics(
+            standard_normal_score, torch.zeros(4, 2), sigmas, n_steps_each=3, generator=torch.Generator().manual_seed(7)
+        )
+        for _ in range(2)
+    ]
     assert torch.equal(run[0], run[1])
 
 
@@ -82,8 +99,9 @@ def test_denoising_step_is_the_posterior_mean_for_gaussian_data():
     # and it is the least-squares estimate: its error is the posterior variance
     assert ((denoised - x0) ** 2).mean().item() == pytest.approx(s**2 * sigma**2 / (s**2 + sigma**2), rel=0.01)
 
-    sampled = annealed_langevin_dynamics(score, x.clone(), sigmas, n_steps_each=1, step_lr=1e-9, denoise=True,
-                                         generator=g)
+    sampled = annealed_langevin_dynamics(
+        score, x.clone(), sigmas, n_steps_each=1, step_lr=1e-9, denoise=True, generator=g
+    )
     assert ((sampled - x0) ** 2).mean().item() < ((x - x0) ** 2).mean().item()
 
 
@@ -92,8 +110,13 @@ def test_divergence_names_the_level_and_step():
         return x * 1e30
 
     with pytest.raises(FloatingPointError, match=r"level 1 \(sigma=0\.5\), step 1\."):
-        annealed_langevin_dynamics(lambda x, lv: exploding(x, lv) if lv[0] == 1 else -x,
-                                   torch.ones(2, 2), torch.tensor([1.0, 0.5]), n_steps_each=5, step_lr=1.0)
+        annealed_langevin_dynamics(
+            lambda x, lv: exploding(x, lv) if lv[0] == 1 else -x,
+            torch.ones(2, 2),
+            torch.tensor([1.0, 0.5]),
+            n_steps_each=5,
+            step_lr=1.0,
+        )
 
 
 def test_invalid_sampler_settings_are_rejected():

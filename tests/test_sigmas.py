@@ -13,8 +13,18 @@ from ncsn_pl.sigmas import (
 )
 
 # spec §4.2: the v1 schedule
-V1_SIGMAS = [1.0, 0.5994842503, 0.3593813664, 0.2154434690, 0.1291549665,
-             0.0774263683, 0.0464158883, 0.0278255940, 0.0166810054, 0.0100000000]
+V1_SIGMAS = [
+    1.0,
+    0.5994842503,
+    0.3593813664,
+    0.2154434690,
+    0.1291549665,
+    0.0774263683,
+    0.0464158883,
+    0.0278255940,
+    0.0166810054,
+    0.0100000000,
+]
 
 
 def test_geometric_sigmas_match_the_v1_table():
@@ -58,7 +68,9 @@ def test_max_pairwise_distance_is_exact_on_small_sets():
 def test_max_pairwise_distance_estimate_on_large_sets_is_a_close_lower_bound():
     x = torch.rand(400, 8, generator=torch.Generator().manual_seed(1))
     true, _ = max_pairwise_distance(x)
-    estimate, exact = max_pairwise_distance(x, max_exact=100, num_anchors=100, generator=torch.Generator().manual_seed(2))
+    estimate, exact = max_pairwise_distance(
+        x, max_exact=100, num_anchors=100, generator=torch.Generator().manual_seed(2)
+    )
     assert not exact
     assert 0.9 * true <= estimate <= true
 
@@ -74,8 +86,12 @@ def test_ratio_rule_reproduces_the_released_configs():
 
 
 def test_variance_rule_reproduces_the_step_sizes_of_spec_4_3():
-    for gamma, steps, expected in [(1.037559, 5, 6.18e-6), (1.018414, 5, 3.34e-6), (1.009122, 3, 1.77e-6),
-                                   (1.004537, 3, 8.93e-7)]:
+    for gamma, steps, expected in [
+        (1.037559, 5, 6.18e-6),
+        (1.018414, 5, 3.34e-6),
+        (1.009122, 3, 1.77e-6),
+        (1.004537, 3, 8.93e-7),
+    ]:
         step_lr = step_lr_from_variance_rule(gamma, 0.01, steps)
         assert step_lr == pytest.approx(expected, rel=5e-3)
         # it is the minimiser and the ratio stays above 1
