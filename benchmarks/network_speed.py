@@ -137,17 +137,13 @@ def bench_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--size", choices=sorted(SIZES), default="full", help="full paper configs or a tiny smoke test"
-    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="full", help="full paper configs or a tiny smoke test")
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["mnist", "cifar10"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--inference-mode", action="store_true", help="inference_mode instead of no_grad")
-    parser.add_argument(
-        "--cinpp", choices=["fused", "reference"], default="fused", help="CIN++ implementation to time"
-    )
+    parser.add_argument("--cinpp", choices=["fused", "reference"], default="fused", help="CIN++ implementation to time")
     parser.add_argument("--train-batch", type=int, default=None)
     parser.add_argument("--sample-batch", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations after the first call")

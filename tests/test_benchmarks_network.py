@@ -44,8 +44,6 @@ def test_tiny_run_reports_times_throughput_and_flops(network_speed, tmp_path, ca
 
 def test_reference_cin_plus_option_runs_and_restores_the_fused_layer(network_speed):
     fused = layers.instance_norm_plus
-    results = network_speed.main(
-        ["--size", "tiny", "--configs", "mnist", "--cinpp", "reference", "--channels-last"]
-    )
+    results = network_speed.main(["--size", "tiny", "--configs", "mnist", "--cinpp", "reference", "--channels-last"])
     assert results[0]["sample"]["median_s"] > 0
     assert layers.instance_norm_plus is fused

@@ -102,13 +102,9 @@ def test_a_v1_checkpoint_does_not_fit_a_v2_network():
 
 def test_wrong_shapes_are_named():
     source = NCSN(channels=1, ngf=4, num_scales=10)
-    with pytest.raises(
-        ValueError, match=r"wrong shape: .*embed\.weight: checkpoint \(10, 12\) vs network \(5, 12\)"
-    ):
+    with pytest.raises(ValueError, match=r"wrong shape: .*embed\.weight: checkpoint \(10, 12\) vs network \(5, 12\)"):
         load_official_checkpoint(NCSN(channels=1, ngf=4, num_scales=5), source.state_dict())
-    with pytest.raises(
-        ValueError, match=r"begin_conv\.weight: checkpoint \(4, 1, 3, 3\) vs network \(8, 1, 3, 3\)"
-    ):
+    with pytest.raises(ValueError, match=r"begin_conv\.weight: checkpoint \(4, 1, 3, 3\) vs network \(8, 1, 3, 3\)"):
         load_official_checkpoint(NCSN(channels=1, ngf=8, num_scales=10), source.state_dict())
 
 

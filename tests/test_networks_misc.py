@@ -62,18 +62,18 @@ def test_toy_mlp_learns_the_score_of_a_gaussian():
             assert err / exact.pow(2).sum(1).mean() < 0.05
 
 
-def test_fused_instance_norm_plus_matches_the_unfused_formula_in_value_and_gradient():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fused_instance_norm_plus_matches_the_unfused_formula_in_value_and_gradient(memory_format):
     torch.manual_seed(0)
-    x = (torch.randn(3, 6, 5, 4, dtype=torch.float64) * 2 + 1).requires_grad_()
+    x = (torch.randn(3, 6, 5, 4, dtype=torch.float64) * 2 + 1).contiguous(memory_format=memory_format)
+    x.requires_grad_()
     gamma, alpha, beta = (torch.randn(3, 6, dtype=torch.float64, requires_grad=True) for _ in range(3))
 
     def unfused(x, gamma, alpha, beta):
         means = x.mean(dim=(2, 3))
         mt = (means - means.mean(1, keepdim=True)) / torch.sqrt(means.var(1, keepdim=True) + 1e-5)
-        return (
-            gamma[..., None, None] * (F.instance_norm(x) + mt[..., None, None] * alpha[..., None, None])
-            + beta[..., None, None]
-        )
+        h = F.instance_norm(x) + mt[..., None, None] * alpha[..., None, None]
+        return gamma[..., None, None] * h + beta[..., None, None]
 
     torch.testing.assert_close(instance_norm_plus(x, gamma, alpha, beta), unfused(x, gamma, alpha, beta))
     w = torch.randn(3, 6, 5, 4, dtype=torch.float64)
@@ -81,6 +81,9 @@ def test_fused_instance_norm_plus_matches_the_unfused_formula_in_value_and_gradi
     g2 = torch.autograd.grad((unfused(x, gamma, alpha, beta) * w).sum(), (x, gamma, alpha, beta))
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b)
+    # per-channel parameters (the unconditional v2 layer) broadcast over the batch
+    out = instance_norm_plus(x, gamma[0], alpha[0], beta[0])
+    torch.testing.assert_close(out, unfused(x, gamma[:1].expand(3, 6), alpha[:1].expand(3, 6), beta[:1].expand(3, 6)))
 
 
 def test_importing_the_networks_loads_no_framework():

@@ -130,9 +130,7 @@ def test_activation_shapes_follow_the_reference(size):
     net = NCSN(channels=1, ngf=ngf)
     shapes = {}
     for name, module in net.named_children():
-        module.register_forward_hook(
-            lambda m, i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
-        )
+        module.register_forward_hook(lambda m, i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
     for name in ("res1", "res2", "res3", "res4"):
         getattr(net, name)[-1].register_forward_hook(
             lambda m, i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))

@@ -73,9 +73,7 @@ def _load(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist.")
     if path.is_dir():
-        raise IsADirectoryError(
-            f"Checkpoint path {str(path)!r} is a directory; pass the .pth file inside it."
-        )
+        raise IsADirectoryError(f"Checkpoint path {str(path)!r} is a directory; pass the .pth file inside it.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the weights-only unpickler fails in many ways on foreign files
@@ -123,9 +121,7 @@ def load_official_checkpoint(
                 more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:_MAX_LISTED])}{more}")
         raise ValueError(
-            f"The checkpoint does not fit {type(net).__name__}: "
-            + "; ".join(parts)
-            + ". Build the network with "
+            f"The checkpoint does not fit {type(net).__name__}: " + "; ".join(parts) + ". Build the network with "
             "the checkpoint's configuration (channels, ngf, num_scales, and v1 NCSN vs "
             "NCSNv2/Deeper/Deepest)."
         )

@@ -48,9 +48,10 @@ def instance_norm_plus(
         h_c   = (x_c - mu_c) / sqrt(s_c^2 + eps)              # InstanceNorm2d, affine=False
         out_c = gamma_c * (h_c + alpha_c * (mu_c - m) / sqrt(v + eps)) + beta_c
 
-    which is ``x_c * scale_c + shift_c`` with ``scale_c = gamma_c / sqrt(s_c^2 + eps)`` and
-    ``shift_c = gamma_c * alpha_c * (mu_c - m) / sqrt(v + eps) - mu_c * scale_c + beta_c``.
-    Computing it this way takes one pass for the statistics and one for the output.
+    i.e. ``gamma_c * h_c + shift_c`` with ``shift_c = gamma_c * alpha_c * (mu_c - m) / sqrt(v + eps) + beta_c``,
+    one scale and one shift per (sample, channel). For contiguous (NCHW) input that is a single native
+    ``batch_norm`` over the ``(1, B*C, H, W)`` view with weight ``gamma`` and bias ``shift`` (fused statistics,
+    normalisation and affine, and a fused backward); other layouts (channels_last) use a two-pass form.
 
     Args:
         x: input, shape ``(B, C, H, W)``.
@@ -62,13 +63,21 @@ def instance_norm_plus(
     Returns:
         A tensor shaped like ``x``.
     """
-    var, mu = torch.var_mean(x, dim=(2, 3), correction=0)
+    b, c, h, w = x.shape
+    gamma, alpha = gamma.expand(b, c), alpha.expand(b, c)
+    mu = x.mean(dim=(2, 3))
     v, m = torch.var_mean(mu, dim=1, keepdim=True, correction=1)
-    scale = gamma * torch.rsqrt(var + eps)
-    shift = gamma * alpha * ((mu - m) * torch.rsqrt(v + eps)) - mu * scale
+    shift = gamma * alpha * ((mu - m) * torch.rsqrt(v + eps))
     if beta is not None:
         shift = shift + beta
-    return torch.addcmul(shift[..., None, None], x, scale[..., None, None])
+    if x.is_contiguous():
+        out = F.batch_norm(
+            x.view(1, b * c, h, w), None, None, gamma.reshape(b * c), shift.reshape(b * c), True, 0.0, eps
+        )
+        return out.view(b, c, h, w)
+    centred = x - mu[..., None, None]
+    var = centred.square().mean(dim=(2, 3))
+    return torch.addcmul(shift[..., None, None], centred, (gamma * torch.rsqrt(var + eps))[..., None, None])
 
 
 class ConditionalInstanceNorm2dPlus(nn.Module):
@@ -240,9 +249,7 @@ class CRPBlock(nn.Module):
     and no normalisation. Convs have no bias.
     """
 
-    def __init__(
-        self, features: int, n_stages: int, norm: NormFactory | None, pool: Literal["avg", "max"]
-    ) -> None:
+    def __init__(self, features: int, n_stages: int, norm: NormFactory | None, pool: Literal["avg", "max"]) -> None:
         super().__init__()
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}.")

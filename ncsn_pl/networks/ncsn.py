@@ -138,9 +138,7 @@ class RefineNetDilated(nn.Module):
         self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
         for s in stages:
             blocks = [
-                ResidualBlock(
-                    s.in_mult * ngf, s.out_mult * ngf, norm, resample=s.resample, dilation=s.dilation
-                ),
+                ResidualBlock(s.in_mult * ngf, s.out_mult * ngf, norm, resample=s.resample, dilation=s.dilation),
                 ResidualBlock(s.out_mult * ngf, s.out_mult * ngf, norm, dilation=s.dilation),
             ]
             self.add_module(s.name, nn.ModuleList(blocks))
