@@ -39,6 +39,15 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Put the resolved, nested config into each W&B run's config (``model.sigma_max`` as in sweep files)."""
+        import json
+
+        from ncsn_pl.tracking import log_config
+
+        config = json.loads(self.parser.dump(self.config, format="json", skip_unset=False, skip_validation=True))
+        log_config(trainer.loggers, config)
+
 
 class NCSNCLI(LightningCLI):
     """LightningCLI for NCSN: forced checkpointing, links from the data to the model."""
