@@ -590,9 +590,9 @@ class Sweep:
                 _stop_process(process)
                 returncode = None
             except BaseException:
-                _stop_process(process)
                 trial.update(state=INTERRUPTED, ended=_now(), duration_s=round(time.monotonic() - start, 2))
                 self.save()
+                _stop_process(process)
                 raise
         trial["duration_s"] = round(time.monotonic() - start, 2)
         trial["ended"] = _now()
@@ -663,12 +663,13 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 
 def _stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM the trial's process group (Lightning writes its checkpoint), SIGKILL it after 30 s."""
+    """SIGTERM the trial's process group (Lightning writes its checkpoint); SIGKILL it after 30 s, or at once
+    on a second Ctrl-C / SIGTERM, so no trial outlives the runner."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, KeyboardInterrupt, SweepStopped):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()

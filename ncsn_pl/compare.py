@@ -1,0 +1,501 @@
+"""Compare runs: ``python -m ncsn_pl compare PATH... [--metric val/fid] [--out DIR]``.
+
+PATH is a run folder (a CSVLogger ``version_N`` folder, or any folder above run folders), a sweep folder
+(``sweep.json`` from ``python -m ncsn_pl sweep``), an offline W&B run (``wandb/offline-run-*``), or
+``entity/project`` read through the W&B API (online). Prints one row per run: its swept settings, the best and
+last value of the metric, IS, loss, steps and run time, sorted by the metric; writes the table as ``runs.csv``
+and ``runs.md`` and draws PNG plots of the metric against each swept setting and over training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ncsn_pl.tracking import (
+    MetricSummary,
+    find_csv_runs,
+    flatten_config,
+    offline_run_dirs,
+    read_metrics_csv,
+    read_offline_run,
+    summarize_metric,
+)
+
+__all__ = ["Comparison", "RunRow", "collect_runs", "compare", "format_table", "main", "plot_runs", "write_tables"]
+
+INCEPTION_SCORE, LOSS = "val/is", "val/loss"
+# the noise schedule: shown when the runs do not say what was swept
+SCHEDULE_KEYS = ("model.sigma_max", "model.sigma_min", "model.num_scales", "model.step_lr", "model.n_steps_each",
+                 "model.anneal_power")
+# config keys that differ between runs without being settings
+IGNORED_PREFIXES = ("trainer.default_root_dir", "trainer.logger", "trainer.callbacks", "ckpt_path", "config",
+                    "data.init_args.root", "checkpoint.dirpath", "_")
+HIGHER_IS_BETTER = re.compile(r"(^|/)(is|inception_score|acc\w*|precision|recall)$")
+_PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+@dataclass
+class RunRow:
+    """One run of the comparison.
+
+    Attributes:
+        run: a short name (``trial-003``, ``version_0``, a W&B run name).
+        path: the run folder, or the W&B run's path.
+        status: ``finished``, ``failed``, ``interrupted``, ``running``, ``no metrics`` (a run folder without
+            ``metrics.csv``) or ``no <metric>`` (metrics, but not this one).
+        config: the flat (dotted) config, with a sweep trial's parameters.
+        metric: the metric's best and last value, or ``None``.
+        history: the metric's ``[(step, value), ...]``.
+        inception_score: the last ``val/is``; loss: the last ``val/loss`` (else ``train/loss``).
+        steps: the last step logged; runtime_s: the run time in seconds (W&B's ``_runtime``, a sweep trial's
+            wall time, else the time between the run's first and last file writes).
+        note: why the run has no metric (a failed trial's error, ...).
+    """
+
+    run: str
+    path: str
+    status: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metric: MetricSummary | None = None
+    history: list[tuple[int, float]] = field(default_factory=list)
+    inception_score: float | None = None
+    loss: float | None = None
+    steps: int | None = None
+    runtime_s: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    """Rows sorted by the metric (runs without it last), the settings shown, the metric and its goal."""
+
+    rows: list[RunRow]
+    settings: list[str]
+    metric: str
+    goal: str
+    files: list[Path] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- reading runs
+def _last(history: Sequence[tuple[int, float]] | None) -> float | None:
+    return history[-1][1] if history else None
+
+
+def _row_from_metrics(row: RunRow, metrics: Mapping[str, list[tuple[int, float]]], metric: str, goal: str) -> RunRow:
+    row.history = list(metrics.get(metric, []))
+    row.metric = summarize_metric(row.history, goal)
+    row.inception_score = _last(metrics.get(INCEPTION_SCORE))
+    row.loss = _last(metrics.get(LOSS)) if metrics.get(LOSS) else _last(metrics.get("train/loss"))
+    steps = [step for values in metrics.values() for step, _ in values]
+    row.steps = max(steps) if steps else None
+    return row
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
+    """A CSVLogger run folder (``metrics.csv``, ``config.yaml``); listed as ``no metrics`` without a csv."""
+    row = RunRow(run=name, path=str(run_dir), status="finished")
+    row.config = flatten_config(_read_yaml(run_dir / "config.yaml"))
+    csv_path = run_dir / "metrics.csv"
+    if not csv_path.is_file():
+        row.status, row.note = "no metrics", "no metrics.csv in the run folder"
+        return row
+    _row_from_metrics(row, read_metrics_csv(csv_path), metric, goal)
+    first = min((p.stat().st_mtime for p in (run_dir / "hparams.yaml", run_dir / "config.yaml") if p.is_file()),
+                default=None)
+    if first is not None:
+        row.runtime_s = round(max(0.0, csv_path.stat().st_mtime - first), 1)
+    if row.metric is None:
+        row.status, row.note = f"no {metric}", f"metrics.csv has no {metric} column"
+    return row
+
+
+def _wandb_offline_run(run_dir: Path, name: str | None, metric: str, goal: str) -> RunRow:
+    """An offline W&B run read back with ``wandb leet`` (used when no CSV run sits next to it)."""
+    row = RunRow(run=name or run_dir.name, path=str(run_dir), status="finished")
+    try:
+        record = read_offline_run(run_dir, history_keys=[metric, INCEPTION_SCORE, LOSS, "train/loss"])
+    except RuntimeError as error:
+        row.status, row.note = "no metrics", str(error)
+        return row
+    row.run = name or record.get("name") or run_dir.name
+    row.config = {k: v for k, v in flatten_config(record["config"]).items() if not k.startswith("_")}
+    _row_from_metrics(row, record["history"], metric, goal)
+    summary = record["summary"]
+    row.steps = summary.get("trainer/global_step", row.steps)
+    row.runtime_s = summary.get("_runtime")
+    if record.get("state") not in (None, "finished"):
+        row.status = str(record["state"])
+    if row.metric is None:
+        row.status, row.note = f"no {metric}", f"the W&B run has no {metric}"
+    return row
+
+
+def _sweep_runs(sweep_dir: Path, metric: str, goal: str, prefix: str) -> tuple[list[RunRow], list[str], str | None]:
+    """The trials of a sweep folder; their parameters are the settings."""
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    sweep = state.get("sweep") or {}
+    rows = []
+    for trial in state.get("trials", []):
+        trial_dir = sweep_dir / trial.get("dir", trial["name"])
+        runs = sorted(find_csv_runs(trial_dir), key=lambda p: (p / "metrics.csv").stat().st_mtime) \
+            if trial_dir.is_dir() else []
+        wandb_runs = offline_run_dirs(trial_dir) if trial_dir.is_dir() else []
+        if runs:
+            row = _csv_run(runs[-1], prefix + trial["name"], metric, goal)
+        elif wandb_runs:
+            row = _wandb_offline_run(wandb_runs[-1], prefix + trial["name"], metric, goal)
+        else:
+            row = RunRow(run=prefix + trial["name"], path=str(trial_dir), status="no metrics",
+                         note="the trial left no run folder")
+        row.config.update(trial.get("params", {}))
+        if trial.get("duration_s") is not None:
+            row.runtime_s = trial["duration_s"]
+        if trial.get("state") != "finished":
+            row.status = trial.get("state", row.status)
+            row.note = trial.get("error") or row.note
+        rows.append(row)
+    sweep_goal = None
+    if isinstance(sweep.get("metric"), Mapping) and sweep["metric"].get("name") == metric:
+        sweep_goal = sweep["metric"].get("goal", "minimize")
+    return rows, list(sweep.get("parameters") or {}), sweep_goal
+
+
+def _wandb_api() -> Any:
+    import wandb
+
+    return wandb.Api(timeout=30)
+
+
+def _api_runs(project: str, metric: str, goal: str) -> tuple[list[RunRow], list[str]]:
+    """Runs of ``entity/project`` through the W&B API (needs the network and ``wandb login``)."""
+    try:
+        runs = list(_wandb_api().runs(project))
+    except Exception as error:  # no network, no key, no such project: all surface here
+        raise LookupError(f"could not read {project} from W&B ({type(error).__name__}: {error}); offline, "
+                          "compare the local run or sweep folders instead") from error
+    rows, swept = [], []
+    for run in runs:
+        row = RunRow(run=str(run.name), path=f"{project}/{run.id}", status=str(run.state))
+        row.config = {k: v for k, v in flatten_config(dict(run.config)).items() if not k.startswith("_")}
+        keys = [metric, INCEPTION_SCORE, LOSS, "train/loss"]
+        metrics: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+        items = list(run.scan_history(keys=[metric, "trainer/global_step"])) or list(run.scan_history(keys=[metric]))
+        for item in items:
+            step = item.get("trainer/global_step", item.get("_step", 0))
+            if isinstance(item.get(metric), (int, float)):
+                metrics[metric].append((int(step), float(item[metric])))
+        summary = dict(run.summary)
+        for key in keys[1:]:
+            if isinstance(summary.get(key), (int, float)):
+                metrics[key] = [(int(summary.get("trainer/global_step", 0)), float(summary[key]))]
+        _row_from_metrics(row, metrics, metric, goal)
+        row.steps = summary.get("trainer/global_step", row.steps)
+        row.runtime_s = summary.get("_runtime")
+        if row.metric is None and row.status == "finished":
+            row.status = f"no {metric}"
+        sweep_config = getattr(getattr(run, "sweep", None), "config", None) or {}
+        for name in sweep_config.get("parameters") or {}:
+            if name not in swept:
+                swept.append(name)
+        rows.append(row)
+    return rows, swept
+
+
+def _local_runs(path: Path, metric: str, goal: str, prefix: str) -> tuple[list[RunRow], list[str], str | None]:
+    """Every run under a local folder: sweep folders, CSV run folders, offline W&B runs without a CSV twin."""
+    if (path / "sweep.json").is_file():
+        return _sweep_runs(path, metric, goal, prefix)
+    if list(path.glob("run-*.wandb")):
+        return [_wandb_offline_run(path, None, metric, goal)], [], None
+    rows, swept, goal_found = [], [], None
+    sweep_dirs = sorted(p.parent for p in path.rglob("sweep.json"))
+    for sweep_dir in sweep_dirs:
+        sub_rows, sub_swept, sub_goal = _sweep_runs(sweep_dir, metric, goal, prefix + _rel(sweep_dir, path) + "/")
+        rows += sub_rows
+        swept += [k for k in sub_swept if k not in swept]
+        goal_found = goal_found or sub_goal
+
+    def in_sweep(p: Path) -> bool:
+        return any(p == s or s in p.parents for s in sweep_dirs)
+
+    run_dirs = {p for p in find_csv_runs(path) if not in_sweep(p)}
+    # folders a run wrote (config.yaml, hparams.yaml, checkpoints/) but that hold no metrics.csv
+    for marker in ("config.yaml", "hparams.yaml"):
+        for p in path.rglob(marker):
+            if "wandb" not in p.relative_to(path).parts and not in_sweep(p.parent) and p.parent not in run_dirs:
+                if (p.parent / "checkpoints").is_dir() or marker == "hparams.yaml" or p.parent.name.startswith(
+                        "version_"):
+                    run_dirs.add(p.parent)
+    for run_dir in sorted(run_dirs):
+        rows.append(_csv_run(run_dir, prefix + _rel(run_dir, path), metric, goal))
+    roots_with_csv = {d.parent for d in run_dirs} | run_dirs
+    for wandb_dir in sorted(path.rglob("wandb")):
+        root = wandb_dir.parent
+        if not wandb_dir.is_dir() or in_sweep(root) or root in roots_with_csv:
+            continue
+        for run_dir in offline_run_dirs(root):
+            rows.append(_wandb_offline_run(run_dir, None, metric, goal))
+    return rows, swept, goal_found
+
+
+def _rel(path: Path, base: Path) -> str:
+    rel = str(path.relative_to(base)) if path != base else path.name
+    return rel if rel != "." else path.resolve().name
+
+
+def _default_goal(metric: str) -> str:
+    return "maximize" if HIGHER_IS_BETTER.search(metric) else "minimize"
+
+
+def collect_runs(paths: Sequence[str], metric: str = "val/fid", goal: str | None = None) -> Comparison:
+    """Read the runs under ``paths`` (see the module docstring) and sort them by ``metric``.
+
+    Args:
+        paths: run folders, sweep folders, offline W&B runs, or ``entity/project``.
+        metric: the metric to compare (``val/fid``, ``val/loss``, ...).
+        goal: ``minimize`` or ``maximize``; default: a sweep's own goal for its metric, else maximize for
+            IS-like metrics and minimize otherwise.
+
+    Raises:
+        FileNotFoundError: a PATH that is neither a folder nor ``entity/project``.
+        LookupError: ``entity/project`` could not be read from W&B.
+    """
+    rows: list[RunRow] = []
+    swept: list[str] = []
+    found_goal = None
+    reading_goal = goal or _default_goal(metric)
+    for raw in paths:
+        path = Path(raw)
+        prefix = f"{path.resolve().name}/" if len(paths) > 1 else ""
+        if path.exists():
+            new_rows, new_swept, sweep_goal = _local_runs(path, metric, reading_goal, prefix)
+        elif _PROJECT.match(raw):
+            (new_rows, new_swept), sweep_goal = _api_runs(raw, metric, reading_goal), None
+        else:
+            raise FileNotFoundError(f"{raw!r} is neither a folder nor entity/project.")
+        rows += new_rows
+        swept += [k for k in new_swept if k not in swept]
+        found_goal = found_goal or sweep_goal
+    goal = goal or found_goal or reading_goal
+    if goal != reading_goal:  # a sweep said otherwise: recompute best values
+        for row in rows:
+            row.metric = summarize_metric(row.history, goal)
+    settings = swept + [k for k in _differing_keys(rows) if k not in swept]
+    if not settings:
+        settings = [k for k in SCHEDULE_KEYS if any(k in row.config for row in rows)]
+    return Comparison(rows=sort_rows(rows, goal), settings=settings, metric=metric, goal=goal)
+
+
+def _differing_keys(rows: Iterable[RunRow]) -> list[str]:
+    rows = [row for row in rows if row.config]
+    if len(rows) < 2:
+        return []
+    keys = sorted({k for row in rows for k in row.config})
+    differing = []
+    for key in keys:
+        if key.startswith(IGNORED_PREFIXES):
+            continue
+        # runs without the key (a failed trial's bare parameters) do not make it differ
+        values = {json.dumps(row.config[key], sort_keys=True, default=str) for row in rows if key in row.config}
+        if len(values) > 1 and not any(isinstance(row.config.get(key), (list, dict)) for row in rows):
+            differing.append(key)
+    return differing
+
+
+def sort_rows(rows: list[RunRow], goal: str) -> list[RunRow]:
+    """Runs with a finite best value first, best first; the others after them in their original order."""
+    sign = 1.0 if goal == "minimize" else -1.0
+
+    def key(item: tuple[int, RunRow]) -> tuple[int, float, int]:
+        index, row = item
+        if row.metric is not None and math.isfinite(row.metric.best):
+            return (0, sign * row.metric.best, index)
+        return (1, 0.0, index)
+
+    return [row for _, row in sorted(enumerate(rows), key=key)]
+
+
+# ---------------------------------------------------------------------------------------------- output
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _table(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
+    m = comparison.metric
+    header = ["rank", "run", "status", *comparison.settings, f"best {m}", "best step", f"last {m}", "IS",
+              "loss", "steps", "time (s)"]
+    body = []
+    for rank, row in enumerate(comparison.rows, 1):
+        best = row.metric.best if row.metric else None
+        body.append([rank if best is not None and math.isfinite(best) else None, row.run, row.status,
+                     *[row.config.get(k) for k in comparison.settings], best,
+                     row.metric.best_step if row.metric else None, row.metric.last if row.metric else None,
+                     row.inception_score, row.loss, row.steps, row.runtime_s])
+    return header, body
+
+
+def format_table(comparison: Comparison) -> str:
+    """The comparison as an aligned text table (notes of runs without the metric below it)."""
+    header, body = _table(comparison)
+    cells = [header] + [[_fmt(v) for v in line] for line in body]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"  {row.run}: {row.note}" for row in comparison.rows if row.note]
+    title = f"{len(comparison.rows)} run(s) by {comparison.metric} ({comparison.goal})"
+    return "\n".join([title, *lines, *(["notes:", *notes] if notes else [])])
+
+
+def write_tables(comparison: Comparison, out: Path) -> list[Path]:
+    """Write ``runs.csv`` (full precision, with paths and notes) and ``runs.md``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    header, body = _table(comparison)
+    csv_path, md_path = out / "runs.csv", out / "runs.md"
+    with open(csv_path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow([*header, "path", "note"])
+        for line, row in zip(body, comparison.rows, strict=True):
+            writer.writerow(["" if v is None else v for v in line] + [row.path, row.note])
+    md = [f"Runs by `{comparison.metric}` ({comparison.goal}).", "",
+          "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    md += ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in line) + " |" for line in body]
+    notes = [f"- `{row.run}`: {row.note}" for row in comparison.rows if row.note]
+    md_path.write_text("\n".join(md + ([""] + notes if notes else [])) + "\n")
+    return [csv_path, md_path]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+
+
+def _numbers(values: Sequence[Any]) -> list[float] | None:
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return [float(v) for v in values]
+    return None
+
+
+def plot_runs(comparison: Comparison, out: Path) -> list[Path]:
+    """PNG plots: the best metric against each setting, and the metric over training steps per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    out.mkdir(parents=True, exist_ok=True)
+    metric, files = comparison.metric, []
+    scored = [r for r in comparison.rows if r.metric is not None and math.isfinite(r.metric.best)]
+    for key in comparison.settings:
+        points = [(r.config.get(key), r.metric.best, r.run) for r in scored if key in r.config]
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        xs = _numbers([p[0] for p in points])
+        if xs is None:  # categorical setting: one slot per value
+            labels = sorted({_fmt(p[0]) for p in points})
+            xs = [float(labels.index(_fmt(p[0]))) for p in points]
+            ax.set_xticks(range(len(labels)), labels)
+        elif min(xs) > 0 and max(xs) / min(xs) >= 10:
+            ax.set_xscale("log")
+        ax.scatter(xs, [p[1] for p in points], color="tab:blue")
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"best {metric}")
+        ax.set_title(f"best {metric} against {key}", fontsize=10)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        files.append(out / f"{_slug(metric)}_vs_{_slug(key)}.png")
+        fig.savefig(files[-1], dpi=100)
+        plt.close(fig)
+    curves = [r for r in comparison.rows if r.history]
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        shown = comparison.settings[:3]
+        for row in curves:
+            label = ", ".join([row.run] + [f"{k.rsplit('.', 1)[-1]}={_fmt(row.config.get(k))}" for k in shown])
+            ax.plot([s for s, _ in row.history], [v for _, v in row.history], marker="." if len(row.history) < 30
+                    else None, label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("step")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} over training", fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(curves) <= 20:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        files.append(out / f"{_slug(metric)}_over_steps.png")
+        fig.savefig(files[-1], dpi=100)
+        plt.close(fig)
+    return files
+
+
+def compare(paths: Sequence[str], metric: str = "val/fid", out: str | Path | None = None,
+            goal: str | None = None, plots: bool = True) -> Comparison:
+    """Collect, sort, write ``runs.csv``/``runs.md`` and the plots into ``out``; returns the comparison."""
+    comparison = collect_runs(paths, metric, goal)
+    if out is not None and comparison.rows:
+        comparison.files = write_tables(comparison, Path(out))
+        if plots:
+            comparison.files += plot_runs(comparison, Path(out))
+    return comparison
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ncsn_pl compare",
+        description="Compare runs by a metric: a table (also runs.csv, runs.md) and PNG plots.")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="run folders, sweep folders, offline W&B runs, or entity/project (W&B API, online)")
+    parser.add_argument("--metric", default="val/fid", help="the metric to compare (default: val/fid)")
+    parser.add_argument("--goal", choices=("minimize", "maximize"), default=None,
+                        help="default: the sweep's goal, else maximize for IS-like metrics, minimize otherwise")
+    parser.add_argument("--out", default=None,
+                        help="where the tables and plots go (default: PATH/compare for one local PATH, else ./compare)")
+    parser.add_argument("--no-plots", action="store_true", help="write the tables only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Comparison:
+    """``python -m ncsn_pl compare ...``; returns the comparison. Exits with status 1 when no run is found."""
+    options = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    out = options.out
+    if out is None:
+        local = len(options.paths) == 1 and Path(options.paths[0]).is_dir()
+        out = Path(options.paths[0]) / "compare" if local else Path("compare")
+    try:
+        comparison = compare(options.paths, options.metric, out, options.goal, plots=not options.no_plots)
+    except (FileNotFoundError, LookupError) as error:
+        print(f"compare: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if not comparison.rows:
+        print(f"compare: no runs found in {', '.join(options.paths)} (no metrics.csv, config.yaml, sweep.json or "
+              "offline W&B run).", file=sys.stderr)
+        raise SystemExit(1)
+    print(format_table(comparison))
+    if comparison.files:
+        print(f"wrote {', '.join(str(p) for p in comparison.files)}")
+    return comparison

@@ -1,0 +1,145 @@
+"""`python -m ncsn_pl compare`: run folders, sweep folders and W&B projects into one sorted table and plots."""
+
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from ncsn_pl import compare as compare_module
+from ncsn_pl.compare import collect_runs, main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(folder: Path, sigma_max: float, fid: list[float] | None, extra_columns: dict | None = None) -> Path:
+    """A CSVLogger run folder as the CLI leaves it: config.yaml, hparams.yaml, metrics.csv (fid every 10 steps)."""
+    folder.mkdir(parents=True)
+    config = {"model": {"sigma_max": sigma_max, "sigma_min": 0.01, "num_scales": 10},
+              "trainer": {"default_root_dir": str(folder.parent), "max_steps": 30}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "hparams.yaml").write_text("sigma_max: 1\n")
+    if fid is not None:
+        columns = {"val/fid": fid, "val/loss": [1.0 / (i + 1) for i in range(len(fid))], **(extra_columns or {})}
+        with open(folder / "metrics.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["epoch", "step", "train/loss", *columns])
+            for i in range(len(fid)):
+                writer.writerow([0, 10 * i + 5, 2.0, *[""] * len(columns)])  # a training row: no val metrics
+                writer.writerow([0, 10 * i + 9, "", *[values[i] for values in columns.values()]])
+    return folder
+
+
+def test_run_folders_sorted_by_best_fid_with_plots(tmp_path, capsys):
+    root = tmp_path / "runs"
+    write_run(root / "version_0", 1.0, [80.0, 40.0, 60.0], {"val/is": [2.0, 3.0, 3.5]})
+    write_run(root / "version_1", 5.0, [70.0, 50.0, 45.0], {"val/is": [2.0, 2.5, 2.6]})
+    write_run(root / "version_2", 20.0, [90.0, float("nan"), 30.0])
+    write_run(root / "version_3", 50.0, None)  # started, never validated: listed, not dropped
+    comparison = main([str(root), "--out", str(tmp_path / "out")])
+    rows = comparison.rows
+    assert [r.run for r in rows] == ["version_2", "version_0", "version_1", "version_3"]
+    assert [r.metric.best for r in rows[:3]] == [30.0, 40.0, 45.0]
+    assert [r.metric.last for r in rows[:3]] == [30.0, 60.0, 45.0]
+    assert [r.metric.best_step for r in rows[:3]] == [29, 19, 29]
+    assert rows[1].inception_score == 3.5 and rows[2].inception_score == 2.6 and rows[0].inception_score is None
+    assert rows[0].loss == pytest.approx(1 / 3) and rows[0].steps == 29
+    assert rows[3].status == "no metrics" and rows[3].metric is None
+    assert comparison.settings == ["model.sigma_max"]  # the only setting that differs
+
+    printed = capsys.readouterr().out
+    assert printed.index("version_2") < printed.index("version_0") < printed.index("version_1")
+    assert "no metrics" in printed
+
+    out = tmp_path / "out"
+    with open(out / "runs.csv", newline="") as file:
+        table = list(csv.DictReader(file))
+    assert [r["run"] for r in table] == ["version_2", "version_0", "version_1", "version_3"]
+    assert [r["model.sigma_max"] for r in table] == ["20.0", "1.0", "5.0", "50.0"]
+    assert float(table[0]["best val/fid"]) == 30.0 and table[3]["best val/fid"] == ""
+    markdown = (out / "runs.md").read_text()
+    assert markdown.count("| version_") == 4 and "| 1 | version_2 | finished | 20 | 30 |" in markdown
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["val_fid_over_steps.png", "val_fid_vs_model_sigma_max.png"]
+    assert all((out / p).read_bytes().startswith(PNG) for p in pngs)
+
+
+def test_higher_is_better_metrics_sort_descending(tmp_path):
+    write_run(tmp_path / "a", 1.0, [50.0], {"val/is": [2.0]})
+    write_run(tmp_path / "b", 2.0, [60.0], {"val/is": [4.0]})
+    comparison = collect_runs([str(tmp_path)], metric="val/is")
+    assert comparison.goal == "maximize" and [r.run for r in comparison.rows] == ["b", "a"]
+    assert [r.run for r in collect_runs([str(tmp_path)], "val/is", goal="minimize").rows] == ["a", "b"]
+
+
+def test_sweep_folder_lists_failed_trials_with_their_error(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "trial-000" / "version_0", 1.0, [40.0])
+    write_run(sweep / "trial-002" / "version_0", 3.0, [20.0])
+    (sweep / "trial-001").mkdir(parents=True)
+    trials = [
+        {"name": "trial-000", "dir": "trial-000", "state": "finished", "params": {"model.sigma_max": 1.0},
+         "duration_s": 12.5},
+        {"name": "trial-001", "dir": "trial-001", "state": "failed", "params": {"model.sigma_max": 2.0},
+         "error": "exit code 1; see trial-001/trial.log"},
+        {"name": "trial-002", "dir": "trial-002", "state": "finished", "params": {"model.sigma_max": 3.0}},
+    ]
+    state = {"sweep": {"metric": {"name": "val/fid", "goal": "minimize"},
+                       "parameters": {"model.sigma_max": {"values": [1.0, 2.0, 3.0]}}}, "trials": trials}
+    (sweep / "sweep.json").write_text(json.dumps(state))
+    comparison = collect_runs([str(sweep)])
+    assert [(r.run, r.status) for r in comparison.rows] == [
+        ("trial-002", "finished"), ("trial-000", "finished"), ("trial-001", "failed")]
+    assert comparison.rows[2].note == "exit code 1; see trial-001/trial.log"
+    assert comparison.rows[1].runtime_s == 12.5
+    assert comparison.settings == ["model.sigma_max"]
+    assert [r.config["model.sigma_max"] for r in comparison.rows] == [3.0, 1.0, 2.0]
+
+
+def test_no_runs_says_so(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "empty")])
+    assert exit_info.value.code == 1
+    assert "no runs found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing" / "folder")])
+    assert exit_info.value.code == 2
+    assert "neither a folder nor entity/project" in capsys.readouterr().err
+
+
+class FakeRun(SimpleNamespace):
+    def scan_history(self, keys):
+        return [row for row in self.rows if all(k in row for k in keys)]
+
+
+def test_entity_project_through_the_wandb_api(monkeypatch, tmp_path):
+    sweep = SimpleNamespace(config={"parameters": {"model.sigma_max": {"values": [1.0, 2.0]}}})
+    runs = [
+        FakeRun(name="smax1", id="r1", state="finished", sweep=sweep,
+                config={"model": {"sigma_max": 1.0}, "_wandb": {}},
+                summary={"_runtime": 100.0, "trainer/global_step": 20, "val/is": 3.0, "val/loss": 0.5},
+                rows=[{"val/fid": 50.0, "trainer/global_step": 10}, {"val/fid": 45.0, "trainer/global_step": 20}]),
+        FakeRun(name="smax2", id="r2", state="finished", sweep=sweep, config={"model": {"sigma_max": 2.0}},
+                summary={"_runtime": 90.0, "trainer/global_step": 20},
+                rows=[{"val/fid": 30.0, "trainer/global_step": 10}, {"val/fid": 35.0, "trainer/global_step": 20}]),
+    ]
+    seen = []
+    monkeypatch.setattr(compare_module, "_wandb_api",
+                        lambda: SimpleNamespace(runs=lambda path: seen.append(path) or runs))
+    comparison = main(["me/ncsn-pl", "--out", str(tmp_path)])
+    assert seen == ["me/ncsn-pl"]
+    assert [(r.run, r.metric.best, r.metric.last) for r in comparison.rows] == [
+        ("smax2", 30.0, 35.0), ("smax1", 45.0, 45.0)]
+    assert comparison.rows[1].inception_score == 3.0 and comparison.rows[1].runtime_s == 100.0
+    assert comparison.settings == ["model.sigma_max"] and (tmp_path / "runs.csv").is_file()
+
+    def offline():
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(compare_module, "_wandb_api", offline)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["me/ncsn-pl", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2

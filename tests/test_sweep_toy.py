@@ -1,0 +1,82 @@
+"""End to end: an offline grid sweep of 3 `fit` trials on the toy config, then `compare` over its folder.
+
+Each trial is a real `python -m ncsn_pl fit` process with W&B offline (a few steps of the toy MLP), so this
+module takes about as long as three CLI start-ups.
+"""
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ncsn_pl import compare, sweep
+from ncsn_pl.tracking import offline_run_dirs, read_offline_run
+
+REPO = Path(__file__).parents[1]
+SIGMA_MAX = [5.0, 10.0, 20.0]
+TINY = ["--trainer.max_steps=3", "--trainer.limit_val_batches=2", "--data.init_args.num_train=64",
+        "--data.init_args.num_val=64", "--model.n_steps_each=1", "--trainer.callbacks=[]",
+        "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(scope="module")
+def toy_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("toy_sweep")
+    file = folder / "toy3.yaml"
+    file.write_text(yaml.safe_dump({
+        "method": "grid",
+        "metric": {"name": "val/loss", "goal": "minimize"},
+        "parameters": {"model.sigma_max": {"values": SIGMA_MAX}},
+        "command": ["${env}", "${interpreter}", "-m", "ncsn_pl", "fit", "--config",
+                    str(REPO / "configs" / "toy_mixture.yaml"), "${args}"],
+    }))
+    out = folder / "sweep"
+    state = sweep.main([str(file), "--out", str(out), "--", *TINY])
+    return out, state
+
+
+def val_losses(run_dir: Path) -> list[float]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [float(row["val/loss"]) for row in csv.DictReader(f) if row["val/loss"]]
+
+
+def test_grid_trials_run_and_report_their_metric(toy_sweep):
+    out, state = toy_sweep
+    trials = state["trials"]
+    assert [t["params"]["model.sigma_max"] for t in trials] == SIGMA_MAX
+    assert [t["state"] for t in trials] == ["finished"] * 3, [t.get("error") for t in trials]
+    for trial in trials:
+        run_dir = out / trial["name"] / "version_0"
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert saved["model"]["sigma_max"] == trial["params"]["model.sigma_max"]  # the value reached the fit
+        assert saved["trainer"]["max_steps"] == 3
+        assert trial["metric"]["best"] == min(val_losses(run_dir))
+        assert trial["metric"]["last"] == val_losses(run_dir)[-1]
+
+
+def test_trials_log_offline_to_wandb_with_the_nested_config(toy_sweep):
+    out, state = toy_sweep
+    trial = state["trials"][0]
+    (run_dir,) = offline_run_dirs(out / trial["name"])
+    assert run_dir.name.endswith("-" + trial["run_id"])  # WANDB_RUN_ID set by the runner
+    record = read_offline_run(run_dir)
+    assert record["config"]["model"]["sigma_max"] == 5.0  # the whole resolved config, nested
+    assert record["config"]["trainer"]["max_steps"] == 3
+    assert "train/loss" in record["summary"] and "val/loss" in record["summary"]
+    assert record["name"] == "toy-smax5.0-smin1.0-L10" and record["state"] == "finished"
+
+
+def test_compare_over_the_sweep_folder(toy_sweep, capsys):
+    out, state = toy_sweep
+    result = compare.main([str(out), "--metric", "val/loss"])
+    best = {t["name"]: min(val_losses(out / t["name"] / "version_0")) for t in state["trials"]}
+    assert [r.run for r in result.rows] == sorted(best, key=best.get)
+    assert [r.metric.best for r in result.rows] == sorted(best.values())
+    assert result.settings == ["model.sigma_max"] and result.goal == "minimize"
+    assert all(r.steps == 2 and r.loss is not None for r in result.rows)
+    pngs = {p.name for p in (out / "compare").glob("*.png")}
+    assert pngs == {"val_loss_vs_model_sigma_max.png", "val_loss_over_steps.png"}
+    assert all((out / "compare" / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
+    assert (out / "compare" / "runs.csv").is_file() and (out / "compare" / "runs.md").is_file()
+    assert "3 run(s) by val/loss" in capsys.readouterr().out

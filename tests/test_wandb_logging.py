@@ -1,0 +1,77 @@
+"""W&B with no network: the nested config in an offline run, read back with `wandb leet`; disabled mode; metrics."""
+
+import math
+
+import pytest
+import wandb
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+from ncsn_pl.tracking import (
+    flatten_config,
+    log_config,
+    offline_run_dirs,
+    read_metrics_csv,
+    read_offline_run,
+    summarize_metric,
+)
+
+CONFIG = {"model": {"sigma_max": 20.0, "num_scales": 10, "score_net": {"class_path": "ToyScoreMLP"}},
+          "trainer": {"max_steps": 3, "logger": [{"class_path": "CSVLogger"}]}, "seed_everything": 0}
+
+
+@pytest.fixture(autouse=True)
+def fresh_wandb():
+    # wandb reads WANDB_MODE / WANDB_RUN_ID once per process setup: start and leave a clean one
+    wandb.teardown()
+    yield
+    wandb.finish()
+    wandb.teardown()
+
+
+def test_nested_config_and_metrics_in_an_offline_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_RUN_ID", "cfgtest1")
+    logger = WandbLogger(project="ncsn-pl", save_dir=str(tmp_path), name="toy-smax20.0")
+    assert log_config([CSVLogger(str(tmp_path)), logger], CONFIG) == 1  # only W&B loggers take it
+    logger.log_metrics({"train/loss": 0.75, "val/loss": 0.5}, step=2)
+    wandb.finish()
+    (run_dir,) = offline_run_dirs(tmp_path)
+    assert run_dir.name.endswith("-cfgtest1")
+    record = read_offline_run(run_dir, history_keys=["train/loss"])
+    assert record["config"]["model"]["sigma_max"] == 20.0  # shown as model.sigma_max in the W&B UI
+    assert record["config"]["trainer"]["logger"] == [{"class_path": "CSVLogger"}]
+    assert record["summary"]["train/loss"] == 0.75 and record["summary"]["val/loss"] == 0.5
+    assert record["history"]["train/loss"] == [(2, 0.75)]
+    assert record["name"] == "toy-smax20.0" and record["run_id"] == "cfgtest1" and record["state"] == "finished"
+
+
+def test_disabled_mode_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    logger = WandbLogger(project="ncsn-pl", save_dir=str(tmp_path))
+    assert log_config([logger], CONFIG) == 1
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    wandb.finish()
+    assert offline_run_dirs(tmp_path) == [] and not (tmp_path / "wandb").exists()
+
+
+def test_flatten_config_gives_sweep_keys():
+    flat = flatten_config(CONFIG)
+    assert flat["model.sigma_max"] == 20.0 and flat["model.score_net.class_path"] == "ToyScoreMLP"
+    assert flat["trainer.logger"] == [{"class_path": "CSVLogger"}] and flat["seed_everything"] == 0
+
+
+def test_metrics_csv_and_its_summary(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,train/loss,val/fid\n0,4,1.5,\n0,9,,40.0\n1,14,1.2,\n1,19,,nan\n2,29,,35.0\n"
+                    "2,39,,38.0\n")
+    history = read_metrics_csv(path)
+    assert history["train/loss"] == [(4, 1.5), (14, 1.2)]
+    assert [s for s, _ in history["val/fid"]] == [9, 19, 29, 39] and math.isnan(history["val/fid"][1][1])
+    low = summarize_metric(history["val/fid"])
+    assert (low.best, low.best_step, low.last, low.last_step, low.count) == (35.0, 29, 38.0, 39, 4)
+    high = summarize_metric(history["val/fid"], goal="maximize")
+    assert (high.best, high.best_step) == (40.0, 9)
+    assert summarize_metric([]) is None
+    assert math.isnan(summarize_metric([(0, float("nan"))]).best)
+    with pytest.raises(ValueError, match="minimize"):
+        summarize_metric(history["val/fid"], goal="lower")
