@@ -254,3 +254,19 @@ def test_float_levels_and_integer_images_are_rejected():
 def test_constructor_validation(kwargs):
     with pytest.raises(ValueError, match="must be an integer"):
         NCSN(**kwargs)
+
+
+def test_channels_last_gives_the_same_scores_and_gradients():
+    torch.manual_seed(0)
+    net = NCSN(channels=3, ngf=4, num_scales=10).double()
+    net_cl = NCSN(channels=3, ngf=4, num_scales=10).double().to(memory_format=torch.channels_last)
+    net_cl.load_state_dict(net.state_dict())
+    x, levels = torch.rand(3, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 5, 9])
+    out, out_cl = net(x, levels), net_cl(x.contiguous(memory_format=torch.channels_last), levels)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out_cl, out)
+    out.pow(2).sum().backward()
+    out_cl.pow(2).sum().backward()
+    grads_cl = dict(net_cl.named_parameters())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(grads_cl[name].grad, p.grad, msg=name)

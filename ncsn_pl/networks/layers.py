@@ -12,11 +12,12 @@ families.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "NormFactory",
@@ -37,6 +38,35 @@ NormFactory = Callable[[int], nn.Module]
 _EPS = 1e-5
 
 
+class _InstanceAffine(torch.autograd.Function):
+    """``(x - mu) / sqrt(var + eps) * weight + bias`` per (sample, channel), with a hand-written backward.
+
+    Used for channels_last input, where the native kernels need layout copies: the forward takes two passes for
+    the statistics and one for the output, the backward two reductions and one fused ``a*g + b*x + c`` pass.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        mu = x.mean(dim=(2, 3), keepdim=True)
+        centred = x - mu
+        rstd = torch.rsqrt(centred.square().mean(dim=(2, 3), keepdim=True) + eps)
+        ctx.save_for_backward(x, mu, rstd, weight)
+        return centred.mul_(rstd * weight[..., None, None]).add_(bias[..., None, None])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        x, mu, rstd, weight = ctx.saved_tensors
+        n = x.shape[2] * x.shape[3]
+        grad_sum = grad.sum(dim=(2, 3), keepdim=True)
+        grad_h = rstd * ((grad * x).sum(dim=(2, 3), keepdim=True) - mu * grad_sum)  # sum of grad * h
+        # grad_x = a * grad + b * x + c, the instance-norm backward
+        a = weight[..., None, None] * rstd
+        b = -a * rstd * grad_h / n
+        c = -a * grad_sum / n - b * mu
+        return torch.addcmul(c, x, b).addcmul_(grad, a), grad_h[..., 0, 0], grad_sum[..., 0, 0], None
+
+
 def instance_norm_plus(
     x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor | None = None, eps: float = _EPS
 ) -> Tensor:
@@ -51,7 +81,8 @@ def instance_norm_plus(
     i.e. ``gamma_c * h_c + shift_c`` with ``shift_c = gamma_c * alpha_c * (mu_c - m) / sqrt(v + eps) + beta_c``,
     one scale and one shift per (sample, channel). For contiguous (NCHW) input that is a single native
     ``batch_norm`` over the ``(1, B*C, H, W)`` view with weight ``gamma`` and bias ``shift`` (fused statistics,
-    normalisation and affine, and a fused backward); other layouts (channels_last) use a two-pass form.
+    normalisation and affine, and a fused backward); channels_last input goes through :class:`_InstanceAffine`,
+    which has no double backward.
 
     Args:
         x: input, shape ``(B, C, H, W)``.
@@ -75,9 +106,7 @@ def instance_norm_plus(
             x.view(1, b * c, h, w), None, None, gamma.reshape(b * c), shift.reshape(b * c), True, 0.0, eps
         )
         return out.view(b, c, h, w)
-    centred = x - mu[..., None, None]
-    var = centred.square().mean(dim=(2, 3))
-    return torch.addcmul(shift[..., None, None], centred, (gamma * torch.rsqrt(var + eps))[..., None, None])
+    return _InstanceAffine.apply(x, gamma, shift, eps)
 
 
 class ConditionalInstanceNorm2dPlus(nn.Module):
