@@ -39,8 +39,9 @@ INCEPTION_SCORE, LOSS = "val/is", "val/loss"
 SCHEDULE_KEYS = ("model.sigma_max", "model.sigma_min", "model.num_scales", "model.step_lr", "model.n_steps_each",
                  "model.anneal_power")
 # config keys that differ between runs without being settings
-IGNORED_PREFIXES = ("trainer.default_root_dir", "trainer.logger", "trainer.callbacks", "ckpt_path", "config",
-                    "data.init_args.root", "checkpoint.dirpath", "_")
+IGNORED_PREFIXES = ("trainer.default_root_dir", "trainer.logger", "trainer.callbacks", "trainer.enable_progress_bar",
+                    "trainer.enable_model_summary", "ckpt_path", "config", "data.init_args.root",
+                    "data.init_args.num_workers", "checkpoint.dirpath", "_")
 HIGHER_IS_BETTER = re.compile(r"(^|/)(is|inception_score|acc\w*|precision|recall)$")
 _PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
 
