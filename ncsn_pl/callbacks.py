@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,21 +214,25 @@ def _num_calls(num_samples: int, batch_size: int | None) -> int:
 
 @dataclass(frozen=True)
 class RealImages:
-    """The real images FID compares with: the fields of the statistics' cache key and a way to read them.
+    """The real images FID compares with: the fields of the statistics' cache key and where to read them.
 
     Attributes:
         dataset: names the data set in the cache key (``digits``, ``cifar10``, ``folder:/abs/path``, ...).
         split: ``train`` or ``val``.
         image_size: side length of the images.
-        num_images: how many images the statistics cover.
-        load: returns those images, a float tensor ``(num_images, C, H, W)`` in [0, 1] (read only on a cache miss).
+        num_images: how many images the statistics cover (the first ones of the split).
+        datamodule: the DataModule they come from (read only on a cache miss).
     """
 
     dataset: str
     split: str
     image_size: int
     num_images: int
-    load: Callable[[], Tensor]
+    datamodule: Any
+
+    def load(self) -> Tensor:
+        """The images, a float tensor ``(num_images, C, H, W)`` in [0, 1], without augmentation."""
+        return getattr(self.datamodule, f"{self.split}_data")(self.num_images)
 
     def shard(self, rank: int, world_size: int, batch_size: int = 256) -> Iterator[Tensor]:
         """Batches of the images ``rank, rank + world_size, ...`` (each process adds its own share)."""
@@ -264,7 +268,7 @@ def real_images(datamodule: pl.LightningDataModule, split: str = "train", max_im
     name = str(getattr(datamodule, "dataset", None) or type(datamodule).__name__)
     if name == "folder":
         name = f"folder:{Path(getattr(datamodule, 'root', '.')).resolve()}"
-    return RealImages(name, split, int(getattr(datamodule, "image_size", shape[-1])), count, lambda: read(count))
+    return RealImages(name, split, int(getattr(datamodule, "image_size", shape[-1])), count, datamodule)
 
 
 class SampleQualityMonitor(Callback):
@@ -390,6 +394,8 @@ class SampleQualityMonitor(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         from ncsn_pl.metrics import SampleQuality
 
+        if stage not in ("fit", "validate"):
+            return
         if self.quality is None:
             self.quality = SampleQuality(
                 **self.metric_flags,

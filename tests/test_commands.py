@@ -1,0 +1,227 @@
+"""The ``sample`` and ``fid`` commands end to end, on a checkpoint trained for two steps on the digits.
+
+The commands run in process through ``ncsn_pl.cli.main``; FID uses the tiny feature extractor of
+test_sample_quality (the real Inception network only in the slow test).
+"""
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_sample_quality import TinyFeatures
+
+from ncsn_pl.cli import main
+from ncsn_pl.commands import complete_command_args
+from ncsn_pl.data import ImageDataModule
+from ncsn_pl.metrics import InceptionWeightsNotFoundError, SampleQuality, inception_weights, quantize_images
+from ncsn_pl.sampling import seeded_model_samples
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false"]
+TINY = ["--feature_extractor=test_sample_quality.TinyFeatures", "--num_real=30"]
+EMA = '[{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.5}}]'
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """``last.ckpt`` of a 2-step NCSN run on the digits with EMA weights (quickstart + cpu_smoke)."""
+    root = tmp_path_factory.mktemp("fit")
+    main([
+        "fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "cpu_smoke.yaml"),
+        f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+        f"--trainer.callbacks={EMA}", "--trainer.limit_val_batches=0.0", "--data.init_args.batch_size=8",
+        "--model.lr=0.01",
+    ])  # fmt: skip
+    (path,) = root.rglob("last.ckpt")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sampled(checkpoint, tmp_path_factory):
+    """The ``sample`` command's output folder and its CLI object (no --config: all from the checkpoint)."""
+    out = tmp_path_factory.mktemp("samples")
+    cli = main(["sample", "--ckpt_path", str(checkpoint), "--num_samples=5", "--batch_size=2", "--seed=3",
+                f"--out_dir={out}", *CPU])  # fmt: skip
+    return out, cli
+
+
+def fid_args(tmp_path, *extra: str) -> list[str]:
+    return ["fid", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out={tmp_path / 'fid.json'}", *CPU, *extra]
+
+
+def test_sample_writes_pngs_a_grid_and_an_npz_of_the_ema_weights(sampled, checkpoint):
+    out, cli = sampled
+    data = np.load(out / "samples.npz")
+    samples = torch.from_numpy(data["samples"])
+    assert samples.shape == (5, 1, 8, 8) and data["indices"].tolist() == [0, 1, 2, 3, 4]
+    # one 8-bit PNG per sample, quantised like save_image
+    for k in range(5):
+        png = np.asarray(Image.open(out / "images" / f"{k:06d}.png"))
+        assert np.array_equal(png, quantize_images(samples[k, 0]).numpy())
+    assert Image.open(out / "grid.png").size == (2 + 2 * 10, 2 + 3 * 10)  # (width, height): 2 per row, 3 rows
+    record = json.loads((out / "sample.json").read_text())
+    assert record["ema"] is True and record["global_step"] == 2 and record["n_steps_each"] == 1
+    assert record["num_samples"] == 5 and record["world_size"] == 1 and record["finite"]
+
+    # the checkpoint's state_dict holds the EMA weights (the raw ones are in current_model_state) ...
+    saved = torch.load(checkpoint, weights_only=True)
+    model = cli.model
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved["state_dict"][name]), name
+    raw = copy.deepcopy(model)
+    raw.load_state_dict(saved["current_model_state"])
+    # ... and the samples are those of the EMA weights, sample k seeded by step_seed(3, k)
+    expected = seeded_model_samples(model, range(5), seed=3, batch_size=5)
+    torch.testing.assert_close(samples, expected, rtol=0, atol=1e-5)
+    assert (samples - seeded_model_samples(raw, range(5), seed=3)).abs().max() > 1e-3
+
+
+def test_fid_of_a_checkpoint_equals_fid_of_its_samples_written_as_pngs(sampled, checkpoint, tmp_path):
+    out, _ = sampled
+    # the checkpoint's own DataModule (digits) gives the real images
+    main(fid_args(tmp_path, "--ckpt_path", str(checkpoint), "--num_samples=5", "--batch_size=3", "--seed=3"))
+    from_ckpt = json.loads((tmp_path / "fid.json").read_text())
+    assert from_ckpt["real"] == {"dataset": "digits", "split": "train", "image_size": 8, "num_images": 30,
+                                 "from_cache": False}  # fmt: skip
+    assert from_ckpt["num_fake"] == 5 and from_ckpt["source"]["ema"] is True
+
+    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))
+    from_folder = json.loads((tmp_path / "fid.json").read_text())
+    assert from_folder["real"]["from_cache"] is True
+    assert from_folder["fid"] == pytest.approx(from_ckpt["fid"], rel=1e-6)
+
+    # and both equal the metric computed by hand on the .npz samples
+    quality = SampleQuality(feature_extractor=TinyFeatures())
+    quality.update_real(ImageDataModule(dataset="digits").train_images(30))
+    quality.update_fake(torch.from_numpy(np.load(out / "samples.npz")["samples"]))
+    assert from_ckpt["fid"] == pytest.approx(quality.compute()["fid"], rel=1e-5)
+
+
+def test_fid_prints_its_json_and_computes_kid_when_asked(sampled, tmp_path, capsys):
+    out, _ = sampled
+    capsys.readouterr()
+    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits", "--kid=true", "--kid_subset_size=4"))
+    printed = capsys.readouterr().out
+    result = json.loads(printed[printed.index("{") : printed.rindex("}") + 1])
+    assert result == json.loads((tmp_path / "fid.json").read_text())
+    assert {"fid", "kid", "kid_std"} <= set(result) and result["kid_std"] >= 0
+
+
+def write_pngs(folder: Path, n: int, size: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((size, size), 10 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_bad_checkpoints_fail_with_a_clear_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="'.*nope.ckpt' does not exist; give the path of a .ckpt file"):
+        main(["sample", "--ckpt_path", str(tmp_path / "nope.ckpt"), *CPU])
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not a readable PyTorch checkpoint"):
+        main(["sample", "--ckpt_path", str(text), *CPU])
+    plain = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, plain)
+    with pytest.raises(ValueError, match="is not a Lightning checkpoint .*no 'state_dict'"):
+        main(["fid", "--ckpt_path", str(plain), *CPU])
+
+
+def test_bad_image_folders_fail_with_a_clear_message(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="No images found under"):
+        main(fid_args(tmp_path, "--images", str(tmp_path / "empty"), "--dataset=digits"))
+    big = write_pngs(tmp_path / "big", 3, 16)
+    with pytest.raises(ValueError, match=r"is 16x16 but the real images \(digits\) are 8x8: resize"):
+        main(fid_args(tmp_path, "--images", str(big), "--dataset=digits"))
+    one = write_pngs(tmp_path / "one", 1, 8)
+    with pytest.raises(ValueError, match="FID needs at least 2 samples"):
+        main(fid_args(tmp_path, "--images", str(one), "--dataset=digits"))
+    with pytest.raises(ValueError, match="fid needs real images to compare with: --dataset NAME"):
+        main(fid_args(tmp_path, "--images", str(one)))
+    with pytest.raises(ValueError, match="fid needs --ckpt_path CKPT .* or --images DIR"):
+        main(fid_args(tmp_path, "--dataset=digits"))
+
+
+def test_fid_with_too_few_samples_or_both_sources_is_refused(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="FID needs at least 2 samples"):
+        main(fid_args(tmp_path, "--ckpt_path", str(checkpoint), "--num_samples=1"))
+    folder = write_pngs(tmp_path / "imgs", 3, 8)
+    with pytest.raises(ValueError, match="either --ckpt_path CKPT .* or --images DIR, not both"):
+        main(fid_args(tmp_path, "--ckpt_path", str(checkpoint), "--images", str(folder)))
+
+
+def test_missing_inception_weights_list_the_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setattr(inception_weights, "package_weights_file", lambda: None)
+
+    def no_network(url, *args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    folder = write_pngs(tmp_path / "imgs", 3, 8)
+    args = ["fid", "--images", str(folder), "--dataset=digits", f"--out={tmp_path / 'fid.json'}", *CPU]
+    with pytest.raises(InceptionWeightsNotFoundError) as info:
+        main(args)
+    assert all(option in str(info.value) for option in ("(a) weights_path=", "(b)", "(c) pip install", "(d)"))
+    with pytest.raises(ValueError, match="nope.pth does not exist"):
+        main([*args, f"--weights_path={tmp_path / 'nope.pth'}"])
+    assert not (tmp_path / "fid.json").exists()
+
+
+def test_a_diverging_sampler_names_the_level_step_and_samples(checkpoint, tmp_path):
+    with pytest.raises(FloatingPointError, match=r"diverged: .* at level 0 .*step 0\. .*Samples 0\.\.1 \(seed 0\)"):
+        main(["sample", "--ckpt_path", str(checkpoint), "--num_samples=2", "--step_lr=1e38",
+              f"--out_dir={tmp_path}", *CPU])  # fmt: skip
+
+
+def test_complete_command_args(checkpoint):
+    fit = ["fit", "--config", "x.yaml"]
+    assert complete_command_args(fit) == fit
+    assert complete_command_args(["fid", "--help"]) == ["fid", "--help"]
+    with_config = ["sample", "--config", "run.yaml", "--ckpt_path", str(checkpoint)]
+    assert complete_command_args(with_config) == with_config
+    completed = complete_command_args(["sample", f"--ckpt_path={checkpoint}"])
+    net = json.loads(completed[1].split("=", 1)[1])
+    data = json.loads(completed[2].split("=", 1)[1])
+    assert net == {"class_path": "ncsn_pl.networks.NCSN", "init_args": {"channels": 1, "ngf": 8, "num_scales": 10}}
+    assert data["class_path"] == "ncsn_pl.data.ImageDataModule" and data["init_args"]["dataset"] == "digits"
+    folder = complete_command_args(["fid", "--images", "x", "--dataset", "mnist", "--data_root", "/d"])
+    assert folder[1] == '--model.score_net={"class_path": "torch.nn.Identity"}'
+    assert json.loads(folder[2].split("=", 1)[1])["init_args"] == {"dataset": "mnist", "root": "/d"}
+
+
+@pytest.mark.slow  # about 40 s: two ddp_spawn runs, each starting two interpreters
+def test_two_ddp_spawn_processes_draw_the_samples_and_fid_of_one(sampled, checkpoint, tmp_path):
+    out, _ = sampled
+    ddp = ["--trainer.strategy=ddp_spawn", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    main(["sample", "--ckpt_path", str(checkpoint), "--num_samples=5", "--batch_size=1", "--seed=3",
+          f"--out_dir={tmp_path / 'ddp'}", "--trainer.enable_progress_bar=false", *ddp])  # fmt: skip
+    one, two = np.load(out / "samples.npz"), np.load(tmp_path / "ddp" / "samples.npz")
+    assert two["indices"].tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(two["samples"], one["samples"], rtol=0, atol=1e-5)
+    assert json.loads((tmp_path / "ddp" / "sample.json").read_text())["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "ddp" / "images").iterdir()) == [f"{k:06d}.png" for k in range(5)]
+
+    common = [*TINY, f"--cache_dir={tmp_path / 'cache'}", "--trainer.enable_progress_bar=false"]
+    fid = ["fid", "--ckpt_path", str(checkpoint), "--num_samples=5", "--batch_size=2", "--seed=3", *common]
+    main([*fid, f"--out={tmp_path / 'one.json'}", "--trainer.accelerator=cpu", "--trainer.devices=1"])
+    main([*fid, f"--out={tmp_path / 'two.json'}", *ddp])
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two["world_size"] == 2 and two["fid"] == pytest.approx(one["fid"], rel=1e-5)
+
+
+@pytest.mark.slow  # the real Inception network on the CPU
+def test_fid_of_a_folder_with_the_offline_inception_weights(sampled, tmp_path):
+    out, _ = sampled
+    main(["fid", "--images", str(out / "images"), "--dataset=digits", "--num_real=10",
+          f"--cache_dir={tmp_path}", f"--out={tmp_path / 'fid.json'}", *CPU])  # fmt: skip
+    result = json.loads((tmp_path / "fid.json").read_text())
+    assert result["feature_extractor"].startswith("inception-v3-compat-pool3-tf1resize-")
+    assert np.isfinite(result["fid"]) and result["fid"] > 0
