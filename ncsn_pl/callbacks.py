@@ -383,7 +383,7 @@ class SampleQualityMonitor(Callback):
             from ncsn_pl.metrics import resolve_inception_weights
 
             self.weights_path = str(resolve_inception_weights(weights_path, require_classifier=inception_score))
-        self.quality: Any = None  # SampleQuality, built per process in setup()
+        self.quality: Any = None  # SampleQuality, built at the first evaluation
         self._real: RealImages | None = None
         self._real_loaded = False
         self._last_step = -1
@@ -392,10 +392,19 @@ class SampleQualityMonitor(Callback):
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        from ncsn_pl.metrics import SampleQuality
-
         if stage not in ("fit", "validate"):
             return
+        if self.quality is not None:
+            # fresh states: under ddp_spawn pickled tensors are shared between processes (ecosystem.md §2)
+            self.quality.reset(real=True)
+            self.quality.to(pl_module.device)
+        self._real_loaded = False
+        self._last_step, self._last_epoch = -1, -1
+
+    def _ensure_quality(self, pl_module: pl.LightningModule) -> None:
+        """Build the metrics (and load Inception) at the first evaluation, in the process that uses them."""
+        from ncsn_pl.metrics import SampleQuality
+
         if self.quality is None:
             self.quality = SampleQuality(
                 **self.metric_flags,
@@ -405,12 +414,6 @@ class SampleQualityMonitor(Callback):
                 device=pl_module.device,
                 **self.metric_options,
             )
-        else:
-            # fresh states: under ddp_spawn pickled tensors are shared between processes (ecosystem.md §2)
-            self.quality.reset(real=True)
-            self.quality.to(pl_module.device)
-        self._real_loaded = False
-        self._last_step, self._last_epoch = -1, -1
 
     def _prepare_real(self, trainer: pl.Trainer) -> None:
         """Real statistics from the cache or the training data (collective: every rank calls it)."""
@@ -490,8 +493,7 @@ class SampleQualityMonitor(Callback):
 
         ``model`` defaults to the EMA copy when there is one (:func:`averaged_module`), else ``pl_module``.
         """
-        if self.quality is None:
-            self.setup(trainer, pl_module, "fit")
+        self._ensure_quality(pl_module)
         self._prepare_real(trainer)
         model = model if model is not None else averaged_module(trainer, pl_module)
         indices = list(shard_indices(self.num_samples, trainer.global_rank, trainer.world_size))
