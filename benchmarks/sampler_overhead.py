@@ -43,7 +43,7 @@ CONFIGS = {"mnist": (1, 28, 64), "cifar10": (3, 32, 128)}  # channels, image siz
 SIZES = {
     # ngf override, image size override, batch, num_scales L, n_steps_each T, repeats
     "full": (None, None, 128, 10, 10, 5),
-    "tiny": (4, 8, 4, 2, 2, 1),
+    "tiny": (4, 8, 2, 2, 1, 1),
 }
 
 

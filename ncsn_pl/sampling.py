@@ -17,15 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from ncsn_pl.losses import ScoreFn
-from ncsn_pl.module import ScoreModel, step_seed
 from ncsn_pl.samplers import LangevinCallback, annealed_langevin_dynamics
+
+if TYPE_CHECKING:  # the module imports Lightning; the sampling itself does not need it
+    from ncsn_pl.module import ScoreModel
 
 __all__ = [
     "PerSampleGenerators",
@@ -50,6 +52,8 @@ def shard_indices(num_samples: int, rank: int, world_size: int) -> range:
 
 def sample_seeds(seed: int, indices: Sequence[int]) -> list[int]:
     """The per-sample seeds ``step_seed(seed, k)`` of the samples ``k`` in ``indices``."""
+    from ncsn_pl.module import step_seed
+
     return [step_seed(seed, int(k)) for k in indices]
 
 

@@ -1,0 +1,32 @@
+"""Smoke test of benchmarks/sampler_overhead.py at --size tiny (seconds on a CPU)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sampler_overhead_tiny_reports_times_rates_and_overheads(tmp_path, capsys):
+    bench = _load("sampler_overhead")
+    out = tmp_path / "result.json"
+    result = bench.main(["--size", "tiny", "--device", "cpu", "--bf16", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["forward_calls"] == result["num_scales"] * result["n_steps_each"] == 2
+    assert result["bf16"] is True and result["compile"] is False
+    for name in ("bare", "sampler", "seeded"):
+        assert result["seconds"][name] > 0
+        assert result["images_per_second"][name] == result["batch"] / result["seconds"][name]
+    for name in ("sampler", "seeded"):
+        assert result["overhead"][name] == result["seconds"][name] / result["seconds"]["bare"] - 1
+    printed = capsys.readouterr().out
+    assert "images/s" in printed and "overhead" in printed and "2 forward calls" in printed
