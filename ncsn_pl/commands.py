@@ -276,8 +276,6 @@ class _SampleRun(pl.LightningModule):
 
     def on_predict_start(self) -> None:
         self._chunks, self._start = [], time.perf_counter()
-        if self.save_png:
-            (self.out_dir / "images").mkdir(parents=True, exist_ok=True)
 
     def predict_step(self, batch: Tensor, batch_idx: int) -> None:
         indices = batch.tolist()
@@ -286,6 +284,7 @@ class _SampleRun(pl.LightningModule):
             samples = seeded_model_samples(self.model, indices, seed=self.seed, callback=progress, **self.settings)
         samples = samples.float().cpu()
         if self.save_png and _is_image_batch(samples):
+            (self.out_dir / "images").mkdir(parents=True, exist_ok=True)
             width = max(6, len(str(self.num_samples - 1)))
             for k, image in zip(indices, samples, strict=True):
                 _write_png(image, self.out_dir / "images" / f"{k:0{width}d}.png")
@@ -309,8 +308,10 @@ class _SampleRun(pl.LightningModule):
             order = indices.argsort()
             indices, samples = indices[order], samples[order]
             np.savez(self.out_dir / "samples.npz", samples=samples.numpy(), indices=indices.numpy())
+            files = {"npz": "samples.npz"}
             if _is_image_batch(samples):
                 save_grid(samples[: self.grid_size], self.out_dir / "grid.png")
+                files.update({"grid": "grid.png", **({"images": "images/"} if self.save_png else {})})
             finite = bool(torch.isfinite(samples).all())
             self.record.update(
                 {
@@ -320,6 +321,7 @@ class _SampleRun(pl.LightningModule):
                     "finite": finite,
                     "min": float(samples.min()) if finite else None,
                     "max": float(samples.max()) if finite else None,
+                    "files": files,
                 }
             )
             _write_json(self.record, self.out_dir / "sample.json")
@@ -362,8 +364,9 @@ def run_sample(
         "num_samples": num_samples,
         "seed": seed,
         **settings,
-        "sigmas": [model.sigmas[0].item(), model.sigmas[-1].item(), model.num_scales],
-        "files": {"npz": "samples.npz", "grid": "grid.png", "images": "images/"},
+        "sigma_max": model.sigmas[0].item(),
+        "sigma_min": model.sigmas[-1].item(),
+        "num_scales": model.num_scales,
     }
     job = _SampleRun(
         model,

@@ -66,6 +66,8 @@ def test_sample_writes_pngs_a_grid_and_an_npz_of_the_ema_weights(sampled, checkp
     record = json.loads((out / "sample.json").read_text())
     assert record["ema"] is True and record["global_step"] == 2 and record["n_steps_each"] == 1
     assert record["num_samples"] == 5 and record["world_size"] == 1 and record["finite"]
+    assert record["files"] == {"npz": "samples.npz", "grid": "grid.png", "images": "images/"}
+    assert (record["num_scales"], record["sigma_max"]) == (10, 1.0)
 
     # the checkpoint's state_dict holds the EMA weights (the raw ones are in current_model_state) ...
     saved = torch.load(checkpoint, weights_only=True)
