@@ -19,6 +19,7 @@ Examples::
 
     python benchmarks/sampler_overhead.py                           # NCSN v1, CIFAR-10 size, batch 128
     python benchmarks/sampler_overhead.py --config mnist --bf16 --compile
+    python benchmarks/sampler_overhead.py --device cpu --threads 2     # a quiet CPU, fixed thread count
     python benchmarks/sampler_overhead.py --size tiny --json out.json  # smoke test (seconds on a CPU)
 """
 
@@ -147,8 +148,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast around the score function")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the result to this file")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = run(args)
     s, ips, over = result["seconds"], result["images_per_second"], result["overhead"]
     print(
