@@ -566,9 +566,14 @@ class ResumableCheckpoint(ModelCheckpoint):
     """
 
     def __init__(
-        self, *args: Any, save_last: bool | None = True, save_on_exception: bool = True, **kwargs: Any
+        self,
+        *args: Any,
+        filename: str | None = "{epoch}-{step}",
+        save_last: bool | None = True,
+        save_on_exception: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, save_last=save_last, save_on_exception=save_on_exception, **kwargs)
+        super().__init__(*args, filename=filename, save_last=save_last, save_on_exception=save_on_exception, **kwargs)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not all(torch.isfinite(p).all() for p in pl_module.parameters()):

@@ -224,7 +224,6 @@ class NCSNCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.filename": "{epoch}-{step}"})
         parser.link_arguments(
             "data",
             "model.init_args.data_shape" if self.subclass_mode_model else "model.data_shape",
@@ -240,6 +239,21 @@ class NCSNCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         _check_network_fits_data(self.model)
+        if self.subcommand == "fit" and getattr(self.model, "schedule_is_auto", False):
+            self._resolve_auto_schedule()
+
+    def _resolve_auto_schedule(self) -> None:
+        """Apply NCSNv2's rules to the training data before any callback copies the model (EMA), and write
+        the resolved numbers into the config that the run saves."""
+        datamodule = self.datamodule
+        if datamodule is None or not hasattr(datamodule, "train_data"):
+            raise ValueError("'auto' schedule settings need a DataModule with train_data(); give numbers instead.")
+        datamodule.setup("fit")
+        resolved = self.model.resolve_auto_schedule(datamodule.train_data(self.model.hparams.auto_max_items))
+        model_config = self.config[self.subcommand]["model"]
+        for key, value in resolved.items():
+            model_config[key] = value
+        print(f"NCSNv2 rules applied to the training data: {resolved}")
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:

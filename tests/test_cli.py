@@ -209,3 +209,40 @@ def test_missing_dataset_says_where_it_looked(tmp_path, capsys):
     text = str(info.value) + capsys.readouterr().err
     assert "nowhere" in text and "train-images-idx3-ubyte" in text and "data.download" in text
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_auto_schedule_follows_ncsnv2_rules_with_ema(tmp_path):
+    from ncsn_pl.data import ImageDataModule
+    from ncsn_pl.sigmas import max_pairwise_distance, num_scales_from_ratio_rule
+
+    cli = fit_digits(
+        tmp_path,
+        "--trainer.max_epochs=1",
+        "--model.score_net=ncsn_pl.networks.NCSNv2",
+        "--model.score_net.init_args.channels=1",
+        "--model.score_net.init_args.ngf=8",
+        "--model.sigma_max=auto",
+        "--model.num_scales=auto",
+        "--model.step_lr=auto",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+    )
+    data = ImageDataModule(dataset="digits")
+    data.setup("fit")
+    sigma_max, exact = max_pairwise_distance(data.train_data())
+    num_scales, _ = num_scales_from_ratio_rule(sigma_max, 0.01, 64)
+    model = cli.model
+    assert exact and model.hparams.sigma_max == pytest.approx(sigma_max)
+    assert model.hparams.num_scales == num_scales == model.sigmas.numel() == model.score_net.sigmas.numel()
+    assert 0 < model.hparams.step_lr < 0.01**2
+    (run,) = run_dirs(tmp_path)
+    saved = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    assert saved["num_scales"] == num_scales and saved["sigma_max"] == pytest.approx(sigma_max)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["hyper_parameters"]["num_scales"] == num_scales
+    assert checkpoint["state_dict"]["sigmas"].shape == (num_scales,)
+
+
+def test_auto_num_scales_with_per_level_network_says_what_to_set(tmp_path):
+    with pytest.raises(ValueError, match="has 10 noise levels but the schedule has"):
+        fit_digits(tmp_path, "--trainer.max_epochs=1", "--model.sigma_max=auto", "--model.num_scales=auto",
+                   "--model.score_net.init_args.num_scales=10")
