@@ -104,35 +104,43 @@ def bench_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     sample_levels = torch.full((sample_batch,), 5, dtype=torch.long)
     step_size = float(2e-5 * (sigmas[5] / sigmas[-1]) ** 2)
 
-    def train_step(model: torch.nn.Module) -> None:
+    def train_step(model: torch.nn.Module, x: torch.Tensor) -> None:
         # DSM loss with fresh levels and noise, then one Adam step
         optimizer.zero_grad(set_to_none=True)
-        loss = dsm_loss(model, x_train, sigmas).mean()
+        loss = dsm_loss(model, x, sigmas).mean()
         loss.backward()
         optimizer.step()
 
-    def sample_step(model: torch.nn.Module) -> torch.Tensor:
+    def sample_step(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         # one annealed Langevin update at level 5
         with torch.inference_mode() if args.inference_mode else torch.no_grad():
-            noise = torch.randn_like(x_sample)
-            return x_sample + step_size * model(x_sample, sample_levels) + math.sqrt(2 * step_size) * noise
+            noise = torch.randn_like(x)
+            return x + step_size * model(x, sample_levels[: x.shape[0]]) + math.sqrt(2 * step_size) * noise
 
     result: dict[str, Any] = {"config": name, "ngf": ngf, "params": sum(p.numel() for p in net.parameters())}
-    for mode, batch, step, training in (
-        ("train", train_batch, train_step, True),
-        ("sample", sample_batch, sample_step, False),
-    ):
+    for mode, x, step, training in (("train", x_train, train_step, True), ("sample", x_sample, sample_step, False)):
         net.train(training)
-        flops = _count_flops(lambda step=step: step(net))  # eager ops; a compiled graph computes the same
-        timing = _time_step(lambda step=step: step(compiled), warmup, iters)
+        # FLOPs are linear in the batch: count the eager ops on 2 samples (a compiled graph computes the same)
+        flops = _count_flops(lambda step=step, x=x: step(net, x[:2])) * x.shape[0] / 2
+        timing = _time_step(lambda step=step, x=x: step(compiled, x), warmup, iters)
         result[mode] = {
-            "batch": batch,
+            "batch": x.shape[0],
             **timing,
-            "images_per_s": batch / timing["median_s"],
+            "images_per_s": x.shape[0] / timing["median_s"],
             "gflop": flops / 1e9,
             "gflop_per_s": flops / 1e9 / timing["median_s"],
         }
+        _print_row(result, mode)
     return result
+
+
+def _print_row(result: dict[str, Any], mode: str) -> None:
+    m = result[mode]
+    print(
+        f"{result['config']:8} {result['ngf']:>4} {mode:6} {m['batch']:>5} {m['first_s']:>8.3f} "
+        f"{m['median_s']:>9.3f} {m['images_per_s']:>8.1f} {m['gflop']:>8.1f} {m['gflop_per_s']:>8.1f}",
+        flush=True,
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -160,33 +168,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         torch.set_num_threads(args.threads)
     if args.cinpp == "reference":
         layers.instance_norm_plus = reference_instance_norm_plus
+    results: list[dict[str, Any]] = []
     try:
-        used_threads = torch.get_num_threads()
-        results = [bench_config(name, args) for name in args.configs]
+        options = [
+            f"threads={torch.get_num_threads()}",
+            f"cinpp={args.cinpp}",
+            f"channels_last={args.channels_last}",
+            f"compile={args.compile}",
+            f"inference_mode={args.inference_mode}",
+        ]
+        print(f"torch {torch.__version__}, " + ", ".join(options))
+        header = f"{'config':8} {'ngf':>4} {'step':6} {'batch':>5} {'first s':>8} {'median s':>9} {'img/s':>8}"
+        print(header + f" {'GFLOP':>8} {'GFLOP/s':>8}", flush=True)
+        for name in args.configs:
+            results.append(bench_config(name, args))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"options": vars(args), "torch": torch.__version__, "results": results}, f, indent=2)
     finally:
         torch.set_num_threads(threads)
         layers.instance_norm_plus = original
-    options = [
-        f"threads={used_threads}",
-        f"cinpp={args.cinpp}",
-        f"channels_last={args.channels_last}",
-        f"compile={args.compile}",
-        f"inference_mode={args.inference_mode}",
-    ]
-    print(f"torch {torch.__version__}, " + ", ".join(options))
-    header = f"{'config':8} {'ngf':>4} {'step':6} {'batch':>5} {'first s':>8} {'median s':>9} {'img/s':>8}"
-    print(header + f" {'GFLOP':>8} {'GFLOP/s':>8}")
-    for r in results:
-        for mode in ("train", "sample"):
-            m = r[mode]
-            print(
-                f"{r['config']:8} {r['ngf']:>4} {mode:6} {m['batch']:>5} {m['first_s']:>8.3f} "
-                f"{m['median_s']:>9.3f} "
-                f"{m['images_per_s']:>8.1f} {m['gflop']:>8.1f} {m['gflop_per_s']:>8.1f}"
-            )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"options": vars(args), "torch": torch.__version__, "results": results}, f, indent=2)
     return results
 
 
