@@ -345,7 +345,7 @@ def training_curve(ckpt_path: Path) -> list[dict[str, float]]:
 
 def plot_samples(samples: dict[tuple[str, str, str], torch.Tensor], data: torch.Tensor, rows: list[dict[str, Any]],
                  convention: str, path: Path, max_points: int = 1500) -> None:
-    """Scatter plots: data, plain and annealed Langevin, one row per score source."""
+    """Scatter plots: data, plain and annealed Langevin, one row per score source (``rows[0]`` is the data row)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,23 +355,24 @@ def plot_samples(samples: dict[tuple[str, str, str], torch.Tensor], data: torch.
     fig, axes = plt.subplots(len(sources), 3, figsize=(10.5, 3.6 * len(sources)), squeeze=False)
     a = CONVENTIONS[convention]
     for r, source in enumerate(sources):
-        panels = [("data (i.i.d.)", data, None)]
+        panels = [("data (i.i.d.)", data, next(x for x in rows if x["sampler"] == "iid"))]
         for sampler in SAMPLERS:
             row = next(x for x in rows if (x["score"], x["sampler"], x["convention"]) == (source, sampler, convention))
             panels.append((f"{source} score, {sampler} Langevin", samples[(source, sampler, convention)], row))
         for c, (title, x, row) in enumerate(panels):
             ax = axes[r, c]
             x = x[:max_points]
-            ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color="C0" if row is None else f"C{c}")
+            ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, color=f"C{c}")
             key = _mode_name(MEANS[0])
-            share = (mode_fractions(x)[key] if row is None else row[key]["mean"])
-            ax.set_title(f"{title}\n{key}: {share:.3f}", fontsize=9)
+            ax.set_title(f"{title}\n{key}: {row[key]['mean']:.3f} ± {row[key]['std']:.3f}", fontsize=9)
             ax.set_xlim(-11, 11)
             ax.set_ylim(-11, 11)
             ax.set_aspect("equal")
             ax.plot([m[0] for m in MEANS], [m[1] for m in MEANS], "k+", markersize=10)
-    fig.suptitle(f"0.8 N((5,5), I) + 0.2 N((-5,-5), I); step a = {a:g} in x + a s + sqrt(2a) z ({convention})",
-                 fontsize=10)
+    seeds = rows[0]["seeds"]
+    fig.suptitle(f"0.8 N((5,5), I) + 0.2 N((-5,-5), I); step a = {a:g} in x + a s + sqrt(2a) z ({convention}); "
+                 f"points: seed {seeds[0]}, titles: mode (5,5) share, mean ± std over {len(seeds)} seeds",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
