@@ -58,7 +58,7 @@ class GaussianMixture:
         return (self.means[component] + self.stds[component, None] * noise).float()
 
     def _component_log_probs(self, x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``log w_k + log N(x; mu_k, (s_k^2 + sigma^2) I)`` of shape ``(N, K)``, and ``x - mu_k`` of shape (N, K, D)."""
+        """``log w_k + log N(x; mu_k, (s_k^2 + sigma^2) I)`` of shape (N, K), and ``x - mu_k`` of shape (N, K, D)."""
         variance = self.stds**2 + sigma**2
         diff = x.double()[:, None, :] - self.means[None]
         log_norm = -0.5 * self.dim * torch.log(2 * math.pi * variance)

@@ -19,11 +19,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-
-from ncsn_pl.data.sampler import EpochShuffleSampler
 from torch.utils.data import DataLoader, Dataset
 
 from ncsn_pl.data.folder import ImageFiles, find_images, read_image
+from ncsn_pl.data.sampler import EpochShuffleSampler
 from ncsn_pl.data.transforms import UniformDequantize, image_transform
 
 __all__ = ["DATASETS", "ImageDataModule"]
