@@ -19,6 +19,7 @@ Examples::
 
     python benchmarks/sampler_overhead.py                           # NCSN v1, CIFAR-10 size, batch 128
     python benchmarks/sampler_overhead.py --config mnist --bf16 --compile
+    python benchmarks/sampler_overhead.py --config digits --device cpu   # the quickstart network (8x8, ngf 32)
     python benchmarks/sampler_overhead.py --device cpu --threads 2     # a quiet CPU, fixed thread count
     python benchmarks/sampler_overhead.py --size tiny --json out.json  # smoke test (seconds on a CPU)
 """
@@ -40,7 +41,7 @@ from ncsn_pl.samplers import annealed_langevin_dynamics
 from ncsn_pl.sampling import seeded_annealed_langevin
 from ncsn_pl.sigmas import geometric_sigmas
 
-CONFIGS = {"mnist": (1, 28, 64), "cifar10": (3, 32, 128)}  # channels, image size, ngf
+CONFIGS = {"digits": (1, 8, 32), "mnist": (1, 28, 64), "cifar10": (3, 32, 128)}  # channels, image size, ngf
 SIZES = {
     # ngf override, image size override, batch, num_scales L, n_steps_each T, repeats
     "full": (None, None, 128, 10, 10, 5),

@@ -7,6 +7,7 @@ in its folder, and the checkpoint and interruption callbacks every run needs.
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -221,6 +222,10 @@ class NCSNCLI(LightningCLI):
         if isinstance(args, (list, tuple)):
             args = complete_command_args(args)
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path:  # before LightningCLI reads the checkpoint's hyperparameters
+            _check_checkpoint_path(ckpt_path)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
@@ -230,11 +235,6 @@ class NCSNCLI(LightningCLI):
             compute_fn=_data_shape,
             apply_on="instantiate",
         )
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        if config is not None and config.get("ckpt_path"):
-            _check_checkpoint_path(config["ckpt_path"])
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -269,6 +269,24 @@ def _check_checkpoint_path(ckpt_path: str) -> None:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path!r} does not exist; give the path of a .ckpt file.")
+    with path.open("rb") as file:
+        head = file.read(4)
+    # torch.save writes a zip archive; files from torch < 1.6 start with a pickle protocol byte
+    if head.startswith(b"\x80"):
+        return
+    problem = f"it starts with {head!r}"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:  # reads the central directory: catches truncated files
+                if any(name.endswith("data.pkl") for name in archive.namelist()):
+                    return
+                problem = "it is a zip archive without data.pkl"
+        except zipfile.BadZipFile as err:
+            problem = f"a damaged zip archive: {err}"
+    raise ValueError(
+        f"--ckpt_path {ckpt_path!r} is not a PyTorch checkpoint ({problem}); give a .ckpt file written by "
+        "training, e.g. <run dir>/checkpoints/last.ckpt."
+    )
 
 
 def _check_network_fits_data(model: pl.LightningModule) -> None:

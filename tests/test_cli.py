@@ -193,6 +193,19 @@ def test_bad_configs_fail_with_a_message_that_says_what_to_fix(override, message
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.parametrize("content", ["text", "empty", "truncated"])
+def test_fit_with_a_file_that_is_not_a_checkpoint_says_so(content, tmp_path):
+    bogus = tmp_path / "notes.ckpt"
+    if content == "truncated":  # a checkpoint cut short, e.g. by a full disk
+        torch.save({"state_dict": {"w": torch.zeros(1000)}}, bogus)
+        bogus.write_bytes(bogus.read_bytes()[:3000])
+    else:
+        bogus.write_bytes(b"not a checkpoint\n" if content == "text" else b"")
+    with pytest.raises(ValueError, match="notes.ckpt' is not a PyTorch checkpoint"):
+        fit_digits(tmp_path / "run", "--trainer.max_epochs=1", f"--ckpt_path={bogus}")
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
 def test_missing_dataset_says_where_it_looked(tmp_path, capsys):
     with pytest.raises((FileNotFoundError, SystemExit)) as info:
         main(
