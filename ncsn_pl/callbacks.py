@@ -575,8 +575,26 @@ class ResumableCheckpoint(ModelCheckpoint):
     ) -> None:
         super().__init__(*args, filename=filename, save_last=save_last, save_on_exception=save_on_exception, **kwargs)
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Also keep the final steps: when this epoch ends the fit (``max_time``, ``max_steps``, ``max_epochs`` or
+        a callback's stop), ``last.ckpt`` gets the final weights even if no validation saved them. This runs before
+        ``on_train_end``, where ``EMAWeightAveraging`` would replace the raw weights by the average."""
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.save_last and _fit_ends_after_this_epoch(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             log.error("The weights are not finite: no checkpoint written; last.ckpt is the last good state.")
             return
         super().on_exception(trainer, pl_module, exception)
+
+
+def _fit_ends_after_this_epoch(trainer: pl.Trainer) -> bool:
+    """Whether the training epoch that is ending is the fit's last (called from ``on_train_epoch_end``)."""
+    max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
+    return (
+        trainer.should_stop
+        or (max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps)
+        or (max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs)
+    )

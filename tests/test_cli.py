@@ -131,6 +131,27 @@ def test_resume_continues_the_same_run(tmp_path):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("stop", ["max_steps", "max_time"])
+def test_last_checkpoint_holds_the_final_step_when_validation_is_rare(stop, tmp_path, monkeypatch):
+    # 2 steps per epoch, validation (and so Lightning's own saving) every 2 epochs: saved at step 4; the fit stops
+    # at step 5, inside epoch 2, which has no validation
+    if stop == "max_time":  # the Timer callback sets should_stop; simulate its time running out after step 3
+        from lightning.pytorch.callbacks import Timer
+
+        def time_runs_out_after_step_5(self, trainer):
+            trainer.should_stop = trainer.should_stop or trainer.global_step >= 5
+
+        monkeypatch.setattr(Timer, "_check_time_remaining", time_runs_out_after_step_5)
+        extra = ["--trainer.max_time=00:01:00:00", "--trainer.max_epochs=5"]
+    else:
+        extra = ["--trainer.max_steps=5", "--trainer.max_epochs=5"]
+    fit_digits(tmp_path, "--trainer.limit_val_batches=1", "--trainer.check_val_every_n_epoch=2", *extra)
+    (run,) = run_dirs(tmp_path)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 5
+    assert torch.load(run / "checkpoints" / "epoch=1-step=4.ckpt", weights_only=False)["global_step"] == 4
+
+
 def test_nan_loss_stops_with_step_and_level_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     cli_run = fit_digits(tmp_path, "--trainer.max_epochs=1")
     (run,) = run_dirs(tmp_path)
