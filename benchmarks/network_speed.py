@@ -73,6 +73,13 @@ def _time_step(fn: Callable[[], Any], warmup: int, iters: int) -> dict[str, Any]
     return {"first_s": first, "median_s": statistics.median(times), "times_s": times}
 
 
+def matmul_gflop_per_s(size: int = 2048, iters: int = 3) -> float:
+    """The machine's fp32 matmul rate (median of ``iters`` ``size x size`` products): a reference for GFLOP/s."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    timing = _time_step(lambda: a @ b, 1, iters)
+    return 2 * size**3 / timing["median_s"] / 1e9
+
+
 def _count_flops(fn: Callable[[], Any]) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
@@ -177,14 +184,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             f"compile={args.compile}",
             f"inference_mode={args.inference_mode}",
         ]
-        print(f"torch {torch.__version__}, " + ", ".join(options))
+        matmul_rate = matmul_gflop_per_s(*((256, 1) if args.size == "tiny" else ()))
+        print(f"torch {torch.__version__}, " + ", ".join(options) + f"; fp32 matmul {matmul_rate:.1f} GFLOP/s")
         header = f"{'config':8} {'ngf':>4} {'step':6} {'batch':>5} {'first s':>8} {'median s':>9} {'img/s':>8}"
         print(header + f" {'GFLOP':>8} {'GFLOP/s':>8}", flush=True)
         for name in args.configs:
             results.append(bench_config(name, args))
             if args.json:
                 with open(args.json, "w") as f:
-                    json.dump({"options": vars(args), "torch": torch.__version__, "results": results}, f, indent=2)
+                    record = {"options": vars(args), "torch": torch.__version__, "matmul_gflop_per_s": matmul_rate}
+                    json.dump({**record, "results": results}, f, indent=2)
     finally:
         torch.set_num_threads(threads)
         layers.instance_norm_plus = original

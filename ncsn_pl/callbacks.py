@@ -557,8 +557,9 @@ def check_sample_counts(
 
 
 class ResumableCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that always keeps ``last.ckpt`` and also writes on an exception or a
-    SIGTERM (a preempted job), so ``--ckpt_path <run>/checkpoints/last.ckpt`` resumes the run.
+    """Lightning's ``ModelCheckpoint`` that always keeps ``last.ckpt`` (up to the final step, also when the fit
+    ends between validations) and also writes on an exception or a SIGTERM (a preempted job), so
+    ``--ckpt_path <run>/checkpoints/last.ckpt`` resumes the run.
 
     When the weights are no longer finite (a diverged run) nothing is written on the exception, so ``last.ckpt``
     stays the last good state. All of ``ModelCheckpoint``'s arguments apply (``every_n_train_steps``,

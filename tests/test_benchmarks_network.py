@@ -37,9 +37,11 @@ def test_tiny_run_reports_times_throughput_and_flops(network_speed, tmp_path, ca
             assert m["gflop"] > 0 and m["gflop_per_s"] == pytest.approx(m["gflop"] / m["median_s"])
         # backward costs about twice the forward: a training step has roughly 3x the FLOPs of a sample step
         assert 2.5 < r["train"]["gflop"] / r["sample"]["gflop"] < 3.5
-    assert json.loads(out_json.read_text())["results"][0]["config"] == "mnist"
+    record = json.loads(out_json.read_text())
+    assert record["results"][0]["config"] == "mnist" and record["matmul_gflop_per_s"] > 0
     printed = capsys.readouterr().out
     assert "GFLOP/s" in printed and "cifar10" in printed and "threads=1" in printed
+    assert f"fp32 matmul {record['matmul_gflop_per_s']:.1f} GFLOP/s" in printed
 
 
 def test_reference_cin_plus_option_runs_and_restores_the_fused_layer(network_speed):
