@@ -202,7 +202,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         nets.append(torch.compile(net) if args.compile else net)
     net_lightning, net_bare = nets
     model = ScoreModel(net_lightning, sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN, num_scales=NUM_SCALES, lr=LR,
-                       data_shape=(channels, image_size, image_size))
+                       data_shape=(channels, image_size, image_size), channels_last=args.channels_last)
     sigmas = geometric_sigmas(SIGMA_MAX, SIGMA_MIN, NUM_SCALES).to(device)
     data = InMemoryImages((channels, image_size, image_size), batch, warmup + steps, args.channels_last)
 

@@ -68,6 +68,9 @@ class ScoreModel(pl.LightningModule):
         data_shape: the shape of one data item, e.g. ``(1, 28, 28)``; linked from the DataModule by the CLI.
         seed: seeds the per-step noise of training and validation (resumable, rank-aware).
         auto_max_items: training items read by the ``"auto"`` rules (the distance is exact up to 10,000).
+        channels_last: keep the network's 4-D weights in ``torch.channels_last`` memory format; convolutions then
+            run and return channels_last (1.12x training, 1.16x sampling measured on the CPU, README "Speed").
+            The scores are the same up to float rounding.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class ScoreModel(pl.LightningModule):
         data_shape: Sequence[int] | None = None,
         seed: int = 0,
         auto_max_items: int = 10_000,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("sigma_max", sigma_max), ("num_scales", num_scales), ("step_lr", step_lr)):
@@ -101,7 +105,7 @@ class ScoreModel(pl.LightningModule):
             raise ValueError(f"model.init_range must be (low, high) with low < high, got {init_range}.")
         # under LightningCLI the network's config (class_path, init_args) is saved; a bare module is not
         self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["score_net"])
-        self.score_net = score_net
+        self.score_net = score_net.to(memory_format=torch.channels_last) if channels_last else score_net
         self.data_shape = tuple(data_shape) if data_shape is not None else None
         self.sigmas: Tensor
         self.register_buffer("sigmas", torch.empty(0))
