@@ -69,7 +69,7 @@ class ScoreModel(pl.LightningModule):
         seed: seeds the per-step noise of training and validation (resumable, rank-aware).
         auto_max_items: training items read by the ``"auto"`` rules (the distance is exact up to 10,000).
         channels_last: keep the network's 4-D weights in ``torch.channels_last`` memory format; convolutions then
-            run and return channels_last (1.12x training, 1.16x sampling measured on the CPU, README "Speed").
+            run and return channels_last (1.13x training, 1.34x sampling measured on the CPU, README "Speed").
             The scores are the same up to float rounding.
     """
 
