@@ -255,7 +255,8 @@ class ScoreModel(pl.LightningModule):
         if AUTO in (self.hparams.step_lr, self.hparams.sigma_max, self.hparams.num_scales) and step_lr is None:
             raise ValueError("The schedule is still 'auto': fit the model (or give numbers) before sampling.")
         low, high = self.hparams.init_range
-        x = torch.rand((num_samples, *self.data_shape), device=self.device, generator=generator)
+        shape, dtype = (num_samples, *self.data_shape), self.sigmas.dtype
+        x = torch.rand(shape, device=self.device, dtype=dtype, generator=generator)
         x = low + (high - low) * x
         was_training = self.score_net.training
         self.score_net.eval()

@@ -201,7 +201,7 @@ def seeded_annealed_langevin(
     """
     device = sigmas.device
     if len(seeds) == 0:
-        return torch.empty((0, *data_shape), device=device)
+        return torch.empty((0, *data_shape), device=device, dtype=sigmas.dtype)
     batch_size = batch_size or len(seeds)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -210,7 +210,7 @@ def seeded_annealed_langevin(
     for start in range(0, len(seeds), batch_size):
         draws = PerSampleGenerators(seeds[start : start + batch_size], device)
         # x_0 ~ U[low, high], the first draw of each sample's generator
-        x = low + (high - low) * draws.rand((len(draws), *data_shape))
+        x = low + (high - low) * draws.rand((len(draws), *data_shape), dtype=sigmas.dtype)
         with draws.serve(score_fn) as (generator, score_outside):
             x = annealed_langevin_dynamics(
                 score_outside,

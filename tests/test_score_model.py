@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from ncsn_pl.losses import dsm_loss
 from ncsn_pl.module import ScoreModel
 from ncsn_pl.networks import NCSN
+from ncsn_pl.sampling import seeded_model_samples
 
 
 def _conv_weights(model: ScoreModel) -> list[torch.Tensor]:
@@ -18,9 +19,9 @@ def _conv_weights(model: ScoreModel) -> list[torch.Tensor]:
 
 def _pair() -> tuple[ScoreModel, ScoreModel]:
     torch.manual_seed(0)
-    net = NCSN(channels=3, ngf=4, num_scales=10).double()
-    fast = ScoreModel(copy.deepcopy(net), data_shape=(3, 8, 8), n_steps_each=2)
-    plain = ScoreModel(net, data_shape=(3, 8, 8), n_steps_each=2, channels_last=False)
+    net = NCSN(channels=3, ngf=4, num_scales=10)
+    fast = ScoreModel(copy.deepcopy(net), data_shape=(3, 8, 8), n_steps_each=2).double()
+    plain = ScoreModel(net, data_shape=(3, 8, 8), n_steps_each=2, channels_last=False).double()
     return fast, plain
 
 
@@ -37,20 +38,18 @@ def test_channels_last_gives_the_same_loss_gradients_and_samples():
     x = torch.rand(4, 3, 8, 8, dtype=torch.float64)
     losses = []
     for model in (fast, plain):
-        loss = dsm_loss(model, x, model.sigmas.double(), generator=torch.Generator().manual_seed(3)).mean()
+        loss = dsm_loss(model, x, model.sigmas, generator=torch.Generator().manual_seed(3)).mean()
         loss.backward()
         losses.append(loss)
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-10, atol=0)
     for p_fast, p_plain in zip(fast.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-8, atol=1e-12)
 
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # sample() draws its start with the default dtype
-    try:
-        samples = [m.sample(3, generator=torch.Generator().manual_seed(5)) for m in (fast, plain)]
-    finally:
-        torch.set_default_dtype(default_dtype)
+    samples = [m.sample(3, generator=torch.Generator().manual_seed(5)) for m in (fast, plain)]
+    samples += [seeded_model_samples(m, [0, 1], seed=7) for m in (fast, plain)]
+    assert all(x.dtype == torch.float64 for x in samples)  # the start is drawn in the model's dtype
     torch.testing.assert_close(samples[0], samples[1], rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(samples[2], samples[3], rtol=1e-8, atol=1e-10)
 
 
 def test_weights_stay_channels_last_through_training_and_a_checkpoint(tmp_path):
