@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from ncsn_pl.metrics import SampleQuality
-from ncsn_pl.metrics.quality import quantize_images
+from ncsn_pl.data.image_files import quantize_images
+from ncsn_pl.metrics import QualityOptions, SampleQuality
 
 
 def _load_common():
@@ -71,7 +71,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--batch-sizes and --repeats must be >= 1 and --warmup >= 0.")
 
     start = time.perf_counter()
-    quality = SampleQuality(fid=True, weights_path=args.weights, device=device)
+    quality = SampleQuality(QualityOptions(fid=True, weights_path=args.weights), device=device)
     load_s = time.perf_counter() - start
     generator = torch.Generator().manual_seed(0)
     shape = (args.channels, args.image_size, args.image_size)

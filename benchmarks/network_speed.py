@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ncsn_pl.losses import dsm_loss
+from ncsn_pl.core.losses import dsm_loss
+from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import NCSN, layers
-from ncsn_pl.sigmas import geometric_sigmas
 
 CONFIGS = {"mnist": (1, 28, 64), "cifar10": (3, 32, 128)}  # channels, image size, ngf
 SIZES = {

@@ -4,9 +4,9 @@ Three timings of the same network on the same batch, each doing ``L * T`` no-gra
 ``torch.inference_mode()``:
 
 * ``bare``: a plain loop ``for level: for step: score_fn(x, levels)`` (x is not updated);
-* ``sampler``: :func:`ncsn_pl.samplers.annealed_langevin_dynamics` with one generator (the update, the noise,
+* ``sampler``: :func:`ncsn_pl.core.samplers.annealed_langevin_dynamics` with one generator (the update, the noise,
   the divergence check);
-* ``seeded``: :func:`ncsn_pl.sampling.seeded_annealed_langevin`, every sample drawing its start and its noise
+* ``seeded``: :func:`ncsn_pl.core.samplers.seeded_annealed_langevin`, every sample drawing its start and its noise
   from its own generator (what the ``sample``/``fid`` commands and the FID callback use, so the sample set does
   not depend on the number of processes).
 
@@ -36,10 +36,10 @@ from typing import Any
 
 import torch
 
+from ncsn_pl.core.samplers import annealed_langevin_dynamics, seeded_annealed_langevin
+from ncsn_pl.core.seeding import noise_from
+from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import NCSN
-from ncsn_pl.samplers import annealed_langevin_dynamics
-from ncsn_pl.sampling import seeded_annealed_langevin
-from ncsn_pl.sigmas import geometric_sigmas
 
 CONFIGS = {"digits": (1, 8, 32), "mnist": (1, 28, 64), "cifar10": (3, 32, 128)}  # channels, image size, ngf
 SIZES = {
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def sampler() -> None:
         generator = torch.Generator(device=device).manual_seed(0)
         annealed_langevin_dynamics(
-            score_fn, x0, sigmas, n_steps_each=n_steps_each, step_lr=step_lr, generator=generator
+            score_fn, x0, sigmas, n_steps_each=n_steps_each, step_lr=step_lr, noise_fn=noise_from(generator)
         )
 
     def seeded() -> None:

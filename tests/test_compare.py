@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from ncsn_pl import compare as compare_module
-from ncsn_pl.compare import collect_runs, main
+from ncsn_pl.tools.compare import collect_runs, main
+from ncsn_pl.tools.compare import runs as compare_module
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

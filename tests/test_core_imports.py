@@ -1,4 +1,4 @@
-"""The pure core (sigmas, losses, samplers, distributions, networks) imports no framework code."""
+"""The layers are folders and nothing imports upward; the core and the networks import no framework code."""
 
 import ast
 from pathlib import Path
@@ -7,27 +7,47 @@ import ncsn_pl
 
 FRAMEWORKS = {"lightning", "pytorch_lightning", "wandb", "omegaconf", "jsonargparse", "torchmetrics"}
 PACKAGE = Path(ncsn_pl.__file__).parent
-CORE = [PACKAGE / f"{name}.py" for name in ("sigmas", "losses", "samplers", "distributions")]
-CORE += sorted((PACKAGE / "networks").glob("*.py"))
+# lowest first: a module may import its own layer and the layers before it
+LAYERS = ["core", "networks", "data", "metrics", "training", "commands", "tools"]
 
 
-def imported_roots(path: Path) -> set[str]:
-    roots = set()
+def imports(path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports, at the top or inside functions."""
+    names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
+            names.add(node.module)
+    return names
 
 
-def test_core_modules_import_no_framework():
-    assert len(CORE) >= 4
-    offenders = {path.name: imported_roots(path) & FRAMEWORKS for path in CORE}
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "ncsn_pl" and len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_core_and_networks_import_no_framework():
+    pure = sorted((PACKAGE / "core").glob("*.py")) + sorted((PACKAGE / "networks").glob("*.py"))
+    assert len(pure) >= 10
+    offenders = {path.name: {m.split(".")[0] for m in imports(path)} & FRAMEWORKS for path in pure}
     assert not any(offenders.values()), offenders
 
 
-def test_the_scan_sees_framework_imports(tmp_path):
+def test_every_module_lives_in_a_layer_and_imports_no_layer_above_its_own():
+    loose = [p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    assert not loose, f"modules outside the layer folders: {loose}"
+    upward = {}
+    for layer in LAYERS:
+        for path in (PACKAGE / layer).rglob("*.py"):
+            above = {m for m in imports(path) if (lay := layer_of(m)) and LAYERS.index(lay) > LAYERS.index(layer)}
+            if above:
+                upward[str(path.relative_to(PACKAGE))] = above
+    assert not upward, upward
+
+
+def test_the_scans_see_framework_and_upward_imports(tmp_path):
     sample = tmp_path / "m.py"
-    sample.write_text("import lightning.pytorch as pl\nfrom wandb import init\n")
-    assert imported_roots(sample) >= {"lightning", "wandb"}
+    sample.write_text("import lightning.pytorch as pl\nfrom wandb import init\ndef f():\n    import ncsn_pl.tools.x\n")
+    assert {m.split(".")[0] for m in imports(sample)} >= {"lightning", "wandb"}
+    assert layer_of("ncsn_pl.tools.x") == "tools" and "ncsn_pl.tools.x" in imports(sample)

@@ -60,7 +60,7 @@ def test_toy_bad_arguments():
 )
 def test_missing_data_says_where_it_looked_and_how_to_fetch_it(tmp_path, dataset, layout):
     dm = ImageDataModule(dataset, root=str(tmp_path / "nowhere"))
-    assert dm.image_shape[0] in (1, 3)  # shapes need no data
+    assert dm.data_shape[0] in (1, 3)  # shapes need no data
     dm.prepare_data()  # download=False: never touches the network
     with pytest.raises(FileNotFoundError) as info:
         dm.setup("fit")
@@ -209,7 +209,7 @@ def test_truncated_celeba_jpeg_is_named_when_read(tmp_path):
         dm = ImageDataModule("celeba", root=str(tmp_path))
         dm.setup()
         with pytest.raises(RuntimeError, match=r"000001\.jpg.*truncated"):
-            dm.train_images()
+            dm.train_data()
 
 
 # ---------------------------------------------------------------- folders
@@ -220,7 +220,7 @@ def test_empty_folder(tmp_path):
     with pytest.raises(ValueError, match="No images found under .*png"):
         dm.setup()
     with pytest.raises(ValueError, match="No images found"):
-        ImageDataModule("folder", root=str(tmp_path)).image_shape  # noqa: B018 - the size needs an image
+        ImageDataModule("folder", root=str(tmp_path)).data_shape  # noqa: B018 - the size needs an image
 
 
 def test_folder_that_does_not_exist(tmp_path):
@@ -240,4 +240,4 @@ def test_unreadable_image_in_folder_is_named(tmp_path):
     dm = ImageDataModule("folder", root=str(tmp_path), val_fraction=0.25)
     dm.setup()
     with pytest.raises(RuntimeError, match=r"img_0001\.png"):
-        dm.train_images()
+        dm.train_data()

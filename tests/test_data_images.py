@@ -45,7 +45,7 @@ def test_builtin_sets_load_with_shapes_ranges_and_splits(
     sizes,
 ):
     dm = ImageDataModule(dataset, root=str(fake_data_root), batch_size=4, **kwargs)
-    assert dm.image_shape == shape == dm.data_shape  # known before any data is read
+    assert dm.data_shape == shape  # known before any data is read
     assert (dm.channels, dm.image_size) == (shape[0], shape[1])
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set)) == sizes
@@ -61,19 +61,19 @@ def test_mnist_and_cifar_val_split_is_the_official_test_file(fake_data_root, no_
     raw = fake_data_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     test_pixels = np.frombuffer(raw.read_bytes()[16:], dtype=np.uint8).reshape(-1, 1, 28, 28)
     torch.testing.assert_close(
-        _module("mnist", fake_data_root).val_images(), torch.tensor(test_pixels) / 255.0
+        _module("mnist", fake_data_root).val_data(), torch.tensor(test_pixels) / 255.0
     )
 
     with open(fake_data_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
         cifar_test = pickle.load(f)["data"].reshape(-1, 3, 32, 32)
-    val = _module("cifar10", fake_data_root).val_images()
+    val = _module("cifar10", fake_data_root).val_data()
     torch.testing.assert_close(val, torch.tensor(cifar_test) / 255.0)
 
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_celeba_is_center_crop_140_then_resize(fake_data_root, no_md5_check, size):
     dm = _module("celeba", fake_data_root, image_size=size)
-    val = dm.val_images()  # CelebA "test" split: the last 3 files written
+    val = dm.val_data()  # CelebA "test" split: the last 3 files written
     assert val.shape == (3, 3, size, size)
     image = Image.open(fake_data_root / "celeba" / "img_align_celeba" / "000007.jpg").convert("RGB")
     assert image.size == (178, 218)
@@ -91,7 +91,7 @@ def test_celeba_is_center_crop_140_then_resize(fake_data_root, no_md5_check, siz
 def test_flips_only_on_training_images(fake_data_root, no_md5_check, dataset, flips):
     torch.manual_seed(0)
     dm = _module(dataset, fake_data_root)
-    reference = dm.train_images(2)
+    reference = dm.train_data(2)
     seen_flipped = seen_plain = 0
     for _ in range(24):
         x = dm.train_set[1]
@@ -100,20 +100,20 @@ def test_flips_only_on_training_images(fake_data_root, no_md5_check, dataset, fl
         seen_plain += plain
         seen_flipped += flipped and not plain
     assert seen_plain > 0 and (seen_flipped > 0) == flips
-    val_reference = dm.val_images(1)[0]
+    val_reference = dm.val_data(1)[0]
     assert all(torch.equal(dm.val_set[0], val_reference) for _ in range(10))  # val: never flipped
 
 
 def test_random_flip_can_be_turned_off(fake_data_root, no_md5_check):
     dm = _module("cifar10", fake_data_root, random_flip=False)
-    reference = dm.train_images(1)[0]
+    reference = dm.train_data(1)[0]
     assert all(torch.equal(dm.train_set[0], reference) for _ in range(16))
 
 
 def test_dequantization_is_uniform_within_each_8bit_bin(fake_data_root, no_md5_check):
     torch.manual_seed(0)
     dm = _module("cifar10", fake_data_root, dequantize=True, random_flip=False)
-    clean = dm.train_images()  # train_images never dequantizes
+    clean = dm.train_data()  # train_data never dequantizes
     assert torch.equal(clean * 255, (clean * 255).round())  # on the 1/255 grid
     x = torch.stack([dm.train_set[i] for i in range(len(dm.train_set))])
     assert 0.0 <= x.min() and x.max() < 1.0
@@ -123,9 +123,9 @@ def test_dequantization_is_uniform_within_each_8bit_bin(fake_data_root, no_md5_c
     assert (u.frac() != 0).float().mean() > 0.99  # off the 1/256 grid
     assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
     # validation stays clean unless asked for
-    assert torch.equal(dm.val_set[0], dm.val_images(1)[0])
+    assert torch.equal(dm.val_set[0], dm.val_data(1)[0])
     dm_val = _module("cifar10", fake_data_root, dequantize_val=True)
-    assert not torch.equal(dm_val.val_set[0], dm_val.val_images(1)[0])
+    assert not torch.equal(dm_val.val_set[0], dm_val.val_data(1)[0])
 
 
 def test_dequantize_function_maps_level_k_into_its_bin():
@@ -137,16 +137,16 @@ def test_dequantize_function_maps_level_k_into_its_bin():
 # ---------------------------------------------------------------- digits
 def test_digits_shapes_values_and_split():
     dm = _module("digits", "unused", batch_size=32)
-    assert dm.image_shape == (1, 8, 8)
+    assert dm.data_shape == (1, 8, 8)
     assert (len(dm.train_set), len(dm.val_set)) == (1617, 180)
     all_digits = torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16
-    train, val = dm.train_images(), dm.val_images()
+    train, val = dm.train_data(), dm.val_data()
     assert train.shape == (1617, 1, 8, 8) and val.shape == (180, 1, 8, 8)
     # together the two splits are exactly the 1797 digits, with no overlap
     merged = torch.cat([train, val]).flatten(1).tolist()
     assert sorted(map(tuple, merged)) == sorted(map(tuple, all_digits.flatten(1).tolist()))
-    assert torch.equal(dm.train_images(), _module("digits", "unused").train_images())  # deterministic
-    other = _module("digits", "unused", seed=1).val_images()
+    assert torch.equal(dm.train_data(), _module("digits", "unused").train_data())  # deterministic
+    other = _module("digits", "unused", seed=1).val_data()
     assert not torch.equal(other, val)
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (32, 1, 8, 8) and batch.min() >= 0 and batch.max() <= 1
@@ -154,11 +154,11 @@ def test_digits_shapes_values_and_split():
 
 def test_digits_resize_and_val_fraction():
     dm = _module("digits", "unused", image_size=16, val_fraction=0.25)
-    assert dm.image_shape == (1, 16, 16)
+    assert dm.data_shape == (1, 16, 16)
     assert (len(dm.train_set), len(dm.val_set)) == (1348, 449)
-    x = dm.train_images(10)
+    x = dm.train_data(10)
     assert x.shape == (10, 1, 16, 16) and 0 <= x.min() and x.max() <= 1
-    small = _module("digits", "unused", val_fraction=0.25).train_images(10)
+    small = _module("digits", "unused", val_fraction=0.25).train_data(10)
     # a 2x bilinear upsampling keeps each image's mean intensity and, block-averaged, its picture
     torch.testing.assert_close(x.mean((1, 2, 3)), small.mean((1, 2, 3)), atol=0.01, rtol=0)
     pooled = torch.nn.functional.avg_pool2d(x, 2).flatten(1)
@@ -172,7 +172,7 @@ def test_folder_of_images_recursive_rgb_and_grayscale(tmp_path):
     written += write_images(tmp_path / "b" / "deeper", n=3, size=(40, 30), suffix=".jpg", seed=1)
     (tmp_path / "notes.txt").write_text("not an image")
     dm = ImageDataModule("folder", root=str(tmp_path), batch_size=4, val_fraction=0.25)
-    assert dm.image_shape == (3, 30, 30)  # the first image's shorter side
+    assert dm.data_shape == (3, 30, 30)  # the first image's shorter side
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set)) == (6, 2)
     batch = next(iter(dm.train_dataloader()))
@@ -180,11 +180,11 @@ def test_folder_of_images_recursive_rgb_and_grayscale(tmp_path):
     assert sorted(dm.train_set.base.files + dm.val_set.base.files) == sorted(written)  # each image once
 
     gray = ImageDataModule("folder", root=str(tmp_path), channels=1, image_size=16, val_fraction=0.25)
-    assert gray.image_shape == (1, 16, 16)
-    x = gray.train_images()
+    assert gray.data_shape == (1, 16, 16)
+    x = gray.train_data()
     assert x.shape == (6, 1, 16, 16)
     # the same images, converted to L: ITU-R 601 luma of the RGB version
-    rgb = ImageDataModule("folder", root=str(tmp_path), image_size=16, val_fraction=0.25).train_images()
+    rgb = ImageDataModule("folder", root=str(tmp_path), image_size=16, val_fraction=0.25).train_data()
     luma = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     assert (x - luma).abs().max() < 0.03
 
@@ -192,7 +192,7 @@ def test_folder_of_images_recursive_rgb_and_grayscale(tmp_path):
 def test_folder_center_crop_of_a_wide_image(tmp_path):
     write_images(tmp_path, n=2, size=(60, 20))
     dm = ImageDataModule("folder", root=str(tmp_path), image_size=20)
-    x = dm.train_images()[0]
+    x = dm.train_data()[0]
     source = torch.tensor(
         np.asarray(Image.open(dm.train_set.base.files[0]).convert("RGB")), dtype=torch.float32
     )
@@ -219,9 +219,9 @@ class _ShapeProbe(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_trainer_fit_gets_tensor_batches_of_image_shape():
+def test_trainer_fit_gets_tensor_batches_of_data_shape():
     dm = ImageDataModule("digits", batch_size=64, image_size=12)
-    model = _ShapeProbe(dm.image_shape)
+    model = _ShapeProbe(dm.data_shape)
     trainer = pl.Trainer(
         max_steps=3,
         limit_val_batches=2,

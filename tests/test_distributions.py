@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ncsn_pl.distributions import GaussianMixture
+from ncsn_pl.core.distributions import GaussianMixture
 
 
 def test_sampling_matches_weights_and_moments():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ncsn_pl.losses import dsm_loss
-from ncsn_pl.sigmas import geometric_sigmas
+from ncsn_pl.core.losses import dsm_loss
+from ncsn_pl.core.sigmas import geometric_sigmas
 
 SIGMAS = geometric_sigmas(1.0, 0.01, 10)
 

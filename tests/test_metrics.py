@@ -9,21 +9,21 @@ import os
 import numpy as np
 import pytest
 import torch
+from frechet import frechet_distance
 from PIL import Image
 from torch import nn
 from torchvision.utils import save_image
 
+from ncsn_pl.data.image_files import quantize_images
 from ncsn_pl.metrics import (
     InceptionWeightsNotFoundError,
+    QualityOptions,
     RealStats,
     RealStatsKey,
     SampleQuality,
-    _files,
-    frechet_distance,
     has_classifier_head,
     inception_weights,
     load_real_stats,
-    quantize_images,
     resolve_inception_weights,
     save_real_stats,
 )
@@ -71,7 +71,7 @@ def sample_stats(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 def flat_quality(**kwargs) -> SampleQuality:
     """Features = the raw input vectors (no quantisation): FID/KID/IS see exactly what the test feeds."""
     d = kwargs.pop("d")
-    return SampleQuality(feature_extractor=nn.Flatten(), num_features=d, quantize=False, **kwargs)
+    return SampleQuality(QualityOptions(feature_extractor=nn.Flatten(), num_features=d, **kwargs), quantize=False)
 
 
 # --- quantisation
@@ -97,13 +97,13 @@ def test_quantize_matches_torchvision_save_image(tmp_path):
 
 def test_custom_extractor_receives_8bit_levels_unless_quantize_is_off():
     ext = CountingExtractor()
-    q = SampleQuality(feature_extractor=ext)
+    q = SampleQuality(QualityOptions(feature_extractor=ext))
     x = images(4, seed=1)
     q.update_real(x)
     seen = ext.inputs[-1]
     assert seen.dtype == torch.float32
     assert torch.equal(seen * 255, (x * 255 + 0.5).floor())  # exactly the 256 save_image levels
-    q_raw = SampleQuality(feature_extractor=ext, quantize=False)
+    q_raw = SampleQuality(QualityOptions(feature_extractor=ext), quantize=False)
     q_raw.update_real(x)
     assert torch.equal(ext.inputs[-1], x)
 
@@ -131,7 +131,7 @@ def test_frechet_distance_closed_forms():
 
 
 def test_fid_of_a_set_against_itself_is_zero():
-    q = SampleQuality(feature_extractor=CountingExtractor())
+    q = SampleQuality(QualityOptions(feature_extractor=CountingExtractor()))
     x = images(16, seed=1)
     q.update_real(x[:10])
     q.update_real(x[10:])
@@ -229,7 +229,7 @@ def test_inception_score_closed_forms():
 
 
 def test_reset_keeps_real_statistics_unless_asked():
-    q = SampleQuality(feature_extractor=CountingExtractor(), kid=True, kid_subset_size=4)
+    q = SampleQuality(QualityOptions(feature_extractor=CountingExtractor(), kid=True, kid_subset_size=4))
     q.update_real(images(6, seed=1))
     q.update_fake(images(5, seed=2))
     assert (q.num_real, q.num_fake) == (6, 5)
@@ -244,23 +244,23 @@ def test_reset_keeps_real_statistics_unless_asked():
 
 def test_constructor_validation():
     with pytest.raises(ValueError, match="at least one of"):
-        SampleQuality(fid=False, feature_extractor=CountingExtractor())
+        SampleQuality(QualityOptions(fid=False, feature_extractor=CountingExtractor()))
     with pytest.raises(ValueError, match="num_features"):
-        SampleQuality(feature_extractor=nn.Flatten())
+        SampleQuality(QualityOptions(feature_extractor=nn.Flatten()))
     with pytest.raises(ValueError, match="kid_subset_size must be a positive"):
-        SampleQuality(feature_extractor=CountingExtractor(), kid=True, kid_subset_size=0)
+        SampleQuality(QualityOptions(feature_extractor=CountingExtractor(), kid=True, kid_subset_size=0))
     with pytest.raises(ValueError, match="only for a custom feature_extractor"):
-        SampleQuality(quantize=False)
-    q = SampleQuality(feature_extractor=CountingExtractor())
+        SampleQuality(QualityOptions(), quantize=False)
+    q = SampleQuality(QualityOptions(feature_extractor=CountingExtractor()))
     with pytest.raises(ValueError, match="returned shape"):
-        SampleQuality(feature_extractor=nn.Flatten(), num_features=5).update_real(images(2, seed=0))
+        SampleQuality(QualityOptions(feature_extractor=nn.Flatten(), num_features=5)).update_real(images(2, seed=0))
     with pytest.raises(ValueError, match="non-empty"):
         q.update_real(torch.zeros(0, 3, 8, 8))
 
 
 def test_nan_images_warn_and_are_scored_like_save_image():
     ext = CountingExtractor()
-    q = SampleQuality(feature_extractor=ext)
+    q = SampleQuality(QualityOptions(feature_extractor=ext))
     x = images(3, seed=0)
     x[1, 0, 0, 0] = float("nan")
     with pytest.warns(UserWarning, match="1 of 3 images contain NaN"):
@@ -283,7 +283,7 @@ def test_real_statistics_cache_round_trip(tmp_path):
     fake = images(12, seed=2, scale=0.7)
 
     ext = CountingExtractor()
-    first = SampleQuality(feature_extractor=ext)
+    first = SampleQuality(QualityOptions(feature_extractor=ext))
     assert _prepare(first, batches, tmp_path) is False
     assert ext.calls == 3
     first.update_fake(fake)
@@ -292,7 +292,7 @@ def test_real_statistics_cache_round_trip(tmp_path):
     assert len(files) == 1 and files[0].name.startswith("toy-train-8px-n20-")
 
     ext2 = CountingExtractor()  # same weights -> same extractor id
-    second = SampleQuality(feature_extractor=ext2)
+    second = SampleQuality(QualityOptions(feature_extractor=ext2))
 
     def no_data():
         raise AssertionError("the data must not be loaded on a cache hit")
@@ -304,24 +304,24 @@ def test_real_statistics_cache_round_trip(tmp_path):
     assert second.compute()["fid"] == pytest.approx(fid_live, rel=1e-9)
 
     # another key (here the image count) is another entry
-    third = SampleQuality(feature_extractor=CountingExtractor())
+    third = SampleQuality(QualityOptions(feature_extractor=CountingExtractor()))
     with pytest.warns(UserWarning, match="num_images=19"):
         assert _prepare(third, batches, tmp_path, num_images=19) is False
     # another extractor (other weights) is another entry
-    fourth = SampleQuality(feature_extractor=CountingExtractor(seed=1))
+    fourth = SampleQuality(QualityOptions(feature_extractor=CountingExtractor(seed=1)))
     assert _prepare(fourth, batches, tmp_path) is False
     assert len(list(tmp_path.glob("*.pt"))) == 3
 
 
 def test_corrupt_cache_is_recomputed_with_a_warning(tmp_path):
     real = images(10, seed=1)
-    q = SampleQuality(feature_extractor=CountingExtractor())
+    q = SampleQuality(QualityOptions(feature_extractor=CountingExtractor()))
     _prepare(q, [real], tmp_path, num_images=10)
     (path,) = tmp_path.glob("*.pt")
     path.write_bytes(path.read_bytes()[:100])  # truncated file
 
     ext = CountingExtractor()
-    again = SampleQuality(feature_extractor=ext)
+    again = SampleQuality(QualityOptions(feature_extractor=ext))
     with pytest.warns(UserWarning, match="unusable"):
         assert _prepare(again, [real], tmp_path, num_images=10) is False
     assert ext.calls == 1
@@ -335,15 +335,15 @@ def test_corrupt_cache_is_recomputed_with_a_warning(tmp_path):
 def test_kid_cache_keeps_the_feature_matrix(tmp_path):
     real, fake = images(10, seed=1), images(10, seed=2, scale=0.8)
     # an FID-only entry has no feature matrix, so KID recomputes and stores one
-    _prepare(SampleQuality(feature_extractor=CountingExtractor()), [real], tmp_path, num_images=10)
+    _prepare(SampleQuality(QualityOptions(feature_extractor=CountingExtractor())), [real], tmp_path, num_images=10)
     ext = CountingExtractor()
-    with_kid = SampleQuality(feature_extractor=ext, kid=True, kid_subset_size=10, kid_subsets=2)
+    with_kid = SampleQuality(QualityOptions(feature_extractor=ext, kid=True, kid_subset_size=10, kid_subsets=2))
     assert _prepare(with_kid, [real], tmp_path, num_images=10) is False and ext.calls == 1
     with_kid.update_fake(fake)
     live = with_kid.compute()
 
     ext2 = CountingExtractor()
-    cached = SampleQuality(feature_extractor=ext2, kid=True, kid_subset_size=10, kid_subsets=2)
+    cached = SampleQuality(QualityOptions(feature_extractor=ext2, kid=True, kid_subset_size=10, kid_subsets=2))
     assert _prepare(cached, [real], tmp_path, num_images=10) is True and ext2.calls == 0
     cached.update_fake(fake)
     out = cached.compute()
@@ -360,21 +360,6 @@ def test_real_stats_file_checks(tmp_path):
         load_real_stats(path, RealStatsKey("toy", "train", 8, 3, "x"))
     with pytest.raises(FileNotFoundError):
         load_real_stats(tmp_path / "missing.pt", key)
-
-
-def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
-    target = tmp_path / "out.pt"
-    _files.atomic_torch_save({"a": torch.ones(2)}, target)
-
-    def broken_save(obj, f):
-        f.write(b"half")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(_files.torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        _files.atomic_torch_save({"a": torch.zeros(2)}, target)
-    assert torch.equal(torch.load(target)["a"], torch.ones(2))  # the old file is intact
-    assert [p.name for p in tmp_path.iterdir()] == ["out.pt"]
 
 
 # --- weights resolution
@@ -490,7 +475,7 @@ def test_inception_score_needs_weights_with_a_classifier(offline, tmp_path, monk
     with pytest.raises(
         ValueError, match=r"Inception Score needs the full Inception weights.*FID and KID work"
     ):
-        SampleQuality(fid=False, inception_score=True, weights_path=headless)
+        SampleQuality(QualityOptions(fid=False, inception_score=True, weights_path=headless))
     # a headless hub file and the package copy are skipped; the download is tried
     fake_weights(inception_weights.hub_weights_path(), head=False)
     monkeypatch.setattr(inception_weights, "package_weights_file", lambda: tmp_path / "never.pt")

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ncsn_pl.metrics import SampleQuality
+from ncsn_pl.metrics import QualityOptions, SampleQuality
 
 N_REAL, N_FAKE, WORLD = 12, 12, 2
 
@@ -36,10 +36,10 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _quality(extractor: nn.Module) -> SampleQuality:
-    return SampleQuality(feature_extractor=extractor, kid=True, kid_subsets=2, kid_subset_size=N_REAL)
+    return SampleQuality(QualityOptions(feature_extractor=extractor, kid=True, kid_subsets=2, kid_subset_size=N_REAL))
 
 
-def _prepare(q: SampleQuality, images, cache_dir) -> bool:
+def _prepare(q: QualityOptions, SampleQuality, images, cache_dir) -> bool:
     return q.load_or_compute_real(
         images, dataset="toy", split="train", image_size=4, num_images=N_REAL, cache_dir=cache_dir
     )

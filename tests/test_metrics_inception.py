@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ncsn_pl.metrics import (
+    QualityOptions,
     SampleQuality,
     has_classifier_head,
     inception_weights,
@@ -43,7 +44,7 @@ def offline_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def quality(offline_weights):
-    return SampleQuality(fid=True, weights_path=str(offline_weights))
+    return SampleQuality(QualityOptions(fid=True, weights_path=str(offline_weights)))
 
 
 def test_converted_weights_content(offline_weights):
@@ -80,6 +81,6 @@ def test_golden_features_through_the_fid_path(quality):
 
 def test_inception_score_with_the_offline_weights_says_what_to_do(offline_weights):
     with pytest.raises(ValueError, match=r"Inception Score needs the full Inception weights") as info:
-        SampleQuality(fid=False, inception_score=True, weights_path=str(offline_weights))
+        SampleQuality(QualityOptions(fid=False, inception_score=True, weights_path=str(offline_weights)))
     assert "FID and KID work" in str(info.value)
     assert "download" in str(info.value) and "weights_path" in str(info.value)

@@ -116,7 +116,7 @@ def test_missing_and_unreadable_files_give_clear_errors(tmp_path):
         load_official_checkpoint(net, tmp_path)
     junk = tmp_path / "junk.pth"
     junk.write_text("this is not a checkpoint")
-    with pytest.raises(ValueError, match="could not be read as a torch checkpoint"):
+    with pytest.raises(ValueError, match="junk.pth' is not a PyTorch checkpoint"):
         load_official_checkpoint(net, junk)
     torch.save({"epoch": 3}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"Not a checkpoint this loader knows.*keys \['epoch'\]"):

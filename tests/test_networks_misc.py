@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import ToyScoreMLP, instance_norm_plus
-from ncsn_pl.sigmas import geometric_sigmas
 
 
 def test_toy_mlp_shapes_defaults_and_sigma_scaling():

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from networks_reference import reference_keys
 
+from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import NCSNv2, NCSNv2Deeper, NCSNv2Deepest, SigmaScaledRefineNet
 from ncsn_pl.networks.layers import CRPBlock, InstanceNorm2dPlus, RCUBlock
-from ncsn_pl.sigmas import geometric_sigmas
 
 
 def count(module: torch.nn.Module) -> int:

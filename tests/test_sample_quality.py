@@ -12,43 +12,14 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from torch import nn
+from tiny_models import TinyFeatures, TinyScore
 from torchvision.utils import make_grid
 
-from ncsn_pl.callbacks import SampleGrid, SampleQualityMonitor, real_images
+from ncsn_pl.core.samplers import LangevinSettings, seeded_annealed_langevin, step_sizes
+from ncsn_pl.core.seeding import PerSampleNoise, shard_indices, step_seed
 from ncsn_pl.data import ImageDataModule
-from ncsn_pl.metrics import SampleQuality
-from ncsn_pl.module import ScoreModel, step_seed
-from ncsn_pl.samplers import step_sizes
-from ncsn_pl.sampling import PerSampleGenerators, seeded_annealed_langevin, seeded_model_samples, shard_indices
-
-
-class TinyScore(nn.Module):
-    """A per-sample score network: a 3x3 convolution scaled per noise level, minus x."""
-
-    def __init__(self, channels: int = 1, num_scales: int = 2) -> None:
-        super().__init__()
-        self.channels, self.num_scales = channels, num_scales
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.scale = nn.Embedding(num_scales, 1)
-
-    def forward(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * self.scale(levels).view(-1, 1, 1, 1) - x
-
-
-class TinyFeatures(nn.Module):
-    """4 fixed random features of an image (any channels, any size), for FID in tests."""
-
-    num_features = 4
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("proj", torch.randn(8, 4, generator=generator))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = nn.functional.adaptive_avg_pool2d(x.float().mean(1, keepdim=True), (2, 4)).flatten(1)
-        return torch.tanh(3 * pooled @ self.proj)
+from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
+from ncsn_pl.training import SampleGrid, SampleQualityMonitor, ScoreModel
 
 
 class ImageLogger(Logger):
@@ -131,14 +102,19 @@ def test_shard_indices_cover_every_sample_once():
 def test_seeded_samples_do_not_depend_on_batching_or_on_the_other_samples():
     seeds = [step_seed(7, k) for k in range(7)]
     kwargs = dict(n_steps_each=3, step_lr=0.01)
-    whole = seeded_annealed_langevin(gaussian_score, SIGMAS, (2, 3), seeds, **kwargs)
-    batched = seeded_annealed_langevin(gaussian_score, SIGMAS, (2, 3), seeds, batch_size=3, **kwargs)
+    def draw(some_seeds, batch_size=None):
+        batch_size = batch_size or len(some_seeds)
+        batches = [some_seeds[i : i + batch_size] for i in range(0, len(some_seeds), batch_size)]
+        return torch.cat([seeded_annealed_langevin(gaussian_score, SIGMAS, (2, 3), b, **kwargs) for b in batches])
+
+    whole = draw(seeds)
+    batched = draw(seeds, batch_size=3)
     # two "ranks": k = 0, 2, 4, 6 and k = 1, 3, 5
-    even = seeded_annealed_langevin(gaussian_score, SIGMAS, (2, 3), seeds[0::2], batch_size=2, **kwargs)
-    odd = seeded_annealed_langevin(gaussian_score, SIGMAS, (2, 3), seeds[1::2], **kwargs)
+    even = draw(seeds[0::2], batch_size=2)
+    odd = draw(seeds[1::2])
     assert torch.equal(whole, batched)
     assert torch.equal(whole[0::2], even) and torch.equal(whole[1::2], odd)
-    other = seeded_annealed_langevin(gaussian_score, SIGMAS, (2, 3), [step_seed(8, k) for k in range(7)], **kwargs)
+    other = draw([step_seed(8, k) for k in range(7)])
     assert not torch.allclose(whole, other)
     assert whole.std() > 0.1  # not collapsed: the noise really is drawn
 
@@ -159,31 +135,21 @@ def test_each_sample_follows_its_own_generator_like_a_hand_written_loop():
         torch.testing.assert_close(row, x[0], rtol=0, atol=1e-6)
 
 
-def test_a_draw_the_wrapper_cannot_serve_is_caught():
-    draws = PerSampleGenerators([1, 2])
-    with pytest.raises(RuntimeError, match="without torch.randn or torch.rand"):
-        with draws.serve(gaussian_score) as (generator, _):
-            torch.empty(2, 3).normal_(generator=generator)
+def test_per_sample_noise_checks_the_batch_and_the_device():
+    noise = PerSampleNoise([1, 2])
     with pytest.raises(ValueError, match="leading batch dimension of 2"):
-        draws.randn((3, 4))
-
-
-def test_the_network_runs_outside_the_interception():
-    seen = []
-
-    def score_fn(x, levels):
-        seen.append(torch.overrides.has_torch_function_variadic(x))  # a mode would make this True
-        return gaussian_score(x, levels)
-
-    seeded_annealed_langevin(score_fn, SIGMAS, (3,), [1, 2], n_steps_each=2, step_lr=0.01)
-    assert seen == [False] * 4
+        noise.randn((3, 4))
+    with pytest.raises(ValueError, match="per-sample generators on cpu"):
+        noise.randn_like(torch.zeros(2, 3, device="meta"))
+    # row i is generator i's stream: the same seed gives the same row, whatever its neighbours
+    torch.testing.assert_close(PerSampleNoise([5, 2]).randn((2, 3))[0], PerSampleNoise([5]).randn((1, 3))[0])
 
 
 def test_model_samples_match_batched_draws_and_divergence_names_level_step_and_samples():
     model = tiny_model()
     torch.testing.assert_close(
-        seeded_model_samples(model, range(5), seed=3),
-        seeded_model_samples(model, range(5), seed=3, batch_size=2),
+        model.sample(range(5), seed=3),
+        model.sample(range(5), seed=3, batch_size=2),
         rtol=0,
         atol=1e-6,
     )
@@ -196,7 +162,7 @@ def test_model_samples_match_batched_draws_and_divergence_names_level_step_and_s
 
     model.score_net.forward = breaks_late
     with pytest.raises(FloatingPointError, match=r"level 0 .*step 2\..*Samples 7\.\.9 \(seed 3\).*step_lr=0.05"):
-        seeded_model_samples(model, [1, 5, 7, 9], seed=3, batch_size=2, n_steps_each=4)
+        model.sample([1, 5, 7, 9], seed=3, batch_size=2, sampler=LangevinSettings(n_steps_each=4))
     assert model.score_net.training  # restored
 
 
@@ -232,7 +198,7 @@ def test_grid_callback_writes_and_logs_a_grid_drawn_with_the_ema_weights(tmp_pat
     def grid_of(weights):
         copy = tiny_model()
         copy.load_state_dict(weights)
-        samples = seeded_model_samples(copy, range(5), seed=1, batch_size=2)
+        samples = copy.sample(range(5), seed=1, batch_size=2)
         return make_grid(samples.clamp(0, 1), nrow=2, padding=2)
 
     torch.testing.assert_close(logged, grid_of(ema), rtol=0, atol=1e-6)
@@ -250,9 +216,9 @@ def test_grid_callback_validates_its_arguments():
 def expected_fid(weights, num_samples, seed, real) -> float:
     model = tiny_model()
     model.load_state_dict(weights)
-    quality = SampleQuality(feature_extractor=TinyFeatures())
+    quality = SampleQuality(QualityOptions(feature_extractor=TinyFeatures()))
     quality.update_real(real)
-    quality.update_fake(seeded_model_samples(model, range(num_samples), seed=seed))
+    quality.update_fake(model.sample(range(num_samples), seed=seed))
     return quality.compute()["fid"]
 
 
@@ -263,8 +229,7 @@ def test_fid_callback_logs_val_fid_of_the_ema_weights_for_model_checkpoint(tmp_p
         batch_size=4,
         seed=2,
         num_real=40,
-        feature_extractor=TinyFeatures(),
-        cache_dir=str(tmp_path / "cache"),
+        quality=QualityOptions(feature_extractor=TinyFeatures(), cache_dir=str(tmp_path / "cache")),
         progress_bar=False,
     )
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/fid", mode="min", save_top_k=1)
@@ -279,7 +244,7 @@ def test_fid_callback_logs_val_fid_of_the_ema_weights_for_model_checkpoint(tmp_p
     assert checkpoint.best_model_score == pytest.approx(fid)
     assert any("val/fid" in metrics for _, metrics in logger.metrics)
     saved = torch.load(checkpoint.best_model_path, weights_only=True)
-    real = digits().train_images(40)
+    real = digits().train_data(40)
     assert fid == pytest.approx(expected_fid(saved["state_dict"], 6, 2, real), rel=1e-5)
     assert fid != pytest.approx(expected_fid(saved["current_model_state"], 6, 2, real), rel=1e-3)
     # the feature extractor stays out of the checkpoint
@@ -297,8 +262,7 @@ def test_fid_callback_without_validation_evaluates_at_epoch_end_and_train_end(tm
         every_n_epochs=2,
         on_train_end=True,
         num_real=20,
-        feature_extractor=TinyFeatures(),
-        cache_dir=str(tmp_path),
+        quality=QualityOptions(feature_extractor=TinyFeatures(), cache_dir=str(tmp_path)),
         progress_bar=False,
     )
     logger = ImageLogger(tmp_path / "run")
@@ -312,9 +276,9 @@ def test_fid_callback_without_validation_evaluates_at_epoch_end_and_train_end(tm
 
 def test_fid_callback_checks_counts_and_data():
     with pytest.raises(ValueError, match="FID needs at least 2 samples"):
-        SampleQualityMonitor(num_samples=1, feature_extractor=TinyFeatures())
+        SampleQualityMonitor(num_samples=1, quality=QualityOptions(feature_extractor=TinyFeatures()))
     with pytest.raises(ValueError, match="kid_subset_size=1000 images but num_samples=10"):
-        SampleQualityMonitor(num_samples=10, kid=True, feature_extractor=TinyFeatures())
+        SampleQualityMonitor(num_samples=10, quality=QualityOptions(kid=True, feature_extractor=TinyFeatures()))
     from ncsn_pl.data import ToyDataModule
 
     with pytest.raises(ValueError, match="FID needs an image DataModule"):
@@ -327,8 +291,7 @@ def _validate_fid(tmp_path, devices: int) -> float:
         batch_size=3,
         seed=5,
         num_real=30,
-        feature_extractor=TinyFeatures(),
-        cache_dir=str(tmp_path / f"cache{devices}"),
+        quality=QualityOptions(feature_extractor=TinyFeatures(), cache_dir=str(tmp_path / f"cache{devices}")),
         progress_bar=False,
     )
     strategy = "ddp_spawn" if devices > 1 else "auto"
@@ -340,6 +303,6 @@ def _validate_fid(tmp_path, devices: int) -> float:
 def test_two_ddp_spawn_processes_give_the_fid_of_one(tmp_path):
     one = _validate_fid(tmp_path, 1)
     two = _validate_fid(tmp_path, 2)  # each rank draws its share k = r, r + 2, ...; metrics all-reduced
-    real = digits().train_images(30)
+    real = digits().train_data(30)
     assert one == pytest.approx(expected_fid(tiny_model().state_dict(), 7, 5, real), rel=1e-5)
     assert two == pytest.approx(one, rel=1e-5)

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from ncsn_pl.distributions import GaussianMixture
-from ncsn_pl.samplers import annealed_langevin_dynamics, denoise_step, langevin_dynamics, step_sizes
-from ncsn_pl.sigmas import geometric_sigmas
+from ncsn_pl.core.distributions import GaussianMixture
+from ncsn_pl.core.samplers import annealed_langevin_dynamics, denoise_step, langevin_dynamics, step_sizes
+from ncsn_pl.core.seeding import noise_from
+from ncsn_pl.core.sigmas import geometric_sigmas
 
 
 def standard_normal_score(x, levels):
@@ -21,7 +22,7 @@ def test_langevin_stationary_variance_on_standard_normal(step_size):
         torch.zeros(20_000, 4, dtype=torch.float64),
         n_steps=200,
         step_size=step_size,
-        generator=g,
+        noise_fn=noise_from(g),
     )
     assert x.var().item() == pytest.approx(1 / (1 - step_size / 2), rel=0.02)
     assert abs(x.mean().item()) < 0.02
@@ -41,9 +42,11 @@ def test_annealed_langevin_recovers_the_mixture_weights_and_plain_langevin_does_
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(4000, 2, generator=g) * 16 - 8
     annealed = annealed_langevin_dynamics(
-        mixture.score_fn(sigmas), x0, sigmas, n_steps_each=100, step_lr=0.1, generator=g
+        mixture.score_fn(sigmas), x0, sigmas, n_steps_each=100, step_lr=0.1, noise_fn=noise_from(g)
     )
-    plain = langevin_dynamics(lambda x, levels: mixture.score(x, 0.0), x0, n_steps=1000, step_size=0.1, generator=g)
+    plain = langevin_dynamics(
+        lambda x, levels: mixture.score(x, 0.0), x0, n_steps=1000, step_size=0.1, noise_fn=noise_from(g)
+    )
     heavy_annealed = (annealed.sum(1) > 0).float().mean().item()
     heavy_plain = (plain.sum(1) > 0).float().mean().item()
     assert heavy_annealed == pytest.approx(0.80, abs=0.03)
@@ -62,7 +65,7 @@ def test_callback_reports_every_step_with_diagnostics():
         n_steps_each=4,
         step_lr=1e-3,
         callback=reports.append,
-        generator=torch.Generator().manual_seed(0),
+        noise_fn=noise_from(torch.Generator().manual_seed(0)),
     )
     assert [(r.level, r.step) for r in reports] == [(i, t) for i in range(3) for t in range(4)]
     last = reports[-1]
@@ -76,7 +79,11 @@ def test_sampler_is_reproducible_with_a_generator():
     sigmas = geometric_sigmas(1.0, 0.1, 3)
     run = [
         annealed_langevin_dynamics(
-            standard_normal_score, torch.zeros(4, 2), sigmas, n_steps_each=3, generator=torch.Generator().manual_seed(7)
+            standard_normal_score,
+            torch.zeros(4, 2),
+            sigmas,
+            n_steps_each=3,
+            noise_fn=noise_from(torch.Generator().manual_seed(7)),
         )
         for _ in range(2)
     ]
@@ -100,7 +107,7 @@ def test_denoising_step_is_the_posterior_mean_for_gaussian_data():
     assert ((denoised - x0) ** 2).mean().item() == pytest.approx(s**2 * sigma**2 / (s**2 + sigma**2), rel=0.01)
 
     sampled = annealed_langevin_dynamics(
-        score, x.clone(), sigmas, n_steps_each=1, step_lr=1e-9, denoise=True, generator=g
+        score, x.clone(), sigmas, n_steps_each=1, step_lr=1e-9, denoise=True, noise_fn=noise_from(g)
     )
     assert ((sampled - x0) ** 2).mean().item() < ((x - x0) ** 2).mean().item()
 

@@ -6,10 +6,9 @@ import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
-from ncsn_pl.losses import dsm_loss
-from ncsn_pl.module import ScoreModel
+from ncsn_pl.core.losses import dsm_loss
 from ncsn_pl.networks import NCSN
-from ncsn_pl.sampling import seeded_model_samples
+from ncsn_pl.training import ScoreModel
 
 
 def _conv_weights(model: ScoreModel) -> list[torch.Tensor]:
@@ -45,8 +44,8 @@ def test_channels_last_gives_the_same_loss_gradients_and_samples():
     for p_fast, p_plain in zip(fast.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-8, atol=1e-12)
 
-    samples = [m.sample(3, generator=torch.Generator().manual_seed(5)) for m in (fast, plain)]
-    samples += [seeded_model_samples(m, [0, 1], seed=7) for m in (fast, plain)]
+    samples = [m.sample(3, seed=5) for m in (fast, plain)]
+    samples += [m.sample([0, 1], seed=7, batch_size=1) for m in (fast, plain)]
     assert all(x.dtype == torch.float64 for x in samples)  # the start is drawn in the model's dtype
     torch.testing.assert_close(samples[0], samples[1], rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(samples[2], samples[3], rtol=1e-8, atol=1e-10)

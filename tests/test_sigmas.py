@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ncsn_pl.sigmas import (
+from ncsn_pl.core.sigmas import (
     geometric_sigmas,
     langevin_variance_ratio,
     max_pairwise_distance,

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ncsn_pl.sweep import (
-    Sweep,
+from ncsn_pl.tools.sweep import main
+from ncsn_pl.tools.sweep.runner import Sweep
+from ncsn_pl.tools.sweep.spec import (
     SweepFileError,
     check_command_config,
     check_sweep_config,
     expand_command,
     grid_size,
-    main,
     validate_sweep,
 )
 
@@ -179,7 +179,7 @@ def test_stop_and_continue(tmp_path, fake_trial):
     marker = tmp_path / "started"
     env = {**os.environ, "SLEEP_ON": "2.0", "MARKER": str(marker), "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from ncsn_pl.sweep import main; main(sys.argv[1:])", str(path),
+        [sys.executable, "-c", "import sys; from ncsn_pl.tools.sweep import main; main(sys.argv[1:])", str(path),
          "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline and driver.poll() is None:

@@ -10,14 +10,14 @@ import pytest
 import wandb
 from lightning.pytorch.loggers import WandbLogger
 
-from ncsn_pl.tracking import (
+from ncsn_pl.tools.tracking import (
     flatten_config,
-    log_config,
     offline_run_dirs,
     read_metrics_csv,
     read_offline_run,
     summarize_metric,
 )
+from ncsn_pl.training.runs import log_config
 
 CONFIG = {"model": {"sigma_max": 20.0, "num_scales": 10, "score_net": {"class_path": "ToyScoreMLP"}},
           "trainer": {"max_steps": 3, "logger": [{"class_path": "CSVLogger"}]}, "seed_everything": 0}
@@ -36,7 +36,7 @@ OFFLINE_RUN = """
 import sys
 import wandb
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from ncsn_pl.tracking import log_config
+from ncsn_pl.training.runs import log_config
 from test_wandb_logging import CONFIG
 
 logger = WandbLogger(project="ncsn-pl", save_dir=sys.argv[1], name="toy-smax20.0")

@@ -42,10 +42,11 @@ from typing import Any
 
 import torch
 
-from ncsn_pl.distributions import GaussianMixture
-from ncsn_pl.losses import ScoreFn
-from ncsn_pl.samplers import annealed_langevin_dynamics, langevin_dynamics
-from ncsn_pl.sigmas import geometric_sigmas
+from ncsn_pl.core.distributions import GaussianMixture
+from ncsn_pl.core.losses import ScoreFn
+from ncsn_pl.core.samplers import annealed_langevin_dynamics, langevin_dynamics
+from ncsn_pl.core.seeding import noise_from
+from ncsn_pl.core.sigmas import geometric_sigmas
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -170,14 +171,14 @@ def sample_plain(source: ScoreSource, x0: torch.Tensor, step: float, budget: Bud
                  generator: torch.Generator) -> torch.Tensor:
     """Plain Langevin: ``budget.plain_steps`` steps of size ``step`` at the source's plain level."""
     return langevin_dynamics(source.plain_fn, x0, level=source.plain_level, n_steps=budget.plain_steps,
-                             step_size=step, generator=generator)
+                             step_size=step, noise_fn=noise_from(generator))
 
 
 def sample_annealed(source: ScoreSource, x0: torch.Tensor, sigmas: torch.Tensor, step_lr: float, budget: Budget,
                     generator: torch.Generator) -> torch.Tensor:
     """Annealed Langevin over ``sigmas``, ``budget.n_steps_each`` steps per level."""
     return annealed_langevin_dynamics(source.fn, x0, sigmas, n_steps_each=budget.n_steps_each, step_lr=step_lr,
-                                      generator=generator)
+                                      noise_fn=noise_from(generator))
 
 
 def run_trials(
@@ -318,7 +319,7 @@ def _env(threads: int | None) -> dict[str, str]:
 
 def load_model(ckpt_path: Path):
     """``ScoreModel.load_from_checkpoint`` on the CPU (the network is rebuilt from the CLI's saved config)."""
-    from ncsn_pl.module import ScoreModel
+    from ncsn_pl.training import ScoreModel
 
     model = ScoreModel.load_from_checkpoint(ckpt_path, map_location="cpu")
     sigmas = model.sigmas.cpu()

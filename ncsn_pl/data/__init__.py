@@ -1,11 +1,12 @@
 """LightningDataModules and preprocessing for ncsn-pl.
 
-Every DataModule yields plain float tensor batches (no labels) and exposes ``data_shape`` (``image_shape``
-for images) right after ``__init__``, plus ``train_data(max_items)`` / ``val_data(max_items)`` returning
-un-augmented tensors (for NCSNv2's ``sigma_max`` and FID statistics).
+Every DataModule yields plain float tensor batches (no labels) and exposes ``data_shape`` right after
+``__init__``, plus ``train_data(max_items)`` / ``val_data(max_items)`` returning un-augmented tensors (for
+NCSNv2's ``sigma_max`` and FID statistics).
 """
 
-from ncsn_pl.data.images import DATASETS, ImageDataModule
+from ncsn_pl.data.datasets import DATASETS
+from ncsn_pl.data.image_datamodule import ImageDataModule
 from ncsn_pl.data.toy import ToyDataModule
 from ncsn_pl.data.transforms import UniformDequantize, dequantize, image_transform
 

@@ -8,8 +8,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ncsn_pl.core.distributions import GaussianMixture
 from ncsn_pl.data.sampler import EpochShuffleSampler
-from ncsn_pl.distributions import GaussianMixture
 
 __all__ = ["ToyDataModule"]
 

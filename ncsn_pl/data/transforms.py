@@ -51,11 +51,10 @@ def image_transform(
     square_crop: bool = False,
     random_flip: bool = False,
     dequantize: bool = False,
-    mode: str | None = None,
 ) -> Callable:
     """The PIL-image pipeline of NCSN's data loaders (ermongroup/ncsn ``anneal_runner.py:44-93``).
 
-    Order: convert(mode) -> CenterCrop(center_crop) -> Resize(image_size) [-> CenterCrop(image_size)]
+    Order: CenterCrop(center_crop) -> Resize(image_size) [-> CenterCrop(image_size)]
     -> RandomHorizontalFlip(0.5) -> ToTensor() -> dequantize. CelebA uses ``center_crop=140``; CIFAR-10 and
     MNIST only resize when ``image_size`` differs from ``native_size``; image folders of any aspect ratio
     resize the shorter side and crop the centre (``square_crop``, as NCSNv2's LSUN pipeline).
@@ -67,14 +66,11 @@ def image_transform(
         square_crop: after resizing the shorter side, crop the centre ``image_size`` square.
         random_flip: add a horizontal flip with probability 0.5 (training only).
         dequantize: add :class:`UniformDequantize` at the end (training only).
-        mode: PIL mode to convert to first (``"RGB"`` or ``"L"``), or None to keep the image's own.
 
     Returns:
         A callable mapping a PIL image to a float tensor ``(C, image_size, image_size)`` in [0, 1].
     """
     steps: list[Callable] = []
-    if mode is not None:
-        steps.append(_Convert(mode))
     if center_crop is not None:
         steps.append(T.CenterCrop(center_crop))
     if center_crop is not None or native_size != image_size:
@@ -87,16 +83,3 @@ def image_transform(
     if dequantize:
         steps.append(UniformDequantize())
     return T.Compose(steps)
-
-
-class _Convert:
-    """``PIL.Image.convert(mode)`` as a picklable transform (lambdas do not survive worker spawning)."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    def __call__(self, image):  # noqa: ANN001 - a PIL image
-        return image.convert(self.mode)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.mode!r})"

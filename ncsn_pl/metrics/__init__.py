@@ -2,14 +2,14 @@
 
 Typical use (in a Callback, never as a LightningModule attribute)::
 
-    quality = SampleQuality(fid=True)                       # resolves the Inception weights offline first
+    quality = SampleQuality(QualityOptions(fid=True))     # resolves the Inception weights offline first
     quality.load_or_compute_real(loader, dataset="cifar10", split="train", image_size=32, num_images=50000)
-    quality.update_fake(samples)                            # float images in [0, 1], (N, 3, H, W)
-    quality.compute()                                       # {"fid": ...}
-    quality.reset()                                         # drop the samples, keep the real statistics
+    quality.update_fake(samples)                          # float images in [0, 1], (N, 3, H, W)
+    quality.compute()                                     # {"fid": ...}
+    quality.reset()                                       # drop the samples, keep the real statistics
 """
 
-from ncsn_pl.metrics.frechet import frechet_distance
+from ncsn_pl.metrics.features import InceptionFeatureExtractor
 from ncsn_pl.metrics.inception_weights import (
     InceptionWeightsNotFoundError,
     convert_fid_helper_weights,
@@ -20,23 +20,26 @@ from ncsn_pl.metrics.inception_weights import (
     resolve_inception_weights,
     state_dict_sha256,
 )
-from ncsn_pl.metrics.quality import InceptionFeatureExtractor, SampleQuality, quantize_images
+from ncsn_pl.metrics.options import QualityOptions
+from ncsn_pl.metrics.quality import SampleQuality
+from ncsn_pl.metrics.real_images import RealImages, real_images
 from ncsn_pl.metrics.real_stats import RealStats, RealStatsKey, load_real_stats, save_real_stats
 
 __all__ = [
     "InceptionFeatureExtractor",
     "InceptionWeightsNotFoundError",
+    "QualityOptions",
+    "RealImages",
     "RealStats",
     "RealStatsKey",
     "SampleQuality",
     "convert_fid_helper_weights",
     "default_cache_dir",
-    "frechet_distance",
     "has_classifier_head",
     "hub_weights_path",
     "load_real_stats",
     "package_weights_file",
-    "quantize_images",
+    "real_images",
     "resolve_inception_weights",
     "save_real_stats",
     "state_dict_sha256",

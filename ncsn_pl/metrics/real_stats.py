@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ncsn_pl.metrics._files import atomic_torch_save
+from ncsn_pl.core.files import atomic_torch_save
 
 FORMAT_VERSION = 1
 

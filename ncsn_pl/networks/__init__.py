@@ -1,11 +1,11 @@
 """Score networks of NCSN (v1) and NCSNv2, plus a toy MLP; plain ``nn.Module``s with ``forward(x,
 levels)``."""
 
-from ncsn_pl.networks.checkpoint import extract_state_dict, load_official_checkpoint
 from ncsn_pl.networks.layers import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus, instance_norm_plus
 from ncsn_pl.networks.mlp import ToyScoreMLP
 from ncsn_pl.networks.ncsn import NCSN, RefineNetDilated
 from ncsn_pl.networks.ncsnv2 import NCSNv2, NCSNv2Deeper, NCSNv2Deepest, SigmaScaledRefineNet
+from ncsn_pl.networks.official import extract_state_dict, load_official_checkpoint
 
 __all__ = [
     "NCSN",

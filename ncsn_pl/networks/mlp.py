@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks.ncsn import _check_int, check_score_inputs
-from ncsn_pl.sigmas import geometric_sigmas
 
 __all__ = ["ToyScoreMLP"]
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks.layers import InstanceNorm2dPlus
 from ncsn_pl.networks.ncsn import _V1_REFINES, _V1_STAGES, Refine, RefineNetDilated, Stage
-from ncsn_pl.sigmas import geometric_sigmas
 
 __all__ = ["SigmaScaledRefineNet", "NCSNv2", "NCSNv2Deeper", "NCSNv2Deepest"]
 

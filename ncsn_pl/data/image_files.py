@@ -1,15 +1,25 @@
-"""A data set of the images found anywhere under a directory, without labels."""
+"""Image files: the images found under a directory (a data set without labels), and samples written as PNGs.
+
+Samples are written as the papers wrote theirs, with ``torchvision.utils.save_image``'s 8-bit rounding
+(:func:`quantize_images`); FID scores images through the same rounding, so a folder of written samples and the
+samples themselves give the same number.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.utils import make_grid
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "find_images", "read_image"]
+from ncsn_pl.core.files import atomic_write
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "find_images", "quantize_images", "read_image", "save_grid", "write_png"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -81,3 +91,37 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> Image.Image | torch.Tensor:
         image = read_image(self.files[index], self.mode)
         return self.transform(image) if self.transform is not None else image
+
+
+def quantize_images(x: Tensor) -> Tensor:
+    """Quantise images in [0, 1] to uint8 exactly like ``torchvision.utils.save_image``.
+
+    ``uint8((x * 255 + 0.5).clamp(0, 255))``: rounds to the nearest level, values outside [0, 1] are clipped.
+    uint8 input is returned unchanged.
+
+    Args:
+        x: float images, any shape.
+
+    Returns:
+        uint8 tensor of the same shape.
+    """
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise ValueError(f"Images must be float in [0, 1] or uint8 in [0, 255], got dtype {x.dtype}.")
+    return (x * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def write_png(image: Tensor, path: str | Path) -> None:
+    """One image ``(C, H, W)`` in [0, 1] as an 8-bit PNG, quantised by :func:`quantize_images`; written atomically."""
+    array = quantize_images(image.detach().cpu()).permute(1, 2, 0).numpy()
+    with atomic_write(path) as file:
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(file, format="PNG")
+
+
+def save_grid(samples: Tensor, path: str | Path, nrow: int | None = None) -> Tensor:
+    """Clamp samples ``(N, C, H, W)`` to [0, 1], write them as one PNG grid (2 px padding) and return the grid."""
+    images = samples.detach().float().clamp(0, 1).cpu()
+    grid = make_grid(images, nrow=nrow or max(1, int(math.sqrt(images.shape[0]))), padding=2)
+    write_png(grid, path)
+    return grid

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
+
+from ncsn_pl.core.files import load_torch_file
 
 __all__ = ["extract_state_dict", "load_official_checkpoint"]
 
@@ -69,22 +69,6 @@ def extract_state_dict(obj: Any, *, use_ema: bool = True) -> dict[str, Tensor]:
     )
 
 
-def _load(path: Path) -> Any:
-    if not path.exists():
-        raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist.")
-    if path.is_dir():
-        raise IsADirectoryError(f"Checkpoint path {str(path)!r} is a directory; pass the .pth file inside it.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the weights-only unpickler fails in many ways on foreign files
-        raise ValueError(
-            f"{str(path)!r} could not be read as a torch checkpoint (torch.load with weights_only=True "
-            "failed: "
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Is it a .pth file saved "
-            "by torch.save?"
-        ) from err
-
-
 def load_official_checkpoint(
     net: nn.Module, path_or_obj: str | os.PathLike[str] | Any, *, use_ema: bool = True
 ) -> nn.Module:
@@ -104,7 +88,9 @@ def load_official_checkpoint(
     Returns:
         ``net``.
     """
-    obj = _load(Path(path_or_obj)) if isinstance(path_or_obj, (str, os.PathLike)) else path_or_obj
+    obj = path_or_obj
+    if isinstance(path_or_obj, (str, os.PathLike)):
+        obj = load_torch_file(path_or_obj, what="checkpoint", expected="an official NCSN or NCSNv2 checkpoint (.pth)")
     state = extract_state_dict(obj, use_ema=use_ema)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]

@@ -1,0 +1,1 @@
+"""The command line: LightningCLI (fit, validate, test) and the ``sample`` and ``fid`` jobs."""

@@ -1,0 +1,94 @@
+"""The ``sample`` and ``fid`` commands without ``--config``: the model and the data come from the checkpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from ncsn_pl.commands.checkpoints import load_checkpoint
+
+__all__ = ["complete_command_args"]
+
+COMMANDS = ("sample", "fid")
+PLACEHOLDER_NET = {"class_path": "torch.nn.Identity"}
+
+def _option(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name X`` or ``--name=X`` in ``args`` (the last one wins), else None."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg[len(name) + 1 :]
+    return value
+
+
+def _has_group(args: Sequence[str], group: str) -> bool:
+    return any(a == group or a.startswith((group + "=", group + ".")) for a in args)
+
+
+def complete_command_args(args: Sequence[str]) -> list[str]:
+    """Fill in the model and the data of ``sample`` / ``fid`` when no ``--config`` gives them.
+
+    LightningCLI needs ``model.score_net`` and ``data`` before it reads the checkpoint, so for these two
+    commands:
+
+    * ``--ckpt_path CKPT`` without ``--config``/``--model``: the network from the checkpoint's hyperparameters
+      (LightningCLI then reads the rest of them); without ``--data``: the checkpoint's DataModule;
+    * ``fid --dataset NAME [--data_root DIR]``: ``ImageDataModule(dataset=NAME, root=DIR)`` as the real data;
+    * ``fid --images DIR`` without a checkpoint: a placeholder network (no model is used).
+
+    Other commands and full configs pass through unchanged. The checkpoint is checked here, so a wrong path
+    fails with a clear message before anything is built.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or foreign checkpoint, or nothing to take the model/data from.
+    """
+    args = list(args)
+    if not args or args[0] not in COMMANDS:
+        return args
+    command, options = args[0], args[1:]
+    if "-h" in options or "--help" in options:
+        return args
+    ckpt_path = _option(options, "--ckpt_path")
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
+    if _has_group(options, "--config") or _has_group(options, "-c"):
+        return args
+    extra: list[str] = []
+    images = _option(options, "--images") if command == "fid" else None
+    if not _has_group(options, "--model"):
+        if checkpoint is not None:
+            net = checkpoint.get("hyper_parameters", {}).get("score_net")
+            if not isinstance(net, dict) or "class_path" not in net:
+                raise ValueError(
+                    f"{ckpt_path} does not record its network (it was not trained with the ncsn_pl CLI); add "
+                    "--config with the model's settings."
+                )
+            extra.append("--model.score_net=" + json.dumps(net))
+        elif images:
+            extra.append("--model.score_net=" + json.dumps(PLACEHOLDER_NET))
+        elif command == "sample":
+            raise ValueError("sample needs --ckpt_path CKPT (a checkpoint written by training).")
+        else:
+            raise ValueError("fid needs --ckpt_path CKPT (to draw samples of a model) or --images DIR (a folder).")
+    if not _has_group(options, "--data"):
+        dataset = _option(options, "--dataset") if command == "fid" else None
+        stored = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
+        if dataset:
+            root = _option(options, "--data_root") or "data"
+            data = {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": {"dataset": dataset, "root": root}}
+        elif "_class_path" in stored:
+            init = {k: v for k, v in stored.items() if not k.startswith("_")}
+            data = {"class_path": stored["_class_path"], "init_args": init}
+        elif command == "fid":
+            raise ValueError(
+                "fid needs real images to compare with: --dataset NAME (digits, mnist, cifar10, celeba, folder) "
+                "with --data_root DIR, a --data config, or a checkpoint that records its DataModule."
+            )
+        else:
+            raise ValueError(
+                f"{ckpt_path} does not record its DataModule (the model's data shape comes from it); add --config "
+                "with the run's config.yaml or a --data option."
+            )
+        extra.append("--data=" + json.dumps(data))
+    return [command, *extra, *options]

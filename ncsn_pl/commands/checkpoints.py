@@ -1,0 +1,58 @@
+"""Lightning checkpoints of trained models: read one with errors that say what is wrong, load its weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from ncsn_pl.core.files import load_torch_file
+
+__all__ = ["load_checkpoint", "load_model_weights"]
+
+
+def load_checkpoint(ckpt_path: str | os.PathLike[str], weights_only: bool | None = None) -> dict[str, Any]:
+    """Load a Lightning checkpoint on the CPU.
+
+    Args:
+        ckpt_path: a ``.ckpt`` file written by training.
+        weights_only: ``torch.load``'s safe mode (default True); False only for files you trust.
+
+    Raises:
+        FileNotFoundError: nothing at ``ckpt_path``.
+        ValueError: the file is not a PyTorch file, or not a Lightning checkpoint (no ``state_dict``).
+    """
+    checkpoint = load_torch_file(ckpt_path, weights_only=True if weights_only is None else weights_only)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(
+            f"--ckpt_path {str(ckpt_path)!r} is not a Lightning checkpoint (it has no 'state_dict'); give a .ckpt "
+            "file written by training (e.g. <run dir>/checkpoints/last.ckpt)."
+        )
+    return checkpoint
+
+
+def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: bool | None = None) -> dict[str, Any]:
+    """Load the checkpoint's ``state_dict`` into ``model`` and describe what was loaded.
+
+    With ``EMAWeightAveraging`` Lightning writes the *averaged* weights to ``state_dict`` (the raw ones go to
+    ``current_model_state``), so this loads the EMA weights.
+
+    Returns:
+        ``{"checkpoint": path, "epoch": ..., "global_step": ..., "ema": bool}``.
+    """
+    checkpoint = load_checkpoint(ckpt_path, weights_only)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"The weights in {ckpt_path} do not fit the model built from the config: {str(err).splitlines()[0]} "
+            "Leave out --config (the checkpoint's own settings are used) or give the run's config.yaml."
+        ) from err
+    return {
+        "checkpoint": str(Path(ckpt_path).resolve()),
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "ema": "current_model_state" in checkpoint,
+    }

@@ -1,0 +1,60 @@
+"""The plumbing of the ``sample`` and ``fid`` jobs: each runs as a Lightning *predict* loop over item indices.
+
+So they work on every accelerator and strategy the Trainer supports, DDP included: rank ``r`` of ``W`` handles
+items ``r, r + W, ...`` (:func:`~ncsn_pl.core.seeding.shard_indices`). Loggers and the run-config saver are
+switched off for these runs: they write only what they are asked to (``--out_dir``, ``--out``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.cli import SaveConfigCallback
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ncsn_pl.core.seeding import shard_indices
+
+__all__ = ["run_predict", "shard_loader", "show_progress"]
+
+
+class _RankShard(DistributedSampler):
+    """Items ``rank, rank + world, ...`` of ``range(num_items)``, without padding.
+
+    A ``DistributedSampler`` so that Lightning keeps it instead of sharding the loader a second time.
+    """
+
+    def __init__(self, num_items: int, rank: int, world_size: int) -> None:
+        super().__init__(range(num_items), num_replicas=world_size, rank=rank, shuffle=False)
+        self.items = list(shard_indices(num_items, rank, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def shard_loader(
+    num_items: int, batch_size: int, trainer: pl.Trainer, collate_fn: Callable[[list[int]], Any] | None = None
+) -> DataLoader:
+    """Batches of this rank's item indices (or whatever ``collate_fn`` makes of them)."""
+    sampler = _RankShard(num_items, trainer.global_rank, trainer.world_size)
+    return DataLoader(range(num_items), batch_size=batch_size, sampler=sampler, collate_fn=collate_fn)
+
+
+def run_predict(trainer: pl.Trainer, job: pl.LightningModule) -> None:
+    """Run ``job`` through ``trainer.predict`` with no loggers and no config saver (nothing written elsewhere)."""
+    saved_callbacks, saved_loggers = trainer.callbacks, trainer.loggers
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
+    trainer.loggers = []
+    try:
+        trainer.predict(job, return_predictions=False)
+    finally:
+        trainer.callbacks, trainer.loggers = saved_callbacks, saved_loggers
+
+
+def show_progress(trainer: pl.Trainer) -> bool:
+    """Whether this process shows a sampling progress bar (rank 0, when the Trainer has one)."""
+    return trainer.is_global_zero and trainer.progress_bar_callback is not None

@@ -1,0 +1,3 @@
+"""The mathematics of NCSN as plain PyTorch (no Lightning, no config, no logging): noise schedules and NCSNv2's
+rules, the denoising score matching loss, the Langevin samplers, per-sample seeding, exact Gaussian-mixture
+scores, and files written atomically."""

@@ -1,0 +1,151 @@
+"""Files written whole or not at all, and torch files read with errors that say what is wrong.
+
+Every file the project writes goes through :func:`atomic_write`: the content is staged in a temporary file in
+the destination's own folder, flushed to disk, then renamed into place with ``os.replace`` (atomic on one file
+system), so a reader, a crash or a full disk never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+__all__ = [
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_torch_file",
+    "load_torch_file",
+]
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``path`` for writing; on success it replaces ``path``, on error it is removed.
+
+    Two processes writing the same path at once both succeed and the last one wins.
+
+    Args:
+        path: the destination; its parent folders are created.
+        mode: ``"wb"`` or ``"w"``.
+
+    Raises:
+        OSError: the write failed; on a full disk the message says so and names the file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            message = f"No space left on the device while writing {path}; nothing was written under that name."
+            raise OSError(errno.ENOSPC, message) from err
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`; returns the path."""
+    with atomic_write(path) as file:
+        torch.save(obj, file)
+    return Path(path)
+
+
+def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_write`; returns the path."""
+    with atomic_write(path, "w") as file:
+        file.write(text)
+    return Path(path)
+
+
+def atomic_write_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as indented JSON to ``path`` through :func:`atomic_write`; returns the path."""
+    return atomic_write_text(json.dumps(data, indent=2) + "\n", path)
+
+
+TRAINED_CHECKPOINT = "a .ckpt file written by training (e.g. <run dir>/checkpoints/last.ckpt)"
+
+
+def check_torch_file(
+    path: str | os.PathLike[str], what: str = "--ckpt_path", expected: str = TRAINED_CHECKPOINT
+) -> Path:
+    """Check, without unpickling anything, that ``path`` is a file ``torch.save`` wrote.
+
+    Args:
+        path: the file.
+        what: names the file in messages (the option it came from).
+        expected: what the file should be, for messages.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        IsADirectoryError: ``path`` is a folder.
+        ValueError: the file is not a PyTorch file (text, empty, truncated, another archive).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; give the path of {expected}.")
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a directory; give the path of {expected}.")
+    with path.open("rb") as file:
+        head = file.read(4)
+    # torch.save writes a zip archive; files from torch < 1.6 start with a pickle protocol byte
+    if head.startswith(b"\x80"):
+        return path
+    problem = f"it starts with {head!r}" if head else "it is empty"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:  # reads the central directory: catches truncated files
+                if any(name.endswith("data.pkl") for name in archive.namelist()):
+                    return path
+                problem = "it is a zip archive without data.pkl"
+        except zipfile.BadZipFile as err:
+            problem = f"a damaged zip archive: {err}"
+    raise ValueError(f"{what} {str(path)!r} is not a PyTorch checkpoint ({problem}); give the path of {expected}.")
+
+
+def load_torch_file(
+    path: str | os.PathLike[str],
+    *,
+    weights_only: bool = True,
+    what: str = "--ckpt_path",
+    expected: str = TRAINED_CHECKPOINT,
+) -> Any:
+    """``torch.load`` on the CPU after :func:`check_torch_file`, with errors that say what is wrong.
+
+    Args:
+        path: the file.
+        weights_only: ``torch.load``'s safe mode (default True); False only for files you trust.
+        what: names the file in messages.
+        expected: what the file should be, for messages.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, ValueError: see :func:`check_torch_file`; ``ValueError`` also when
+            ``torch.load`` fails.
+    """
+    path = check_torch_file(path, what, expected)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {first_line}); "
+            f"give the path of {expected}."
+        ) from err

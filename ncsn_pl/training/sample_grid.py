@@ -1,0 +1,111 @@
+"""Grids of samples during training: when to draw them and where they go."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.data.image_files import save_grid
+from ncsn_pl.training.ema import averaged_module
+from ncsn_pl.training.progress import sampling_progress
+from ncsn_pl.training.runs import run_dir
+
+__all__ = ["SampleGrid"]
+
+log = logging.getLogger(__name__)
+
+
+class SampleGrid(Callback):
+    """Draw samples every ``every_n_epochs`` epochs (or ``every_n_steps`` steps) and at the end of training, save
+    a PNG grid in ``<run dir>/samples/`` and log it to the loggers that take images.
+
+    Uses the EMA weights when an ``EMAWeightAveraging`` callback is present (read from its averaged copy, so the
+    order of the callbacks does not matter). Samples are drawn on global rank 0; sample ``k`` is seeded with
+    ``step_seed(seed, k)``, so the grids of one run are comparable over time and do not depend on
+    ``max_batch_size``.
+
+    Args:
+        num_samples: images in the grid (25 = the 5x5 grid of the NCSN code).
+        every_n_epochs: sample after every n-th training epoch (0 = never).
+        every_n_steps: sample every n-th optimizer step (0 = never).
+        on_train_end: also sample when training ends (``samples/final.png``).
+        sampler: annealed Langevin settings for these previews (e.g. a smaller ``n_steps_each`` for cheaper
+            grids); unset ones are the model's.
+        max_batch_size: draw at most this many samples per sampler call (bounds the memory of a preview);
+            ``None`` = all at once.
+        seed: seed of the starting points and the noise.
+        progress_bar: show a ``levels x steps`` progress bar while sampling.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 25,
+        every_n_epochs: int = 0,
+        every_n_steps: int = 0,
+        on_train_end: bool = True,
+        sampler: LangevinSettings = LangevinSettings(),
+        max_batch_size: int | None = None,
+        seed: int = 0,
+        progress_bar: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_samples < 1:
+            raise ValueError(f"SampleGrid.num_samples must be >= 1, got {num_samples}.")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"SampleGrid.max_batch_size must be >= 1 or null, got {max_batch_size}.")
+        if every_n_epochs < 0 or every_n_steps < 0:
+            raise ValueError(
+                f"SampleGrid.every_n_epochs and every_n_steps must be >= 0 (0 = never), got {every_n_epochs}, "
+                f"{every_n_steps}."
+            )
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.sample_on_train_end = on_train_end
+        self.sampler = sampler
+        self.max_batch_size = max_batch_size
+        self.seed = seed
+        self.progress_bar = progress_bar
+        self.last_path: Path | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.draw(trainer, pl_module, f"epoch_{trainer.current_epoch:04d}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.draw(trainer, pl_module, f"step_{trainer.global_step:07d}")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.sample_on_train_end:
+            self.draw(trainer, pl_module, "final")
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> Path | None:
+        """Sample, save ``samples/<name>.png`` and log it; returns the path on rank 0."""
+        if not trainer.is_global_zero:
+            return None
+        model = averaged_module(trainer, pl_module)
+        settings = model.sampler_settings(self.sampler)
+        show = self.progress_bar and trainer.progress_bar_callback is not None
+        progress = sampling_progress(
+            model.num_scales, settings, self.num_samples, self.max_batch_size, f"Sampling {name}", show
+        )
+        with progress as callback, torch.inference_mode():
+            samples = model.sample(
+                self.num_samples, seed=self.seed, sampler=settings, batch_size=self.max_batch_size, callback=callback
+            )
+        if samples.ndim != 4:
+            log.info("SampleGrid: data of shape %s are not images; no grid written.", tuple(samples.shape[1:]))
+            return None
+        path = run_dir(trainer) / "samples" / f"{name}.png"
+        grid = save_grid(samples, path)
+        self.last_path = path
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="samples", images=[grid], caption=[name], step=trainer.global_step)
+        return path

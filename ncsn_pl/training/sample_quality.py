@@ -1,0 +1,210 @@
+"""FID (and KID, Inception Score) during training: when to score the model's samples and where the numbers go."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.core.seeding import shard_indices
+from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
+from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
+from ncsn_pl.training.progress import sampling_progress
+from ncsn_pl.training.runs import run_dir
+
+__all__ = ["SampleQualityMonitor"]
+
+
+class SampleQualityMonitor(Callback):
+    """FID (and KID, Inception Score) of samples drawn during training, logged as ``val/fid``, ``val/kid``,
+    ``val/is``.
+
+    At the end of a validation run (or, when the run has no validation, at the end of a training epoch or step)
+    the model draws ``num_samples`` samples, split over all processes: sample ``k`` is seeded with
+    ``step_seed(seed, k)`` and rank ``r`` of ``W`` draws ``k = r, r + W, ...``, so the sample set and the FID do
+    not depend on the number of processes. The EMA weights are used when an ``EMAWeightAveraging`` callback is
+    present. The metrics are :class:`~ncsn_pl.metrics.SampleQuality`'s (torchmetrics, TF-FID settings, offline
+    Inception weights) against the first ``num_real`` images of the training data; their statistics are cached
+    on disk, keyed by data set, split, image size, count and feature extractor. Every value is also appended to
+    ``<run dir>/sample_quality.jsonl``.
+
+    Because the values are logged in the validation loop, ``ModelCheckpoint(monitor="val/fid", mode="min")``
+    works; keep ``every_n_epochs=1`` then, so every validation that saves a checkpoint has a fresh FID (thin the
+    evaluations with the Trainer's ``check_val_every_n_epoch`` / ``val_check_interval`` instead). A standalone
+    ``validate`` run always evaluates. The Inception network lives in this callback and never in checkpoints.
+
+    Args:
+        num_samples: generated images per evaluation, all processes together (NCSNv2 scored checkpoints with
+            1,000 and reported 50,000).
+        every_n_epochs: evaluate in every n-th epoch (0 = not by epoch): at the epoch's first validation, or at
+            its end when the run does not validate.
+        every_n_steps: evaluate when a multiple of n optimizer steps has passed (0 = not by step): at the next
+            validation, or right away when the run does not validate.
+        on_train_end: evaluate once more when training ends, unless the last evaluation was at that step (logged
+            to the loggers directly: Lightning allows no ``log`` there).
+        batch_size: samples per sampler call on each process.
+        seed: sample ``k`` is seeded with ``step_seed(seed, k)``.
+        num_real: training images in the real statistics (``None`` = all).
+        sampler: annealed Langevin settings of the samples; unset ones are the model's.
+        quality: the metrics and their feature extractor.
+        progress_bar: show a ``levels x steps`` progress bar on rank 0 while sampling.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 1000,
+        every_n_epochs: int = 1,
+        every_n_steps: int = 0,
+        on_train_end: bool = False,
+        batch_size: int = 100,
+        seed: int = 0,
+        num_real: int | None = None,
+        sampler: LangevinSettings = LangevinSettings(),
+        quality: QualityOptions = QualityOptions(),
+        progress_bar: bool = True,
+    ) -> None:
+        super().__init__()
+        quality.check_sample_count(num_samples, owner="SampleQualityMonitor")
+        if every_n_epochs < 0 or every_n_steps < 0:
+            raise ValueError(
+                "SampleQualityMonitor.every_n_epochs and every_n_steps must be >= 0 (0 = off), got "
+                f"{every_n_epochs}, {every_n_steps}."
+            )
+        if batch_size < 1:
+            raise ValueError(f"SampleQualityMonitor.batch_size must be >= 1, got {batch_size}.")
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.evaluate_on_train_end = on_train_end
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_real = num_real
+        self.sampler = sampler
+        # fails when the run is configured, not after the first epoch; lists the ways to get the weights
+        self.options = quality.with_resolved_weights()
+        self.progress_bar = progress_bar
+        self.quality: SampleQuality | None = None  # built at the first evaluation
+        self._real_loaded = False
+        self._last_step = -1
+        self._last_epoch = -1
+        self.last_results: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage not in ("fit", "validate"):
+            return
+        if self.quality is not None:
+            # fresh states: under ddp_spawn, mp.spawn moves pickled CPU tensors into memory the processes share
+            self.quality.reset(real=True)
+            self.quality.to(pl_module.device)
+        self._real_loaded = False
+        self._last_step, self._last_epoch = -1, -1
+
+    def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> SampleQuality:
+        """Build the metrics in the process that uses them, and get the real statistics from the cache or the
+        training data (collective: every rank calls it)."""
+        if self.quality is None:
+            self.quality = SampleQuality(self.options, device=pl_module.device)
+        if not self._real_loaded:
+            if trainer.datamodule is None:
+                raise ValueError(
+                    "SampleQualityMonitor reads the real images from the DataModule; pass one to the Trainer (the "
+                    "CLI always does)."
+                )
+            real = real_images(trainer.datamodule, "train", self.num_real)
+            rank, world = trainer.global_rank, trainer.world_size
+            self.quality.load_or_compute_real(lambda: real.shard(rank, world, self.batch_size), **real.cache_key())
+            self._real_loaded = True
+        return self.quality
+
+    # ------------------------------------------------------------------ when
+    def _due(self, trainer: pl.Trainer) -> bool:
+        if trainer.global_step == self._last_step:
+            return False
+        by_epoch = (
+            self.every_n_epochs > 0
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            and trainer.current_epoch != self._last_epoch
+        )
+        by_step = self.every_n_steps > 0 and (
+            trainer.global_step // self.every_n_steps > max(self._last_step, 0) // self.every_n_steps
+        )
+        return by_epoch or by_step
+
+    @staticmethod
+    def _validates(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        """Whether this fit runs a validation loop at all."""
+        return trainer.limit_val_batches != 0 and is_overridden("validation_step", pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == TrainerFn.VALIDATING or (trainer.state.fn == TrainerFn.FITTING and self._due(trainer)):
+            self._evaluate_and_log(trainer, pl_module, ema_at_validation_epoch_end(trainer, pl_module, self))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._validates(trainer, pl_module) and self._due(trainer):
+            self._evaluate_and_log(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+        if self.every_n_steps and not self._validates(trainer, pl_module) and self._due(trainer):
+            self._evaluate_and_log(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.evaluate_on_train_end and trainer.global_step != self._last_step:
+            results = self.evaluate(trainer, pl_module)
+            metrics = {f"val/{name}": value for name, value in results.items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+
+    # ------------------------------------------------------------------ what
+    def _evaluate_and_log(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, model: pl.LightningModule | None = None
+    ) -> None:
+        results = self.evaluate(trainer, pl_module, model)
+        for name, value in results.items():
+            # every rank holds the same value (compute() all-reduces); sync_dist only quiets Lightning's warning
+            pl_module.log(f"val/{name}", value, sync_dist=True, prog_bar=name == "fid")
+
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, model: pl.LightningModule | None = None
+    ) -> dict[str, float]:
+        """Draw this rank's share of the samples and return the metrics over all ranks (collective).
+
+        ``model`` defaults to the EMA copy when there is one (:func:`averaged_module`), else ``pl_module``.
+        """
+        quality = self._prepare(trainer, pl_module)
+        model = model if model is not None else averaged_module(trainer, pl_module)
+        settings = model.sampler_settings(self.sampler)
+        indices = list(shard_indices(self.num_samples, trainer.global_rank, trainer.world_size))
+        show = self.progress_bar and trainer.progress_bar_callback is not None and trainer.is_global_zero
+        start = time.perf_counter()
+        quality.reset()
+        with sampling_progress(model.num_scales, settings, len(indices), self.batch_size, "FID samples", show) as bar:
+            for first in range(0, len(indices), self.batch_size):
+                batch = indices[first : first + self.batch_size]
+                with torch.inference_mode(), trainer.precision_plugin.forward_context():
+                    samples = model.sample(batch, seed=self.seed, sampler=settings, callback=bar)
+                quality.update_fake(samples.float().clone())
+        results = quality.compute()
+        self._last_step, self._last_epoch = trainer.global_step, trainer.current_epoch
+        self.last_results = results
+        if trainer.is_global_zero:
+            record = {
+                "epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                **results,
+                "num_samples": self.num_samples,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+            path = run_dir(trainer) / "sample_quality.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        return results
