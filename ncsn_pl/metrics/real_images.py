@@ -53,7 +53,8 @@ def real_images(datamodule: Any, split: str = "train", max_images: int | None = 
     """The first ``max_images`` un-augmented images of a split of ``datamodule`` (all when None).
 
     Works with any DataModule that has ``train_data(max_items)`` / ``val_data(max_items)``, ``train_set`` /
-    ``val_set`` and ``data_shape`` (:class:`~ncsn_pl.data.ImageDataModule`). A folder data set is named by its absolute path in the cache key.
+    ``val_set`` and ``data_shape`` (:class:`~ncsn_pl.data.ImageDataModule`). A folder data set is named by its
+    absolute path in the cache key.
 
     Raises:
         ValueError: unknown split, a DataModule without those methods, or data that are not images.
