@@ -49,3 +49,12 @@ def deterministic_weights_(net: torch.nn.Module) -> None:
             else:
                 assert t.ndim == 1 and key.endswith("bias"), key
                 t.copy_(0.01 * torch.randn(t.shape, generator=gen))
+
+
+def with_sigmas(net: torch.nn.Module, sigma_max: float, sigma_min: float, num_scales: int) -> torch.nn.Module:
+    """``net`` given the geometric schedule ``sigma_max -> sigma_min`` over ``num_scales`` levels (as ScoreModel
+    gives it); returns ``net``."""
+    from ncsn_pl.core.sigmas import geometric_sigmas
+
+    net.set_sigmas(geometric_sigmas(sigma_max, sigma_min, num_scales))
+    return net

@@ -280,3 +280,36 @@ def test_auto_num_scales_with_per_level_network_says_what_to_set(tmp_path):
     with pytest.raises(ValueError, match="has 10 noise levels but the schedule has"):
         fit_digits(tmp_path, "--trainer.max_epochs=1", "--model.sigma_max=auto", "--model.num_scales=auto",
                    "--model.score_net.init_args.num_scales=10")
+
+
+@pytest.mark.parametrize(
+    ("net", "size", "message"),
+    [
+        ("NCSN", 7, r"NCSN halves the image size 1 time\(s\), so height and width must be multiples of 2, but the "
+                    r"data are 7x7: set data.init_args.image_size to 6 or 8"),
+        ("NCSNv2", 9, r"NCSNv2 halves .* multiples of 2, but the data are 9x9: set data.init_args.image_size to 8 or "
+                      r"10"),
+        ("NCSNv2Deeper", 10, r"multiples of 4, but the data are 10x10: set data.init_args.image_size to 8 or 12"),
+    ],
+)
+def test_an_image_size_the_network_cannot_take_stops_fit_before_anything_is_written(
+    net, size, message, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # a W&B logger that started would leave a run folder
+    with pytest.raises(ValueError, match=message):
+        fit_digits(tmp_path / "runs", "--trainer.max_epochs=1", f"--model.score_net=ncsn_pl.networks.{net}",
+                   "--model.score_net.init_args.channels=1", "--model.score_net.init_args.ngf=8",
+                   f"--data.init_args.image_size={size}")  # fmt: skip
+    assert not (tmp_path / "runs").exists()  # no run folder, no W&B run, no checkpoint
+
+
+def test_fit_help_is_short_and_lists_the_networks(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    assert len(text.splitlines()) < 400
+    import re
+
+    listed = set(re.findall(r"ncsn_pl\.networks\.(\w+)", text))
+    assert {"NCSN", "NCSNv2", "NCSNv2Deeper", "NCSNv2Deepest", "ToyScoreMLP"} <= listed
+    assert "torch.nn.Linear" not in text  # the network's type is ours, not every nn.Module

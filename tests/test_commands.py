@@ -207,7 +207,7 @@ def test_complete_command_args(checkpoint):
     assert net == {"class_path": "ncsn_pl.networks.NCSN", "init_args": {"channels": 1, "ngf": 8, "num_scales": 10}}
     assert data["class_path"] == "ncsn_pl.data.ImageDataModule" and data["init_args"]["dataset"] == "digits"
     folder = complete_command_args(["fid", "--images", "x", "--dataset", "mnist", "--data_root", "/d"])
-    assert folder[1] == '--model.score_net={"class_path": "torch.nn.Identity"}'
+    assert folder[1] == '--model.score_net={"class_path": "ncsn_pl.networks.NoScoreNetwork"}'
     assert json.loads(folder[2].split("=", 1)[1])["init_args"] == {"dataset": "mnist", "root": "/d"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from networks_reference import with_sigmas
 
 from ncsn_pl.networks import NCSN, NCSNv2, extract_state_dict, load_official_checkpoint
 
@@ -41,7 +42,7 @@ def test_v1_runner_checkpoint_round_trip(tmp_path):
 
 def _v2_checkpoint(ema: bool) -> tuple[NCSNv2, dict, list]:
     torch.manual_seed(0)
-    net = NCSNv2(channels=1, ngf=4, num_scales=6, sigma_max=3.0, sigma_min=0.1)
+    net = with_sigmas(NCSNv2(channels=1, ngf=4), 3.0, 0.1, 6)
     optimizer_state = _optimizer_state(net)
     state = net.state_dict()
     shadow = {n: p.detach() + 0.5 for n, p in net.named_parameters()}  # EMA: parameters only, no prefix
@@ -55,7 +56,7 @@ def test_v2_runner_checkpoint_loads_the_ema_shadow_and_the_sigmas_buffer(tmp_pat
     _, state, ckpt = _v2_checkpoint(ema=True)
     path = tmp_path / "checkpoint_5000.pth"
     torch.save(ckpt, path)
-    target = NCSNv2(channels=1, ngf=4, num_scales=6, sigma_max=7.0, sigma_min=0.2)  # other sigmas
+    target = with_sigmas(NCSNv2(channels=1, ngf=4), 7.0, 0.2, 6)  # other sigmas
     load_official_checkpoint(target, str(path))
     loaded = target.state_dict()
     assert "sigmas" not in ckpt[4]
@@ -69,7 +70,7 @@ def test_v2_runner_checkpoint_loads_the_ema_shadow_and_the_sigmas_buffer(tmp_pat
 
 def test_v2_checkpoint_without_ema_gives_the_raw_weights_even_with_use_ema():
     _, state, ckpt = _v2_checkpoint(ema=False)
-    target = NCSNv2(channels=1, ngf=4, num_scales=6, sigma_max=3.0, sigma_min=0.1)
+    target = with_sigmas(NCSNv2(channels=1, ngf=4), 3.0, 0.1, 6)
     load_official_checkpoint(target, ckpt, use_ema=True)
     assert _same_state(target, state)
 
@@ -91,7 +92,7 @@ def test_plain_state_dicts_load_from_objects_and_files(tmp_path, prefix):
 def test_a_v1_checkpoint_does_not_fit_a_v2_network():
     source = NCSN(channels=1, ngf=4, num_scales=6)
     ckpt = [_prefixed(source.state_dict()), {}]
-    target = NCSNv2(channels=1, ngf=4, num_scales=6, sigma_max=3.0, sigma_min=0.1)
+    target = with_sigmas(NCSNv2(channels=1, ngf=4), 3.0, 0.1, 6)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(ValueError, match=r"does not fit NCSNv2: \d+ missing: .*normalizer\.alpha") as err:
         load_official_checkpoint(target, ckpt)

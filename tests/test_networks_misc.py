@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from networks_reference import with_sigmas
 
 from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import ToyScoreMLP, instance_norm_plus
@@ -16,6 +17,12 @@ from ncsn_pl.networks import ToyScoreMLP, instance_norm_plus
 def test_toy_mlp_shapes_defaults_and_sigma_scaling():
     torch.manual_seed(0)
     net = ToyScoreMLP()
+    assert net.sigmas.shape == (0,)  # the schedule is given, not a default
+    with pytest.raises(ValueError, match="no noise schedule yet"):
+        net(torch.randn(1, 2), torch.tensor([0]))
+    with pytest.raises(ValueError, match="has 10 noise levels but the schedule has 3: set .*num_scales to 3"):
+        net.set_sigmas(geometric_sigmas(20.0, 1.0, 3))
+    net = with_sigmas(net, 20.0, 1.0, 10)
     assert (net.dim, net.num_scales, net.sigmas.dtype) == (2, 10, torch.float32)
     torch.testing.assert_close(net.sigmas, geometric_sigmas(20.0, 1.0, 10), rtol=0, atol=0)
     x, levels = torch.randn(5, 2), torch.tensor([0, 3, 9, 9, 1])
@@ -36,14 +43,14 @@ def test_toy_mlp_shapes_defaults_and_sigma_scaling():
 )
 def test_toy_mlp_input_validation(x, levels, match):
     with pytest.raises(ValueError, match=match):
-        ToyScoreMLP()(x, levels)
+        with_sigmas(ToyScoreMLP(), 20.0, 1.0, 10)(x, levels)
 
 
 def test_toy_mlp_learns_the_score_of_a_gaussian():
     """DSM on N(0, I) data: the optimum is the noisy score -x / (1 + sigma^2) at every level."""
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    net = ToyScoreMLP(hidden=64, num_scales=3, sigma_max=2.0, sigma_min=0.5)
+    net = with_sigmas(ToyScoreMLP(hidden=64, num_scales=3), 2.0, 0.5, 3)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(400):
         x = torch.randn(256, 2, generator=gen)

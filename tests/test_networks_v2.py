@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
-from networks_reference import reference_keys
+from networks_reference import reference_keys, with_sigmas
 
 from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import NCSNv2, NCSNv2Deeper, NCSNv2Deepest, SigmaScaledRefineNet
@@ -32,7 +34,7 @@ def v2_keys_from_v1(v1_keys: list[tuple[str, tuple[int, ...]]]) -> dict[str, tup
 
 
 def test_ncsnv2_keys_are_v1_keys_with_unconditional_norms():
-    net = NCSNv2(channels=3, ngf=128, num_scales=232)
+    net = with_sigmas(NCSNv2(channels=3, ngf=128), 50.0, 0.01, 232)
     expected = v2_keys_from_v1(reference_keys()["cifar10"])
     expected["sigmas"] = (232,)
     assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == expected
@@ -41,14 +43,14 @@ def test_ncsnv2_keys_are_v1_keys_with_unconditional_norms():
 
 def test_parameter_counts_match_the_reference():
     assert count(NCSNv2()) == 29_694_083
-    assert count(NCSNv2(num_scales=500, sigma_max=90.0)) == 29_694_083  # CelebA-64: sigmas is a buffer
+    assert count(with_sigmas(NCSNv2(), 90.0, 0.01, 500)) == 29_694_083  # CelebA-64: sigmas is a buffer
     assert count(NCSNv2Deeper()) == 83_445_379
     assert count(NCSNv2Deepest()) == 94_132_611
 
 
 def test_deeper_and_deepest_have_the_official_extra_modules_and_shapes():
-    deeper = {k: tuple(v.shape) for k, v in NCSNv2Deeper(ngf=8, num_scales=7).state_dict().items()}
-    deepest = {k: tuple(v.shape) for k, v in NCSNv2Deepest(ngf=8, num_scales=7).state_dict().items()}
+    deeper = {k: tuple(v.shape) for k, v in with_sigmas(NCSNv2Deeper(ngf=8), 50.0, 0.01, 7).state_dict().items()}
+    deepest = {k: tuple(v.shape) for k, v in with_sigmas(NCSNv2Deepest(ngf=8), 50.0, 0.01, 7).state_dict().items()}
     expected_both = {
         "res3.0.conv2.conv.weight": (16, 16, 3, 3),  # res3 downsamples (ConvMeanPool), no dilation
         "res3.0.shortcut.conv.weight": (16, 16, 1, 1),
@@ -81,7 +83,7 @@ def test_deeper_and_deepest_have_the_official_extra_modules_and_shapes():
 )
 def test_forward_at_small_width_and_bottom_resolution(cls, size, bottom):
     torch.manual_seed(0)
-    net = cls(channels=3, ngf=4, num_scales=5, sigma_max=10.0, sigma_min=0.1)
+    net = with_sigmas(cls(channels=3, ngf=4), 10.0, 0.1, 5)
     widths = []
     last_stage = "res5" if cls is not NCSNv2 else "res4"
     getattr(net, last_stage)[-1].register_forward_hook(lambda m, i, out: widths.append(tuple(out.shape[1:])))
@@ -96,7 +98,7 @@ def test_forward_at_small_width_and_bottom_resolution(cls, size, bottom):
 @pytest.mark.parametrize("cls", [NCSNv2, NCSNv2Deeper, NCSNv2Deepest])
 def test_output_is_the_unconditional_network_divided_by_sigma(cls):
     torch.manual_seed(0)
-    net = cls(channels=1, ngf=4, num_scales=6, sigma_max=5.0, sigma_min=0.05)
+    net = with_sigmas(cls(channels=1, ngf=4), 5.0, 0.05, 6)
     x = torch.rand(3, 1, 16, 16).repeat(2, 1, 1, 1)
     levels = torch.tensor([0, 1, 2, 3, 4, 5])
     with torch.no_grad():
@@ -111,13 +113,16 @@ def test_output_is_the_unconditional_network_divided_by_sigma(cls):
 
 def test_overwriting_the_sigmas_buffer_rescales_the_output():
     torch.manual_seed(0)
-    net = NCSNv2(channels=1, ngf=4, num_scales=4, sigma_max=1.0, sigma_min=0.1)
+    net = with_sigmas(NCSNv2(channels=1, ngf=4), 1.0, 0.1, 4)
     x, levels = torch.rand(2, 1, 8, 8), torch.tensor([1, 3])
     assert net.sigmas.dtype == torch.float32 and "sigmas" in net.state_dict()
     with torch.no_grad():
         before = net(x, levels)
-        net.sigmas.copy_(2 * net.sigmas)
+        net.set_sigmas(2 * net.sigmas)
         torch.testing.assert_close(net(x, levels), before / 2)
+        net.set_sigmas(geometric_sigmas(2.0, 0.2, 7))  # any length: no parameters per level
+        assert net.num_scales == 7 and net.sigmas.dtype == torch.float32
+        torch.testing.assert_close(net(x, levels), net.unscaled(x) / net.sigmas[levels].view(-1, 1, 1, 1))
 
 
 def test_v2_normalisation_is_instance_norm_plus_with_parameters_per_channel():
@@ -155,7 +160,7 @@ def test_v2_refine_blocks_use_max_pooling_and_no_normalisation():
     ("cls", "bad_size", "multiple"), [(NCSNv2, 9, 2), (NCSNv2Deeper, 18, 4), (NCSNv2Deepest, 20, 8)]
 )
 def test_input_validation(cls, bad_size, multiple):
-    net = cls(channels=3, ngf=2, num_scales=5, sigma_max=10.0, sigma_min=0.1)
+    net = with_sigmas(cls(channels=3, ngf=2), 10.0, 0.1, 5)
     good = torch.rand(2, 3, 2 * multiple, 2 * multiple)
     with pytest.raises(ValueError, match=r"built for 3 channel\(s\) but x has 1"):
         net(torch.rand(2, 1, 16, 16), torch.tensor([0, 1]))
@@ -165,21 +170,12 @@ def test_input_validation(cls, bad_size, multiple):
         net(torch.rand(2, 3, bad_size, bad_size), torch.tensor([0, 1]))
 
 
-def test_constructor_validation_of_the_schedule():
-    with pytest.raises(ValueError, match="sigma_min"):
-        NCSNv2(ngf=2, sigma_max=0.01, sigma_min=0.1)
-    with pytest.raises(ValueError, match="num_scales"):
-        NCSNv2Deeper(ngf=2, num_scales=0)
-
-
-def test_defaults_are_the_paper_configurations():
-    # CIFAR-10, LSUN bedroom/tower 128 and FFHQ-256 (spec §2.5); the big nets are built once for the counts
-    net = NCSNv2(ngf=2)
-    assert (net.channels, net.num_scales, net.sigma_max, net.sigma_min) == (3, 232, 50.0, 0.01)
-    assert NCSNv2Deeper(ngf=2).sigmas[0].item() == pytest.approx(190.0)
-    assert NCSNv2Deeper(ngf=2).num_scales == 1086
-    deepest = NCSNv2Deepest(ngf=2)
-    assert (deepest.num_scales, deepest.sigmas[0].item(), deepest.sigmas[-1].item()) == pytest.approx(
-        (2311, 348.0, 0.01)
-    )
-    assert all(isinstance(n, SigmaScaledRefineNet) for n in (net, deepest))
+@pytest.mark.parametrize("cls", [NCSNv2, NCSNv2Deeper, NCSNv2Deepest])
+def test_the_networks_hold_no_schedule_of_their_own(cls):
+    # the papers' architecture by default; the schedule is given (ScoreModel owns it), never a default
+    assert list(inspect.signature(cls).parameters) == ["channels", "ngf"]
+    net = cls(ngf=2)
+    assert isinstance(net, SigmaScaledRefineNet) and (net.channels, net.ngf, net.num_scales) == (3, 2, 0)
+    assert net.state_dict()["sigmas"].shape == (0,)
+    with pytest.raises(ValueError, match=f"{cls.__name__} has no noise schedule yet"):
+        net(torch.rand(1, 3, 32, 32), torch.tensor([0]))

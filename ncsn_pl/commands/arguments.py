@@ -10,7 +10,7 @@ from ncsn_pl.commands.checkpoints import load_checkpoint
 __all__ = ["complete_command_args"]
 
 COMMANDS = ("sample", "fid")
-PLACEHOLDER_NET = {"class_path": "torch.nn.Identity"}
+PLACEHOLDER_NET = {"class_path": "ncsn_pl.networks.NoScoreNetwork"}
 
 def _option(args: Sequence[str], name: str) -> str | None:
     """The value of ``--name X`` or ``--name=X`` in ``args`` (the last one wins), else None."""

@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from ncsn_pl.commands.help import CompactHelpFormatter
 from ncsn_pl.core.files import atomic_write_text, check_torch_file
 from ncsn_pl.core.samplers import LangevinSettings
 from ncsn_pl.metrics import QualityOptions
@@ -174,23 +175,15 @@ class NCSNCLI(LightningCLI):
         )
 
     def instantiate_classes(self) -> None:
+        """Build the model, the data and the Trainer; for ``fit``, resolve ``"auto"`` settings before any callback
+        copies the model (EMA) and write the numbers into the config the run saves."""
         super().instantiate_classes()
-        _check_network_fits_data(self.model)
-        if self.subcommand == "fit" and getattr(self.model, "schedule_is_auto", False):
-            self._resolve_auto_schedule()
-
-    def _resolve_auto_schedule(self) -> None:
-        """Apply NCSNv2's rules to the training data before any callback copies the model (EMA), and write
-        the resolved numbers into the config that the run saves."""
-        datamodule = self.datamodule
-        if datamodule is None or not hasattr(datamodule, "train_data"):
-            raise ValueError("'auto' schedule settings need a DataModule with train_data(); give numbers instead.")
-        datamodule.setup("fit")
-        resolved = self.model.resolve_auto_schedule(datamodule.train_data(self.model.hparams.auto_max_items))
-        model_config = self.config[self.subcommand]["model"]
-        for key, value in resolved.items():
-            model_config[key] = value
-        print(f"NCSNv2 rules applied to the training data: {resolved}")
+        if self.subcommand == "fit":
+            resolved = self.model.resolve_auto_schedule(self.datamodule)
+            for key, value in resolved.items():
+                self.config[self.subcommand]["model"][key] = value
+            if resolved:
+                print(f"NCSNv2 rules applied to the training data: {resolved}")
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
@@ -198,23 +191,6 @@ def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
     if shape is None:
         raise ValueError(f"{type(datamodule).__name__} has no data_shape; the model needs it for sampling.")
     return tuple(shape)
-
-
-def _check_network_fits_data(model: pl.LightningModule) -> None:
-    """Image channels and sizes must fit the network: fail before training, saying what to change."""
-    net = getattr(model, "score_net", None)
-    shape = getattr(model, "data_shape", None)
-    if net is None or shape is None:
-        return
-    channels = getattr(net, "channels", None)
-    if channels is not None and channels != shape[0]:
-        raise ValueError(
-            f"The data have {shape[0]} channel(s) but {type(net).__name__} was built for {channels}: set "
-            f"model.score_net.init_args.channels to {shape[0]} (or use ${{data.channels}})."
-        )
-    check = getattr(net, "check_input_shape", None)
-    if callable(check):
-        check(shape)
 
 
 def main(args: list[str] | None = None) -> NCSNCLI | object:
@@ -228,7 +204,7 @@ def main(args: list[str] | None = None) -> NCSNCLI | object:
         trainer_class=NCSNTrainer,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter},
         args=args,
         auto_configure_optimizers=False,
     )

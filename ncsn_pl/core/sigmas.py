@@ -21,7 +21,10 @@ __all__ = [
     "num_scales_from_ratio_rule",
     "langevin_variance_ratio",
     "step_lr_from_variance_rule",
+    "resolve_auto_schedule",
 ]
+
+AUTO = "auto"
 
 
 def validate_sigma_range(sigma_max: float, sigma_min: float, num_scales: int) -> None:
@@ -171,3 +174,36 @@ def step_lr_from_variance_rule(gamma: float, sigma_min: float, n_steps_each: int
         options={"xatol": 1e-10},
     )
     return math.exp(result.x) * sigma_min**2
+
+
+def resolve_auto_schedule(
+    train_data: torch.Tensor,
+    *,
+    sigma_max: float | str,
+    sigma_min: float,
+    num_scales: int | str,
+    step_lr: float | str,
+    n_steps_each: int,
+) -> dict[str, float]:
+    """NCSNv2's rules for every setting given as ``"auto"``: Technique 1 for ``sigma_max``, Technique 2 for
+    ``num_scales``, Technique 4 for ``step_lr`` (Song & Ermon 2020, §3).
+
+    Args:
+        train_data: training items ``(N, ...)`` (images in [0, 1]); Technique 1 is exact up to 10,000 of them.
+        sigma_max, sigma_min, num_scales, step_lr, n_steps_each: the settings, numbers or ``"auto"``.
+
+    Returns:
+        The resolved settings only, e.g. ``{"sigma_max": 12.3, "num_scales": 52}``.
+    """
+    resolved: dict[str, float] = {}
+    if sigma_max == AUTO:
+        sigma_max, _ = max_pairwise_distance(train_data)
+        resolved["sigma_max"] = sigma_max
+    if num_scales == AUTO:
+        num_scales, _ = num_scales_from_ratio_rule(float(sigma_max), sigma_min, math.prod(train_data.shape[1:]))
+        resolved["num_scales"] = num_scales
+    if step_lr == AUTO:
+        sigmas = geometric_sigmas(float(sigma_max), sigma_min, int(num_scales))
+        gamma = float(sigmas[0] / sigmas[1]) if sigmas.numel() > 1 else 1.0 + 1e-6
+        resolved["step_lr"] = step_lr_from_variance_rule(gamma, sigma_min, n_steps_each)
+    return resolved

@@ -1,6 +1,6 @@
-"""Score networks of NCSN (v1) and NCSNv2, plus a toy MLP; plain ``nn.Module``s with ``forward(x,
-levels)``."""
+"""Score networks of NCSN (v1) and NCSNv2, plus a toy MLP: plain ``nn.Module``s with ``forward(x, levels)``."""
 
+from ncsn_pl.networks.base import NoScoreNetwork, ScoreNetwork
 from ncsn_pl.networks.layers import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus, instance_norm_plus
 from ncsn_pl.networks.mlp import ToyScoreMLP
 from ncsn_pl.networks.ncsn import NCSN, RefineNetDilated
@@ -12,6 +12,8 @@ __all__ = [
     "NCSNv2",
     "NCSNv2Deeper",
     "NCSNv2Deepest",
+    "NoScoreNetwork",
+    "ScoreNetwork",
     "ToyScoreMLP",
     "RefineNetDilated",
     "SigmaScaledRefineNet",

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ncsn_pl.networks.base import ScoreNetwork, check_int, check_score_inputs, sizes_near
 from ncsn_pl.networks.layers import ConditionalInstanceNorm2dPlus, NormFactory, RefineBlock, ResidualBlock
 
-__all__ = ["Stage", "Refine", "check_score_inputs", "RefineNetDilated", "NCSN"]
+__all__ = ["NCSN", "NCSN_REFINES", "NCSN_STAGES", "Refine", "RefineNetDilated", "Stage"]
 
 
 class Stage(NamedTuple):
@@ -39,63 +40,7 @@ class Refine(NamedTuple):
     out_mult: int
 
 
-def check_score_inputs(
-    net: str,
-    x: Tensor,
-    levels: Tensor,
-    num_scales: int,
-    *,
-    channels: int | None = None,
-    check_range: bool = True,
-) -> None:
-    """Raise a ``ValueError`` that says what to fix unless ``x`` and ``levels`` fit a score network.
-
-    Args:
-        net: the network's name, for the message.
-        x: the batch; image networks need ``(B, channels, H, W)``.
-        levels: integer noise-level indices, shape ``(B,)``.
-        num_scales: the number of levels L; levels must lie in ``[0, L)``.
-        channels: the expected number of image channels, or ``None`` to skip the image checks.
-        check_range: whether to check the values of ``levels`` (a device sync on GPU).
-    """
-    if channels is not None:
-        if x.ndim != 4:
-            raise ValueError(
-                f"{net} expects an image batch of shape (B, {channels}, H, W), got shape {tuple(x.shape)}."
-            )
-        if x.shape[1] != channels:
-            raise ValueError(
-                f"{net} was built for {channels} channel(s) but x has {x.shape[1]} (shape {tuple(x.shape)}): "
-                f"expected (B, {channels}, H, W); build the network with channels={x.shape[1]} or fix the "
-                "data."
-            )
-    if not x.is_floating_point():
-        raise ValueError(f"{net} expects floating-point x in [0, 1], got dtype {x.dtype}.")
-    if not isinstance(levels, Tensor) or levels.dtype.is_floating_point or levels.dtype in (torch.bool,):
-        raise ValueError(
-            f"{net} expects levels as an integer (long) tensor of noise-level indices, "
-            f"got {levels.dtype if isinstance(levels, Tensor) else type(levels).__name__}."
-        )
-    if levels.shape != (x.shape[0],):
-        raise ValueError(
-            f"{net} expects levels of shape (B,) = ({x.shape[0]},), one index per sample, "
-            f"got shape {tuple(levels.shape)}."
-        )
-    if check_range and levels.numel():
-        lo, hi = int(levels.min()), int(levels.max())
-        if lo < 0 or hi >= num_scales:
-            raise ValueError(
-                f"{net} has num_scales={num_scales}: levels must lie in [0, {num_scales}), "
-                f"got values from {lo} to {hi}."
-            )
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
-class RefineNetDilated(nn.Module):
+class RefineNetDilated(ScoreNetwork):
     """The RefineNet skeleton shared by NCSN v1 and NCSNv2: encoder stages of residual blocks, refine blocks
     back up.
 
@@ -108,7 +53,6 @@ class RefineNetDilated(nn.Module):
         self,
         channels: int,
         ngf: int,
-        num_scales: int,
         norm: NormFactory,
         refine_norm: NormFactory | None,
         pool: Literal["avg", "max"],
@@ -120,7 +64,6 @@ class RefineNetDilated(nn.Module):
         Args:
             channels: image channels C.
             ngf: base width; stage widths are multiples of it.
-            num_scales: the number of noise levels L.
             norm: builds the normalisation layers of the residual blocks and the final one
                 (``norm(num_features)``).
             refine_norm: builds those of the refine blocks (v1: CIN++), or ``None`` for none (v2).
@@ -129,10 +72,9 @@ class RefineNetDilated(nn.Module):
             refines: the refine blocks in registration order; each names its encoder ``source``.
         """
         super().__init__()
-        _check_int("channels", channels, 1)
-        _check_int("ngf", ngf, 2)
-        _check_int("num_scales", num_scales, 1)
-        self.channels, self.ngf, self.num_scales = channels, ngf, num_scales
+        check_int("channels", channels, 1)
+        check_int("ngf", ngf, 2)
+        self.channels, self.ngf = channels, ngf
         self.begin_conv = nn.Conv2d(channels, ngf, 3, padding=1)
         self.normalizer = norm(ngf)
         self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
@@ -153,6 +95,30 @@ class RefineNetDilated(nn.Module):
             block = RefineBlock(in_planes, r.out_mult * ngf, refine_norm, pool, start=start, end=end)
             self.add_module(r.name, block)
         self.size_multiple = 2 ** sum(s.resample == "down" and s.dilation is None for s in stages)
+
+    @property
+    def num_scales(self) -> int:
+        """The number of noise levels L the network takes."""
+        raise NotImplementedError
+
+    def check_data_shape(self, shape: Sequence[int]) -> None:
+        """Images ``(channels, H, W)`` with H and W multiples of :attr:`size_multiple`; else a ``ValueError`` that
+        says what to set."""
+        name, shape = type(self).__name__, tuple(shape)
+        if len(shape) != 3:
+            raise ValueError(f"{name} takes images (C, H, W), but one data item has shape {shape}.")
+        if shape[0] != self.channels:
+            raise ValueError(
+                f"The data have {shape[0]} channel(s) but {name} was built for {self.channels}: set "
+                f"model.score_net.init_args.channels to {shape[0]} (or use ${{data.channels}})."
+            )
+        h, w = shape[1:]
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(
+                f"{name} halves the image size {self.size_multiple.bit_length() - 1} time(s), so height and width "
+                f"must be multiples of {self.size_multiple}, but the data are {h}x{w}: set "
+                f"data.init_args.image_size to {sizes_near(min(h, w), self.size_multiple)}."
+            )
 
     def check_inputs(self, x: Tensor, levels: Tensor) -> None:
         """Raise a ``ValueError`` unless ``x`` is ``(B, channels, H, W)`` with H, W multiples of
@@ -188,13 +154,13 @@ class RefineNetDilated(nn.Module):
         return self.end_conv(F.elu(self.normalizer(ref, levels)))
 
 
-_V1_STAGES = (
+NCSN_STAGES = (
     Stage("res1", 1, 1, None, None),
     Stage("res2", 1, 2, "down", None),
     Stage("res3", 2, 2, "down", 2),
     Stage("res4", 2, 2, "down", 4),
 )
-_V1_REFINES = (
+NCSN_REFINES = (
     Refine("refine1", "res4", (2,), 2),
     Refine("refine2", "res3", (2, 2), 2),
     Refine("refine3", "res2", (2, 2), 1),
@@ -224,9 +190,23 @@ class NCSN(RefineNetDilated):
             ngf: base width (128 for CIFAR-10 and CelebA, 64 for MNIST).
             num_scales: the number of noise levels L (10 in the paper).
         """
-        _check_int("num_scales", num_scales, 1)
+        check_int("num_scales", num_scales, 1)
         norm = partial(ConditionalInstanceNorm2dPlus, num_scales=num_scales)
-        super().__init__(channels, ngf, num_scales, norm, norm, "avg", _V1_STAGES, _V1_REFINES)
+        super().__init__(channels, ngf, norm, norm, "avg", NCSN_STAGES, NCSN_REFINES)
+        self._num_scales = num_scales
+
+    @property
+    def num_scales(self) -> int:
+        """L: the network has one row of normalisation parameters per noise level."""
+        return self._num_scales
+
+    def set_sigmas(self, sigmas: Tensor) -> None:
+        """The schedule must have one sigma per level the network was built for (it conditions on indices)."""
+        if sigmas.numel() != self.num_scales:
+            raise ValueError(
+                f"The score network has {self.num_scales} noise levels but the schedule has {sigmas.numel()}: "
+                f"set model.score_net.init_args.num_scales to {sigmas.numel()} (or to ${{model.num_scales}})."
+            )
 
     def forward(self, x: Tensor, levels: Tensor) -> Tensor:
         """The score s(x, i) at noise level ``levels``.

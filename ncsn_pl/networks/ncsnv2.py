@@ -13,9 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks.layers import InstanceNorm2dPlus
-from ncsn_pl.networks.ncsn import _V1_REFINES, _V1_STAGES, Refine, RefineNetDilated, Stage
+from ncsn_pl.networks.ncsn import NCSN_REFINES, NCSN_STAGES, Refine, RefineNetDilated, Stage
 
 __all__ = ["SigmaScaledRefineNet", "NCSNv2", "NCSNv2Deeper", "NCSNv2Deepest"]
 
@@ -23,26 +22,32 @@ __all__ = ["SigmaScaledRefineNet", "NCSNv2", "NCSNv2Deeper", "NCSNv2Deepest"]
 class SigmaScaledRefineNet(RefineNetDilated):
     """An unconditional RefineNet whose output is divided by ``sigmas[levels]`` (NCSNv2, Technique 3).
 
-    ``sigmas`` is a float32 buffer (part of the state dict, as in the official models) holding the geometric
-    schedule from ``sigma_max`` to ``sigma_min``. A training module that uses another schedule overwrites it
-    in place with ``net.sigmas.copy_(sigmas)``.
+    ``sigmas`` is a float32 buffer (part of the state dict, as in the official models) holding the schedule the
+    network is given with :meth:`set_sigmas`; it has no parameters per level, so any schedule fits. Until it is
+    given one (``ScoreModel`` does), the network has no noise levels and refuses to run.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        ngf: int,
-        num_scales: int,
-        sigma_max: float,
-        sigma_min: float,
-        stages: Sequence[Stage],
-        refines: Sequence[Refine],
-    ) -> None:
-        sigmas = geometric_sigmas(sigma_max, sigma_min, num_scales)
-        super().__init__(channels, ngf, num_scales, InstanceNorm2dPlus, None, "max", stages, refines)
-        self.sigma_max, self.sigma_min = float(sigma_max), float(sigma_min)
+    def __init__(self, channels: int, ngf: int, stages: Sequence[Stage], refines: Sequence[Refine]) -> None:
+        super().__init__(channels, ngf, InstanceNorm2dPlus, None, "max", stages, refines)
         self.sigmas: Tensor
-        self.register_buffer("sigmas", sigmas)
+        self.register_buffer("sigmas", torch.empty(0))
+
+    @property
+    def num_scales(self) -> int:
+        """L: the length of the schedule the network was given (0 before :meth:`set_sigmas`)."""
+        return int(self.sigmas.numel())
+
+    def set_sigmas(self, sigmas: Tensor) -> None:
+        """Keep ``sigmas`` (descending, shape ``(L,)``) as the float32 buffer the output is divided by."""
+        self.register_buffer("sigmas", sigmas.detach().to(device=self.sigmas.device, dtype=torch.float32).clone())
+
+    def check_inputs(self, x: Tensor, levels: Tensor) -> None:
+        if self.num_scales == 0:
+            raise ValueError(
+                f"{type(self).__name__} has no noise schedule yet: ScoreModel gives it one, or call "
+                "net.set_sigmas(sigmas) first."
+            )
+        super().check_inputs(x, levels)
 
     def unscaled(self, x: Tensor) -> Tensor:
         """The network output before the division by sigma: an estimate of sigma * score, the same at every
@@ -75,27 +80,17 @@ class NCSNv2(SigmaScaledRefineNet):
     """NCSNv2 for CIFAR-10 and CelebA-64: v1's skeleton (bottom resolution H/2), unconditional, output /
     sigma.
 
-    29,694,083 parameters at ``ngf=128`` for any ``channels=3`` config; the defaults are the CIFAR-10 ones.
+    29,694,083 parameters at ``channels=3, ngf=128``, the papers' setting for both data sets.
     """
 
-    def __init__(
-        self,
-        channels: int = 3,
-        ngf: int = 128,
-        num_scales: int = 232,
-        sigma_max: float = 50.0,
-        sigma_min: float = 0.01,
-    ) -> None:
+    def __init__(self, channels: int = 3, ngf: int = 128) -> None:
         """Build the network.
 
         Args:
             channels: image channels.
             ngf: base width (128 in all NCSNv2 configs).
-            num_scales: the number of noise levels L (CIFAR-10 232, CelebA-64 500).
-            sigma_max: the largest sigma (NCSN's ``sigma_begin``; CIFAR-10 50, CelebA-64 90).
-            sigma_min: the smallest sigma (``sigma_end``, 0.01).
         """
-        super().__init__(channels, ngf, num_scales, sigma_max, sigma_min, _V1_STAGES, _V1_REFINES)
+        super().__init__(channels, ngf, NCSN_STAGES, NCSN_REFINES)
 
 
 _DEEPER_STAGES = (
@@ -118,27 +113,17 @@ class NCSNv2Deeper(SigmaScaledRefineNet):
     """NCSNv2Deeper for LSUN (church, bedroom, tower; 64-128 px): 5 stages, bottom resolution H/4, widths up
     to 4ngf.
 
-    83,445,379 parameters at ``channels=3, ngf=128``; the defaults are the bedroom/tower-128 config.
+    83,445,379 parameters at ``channels=3, ngf=128``, the papers' setting.
     """
 
-    def __init__(
-        self,
-        channels: int = 3,
-        ngf: int = 128,
-        num_scales: int = 1086,
-        sigma_max: float = 190.0,
-        sigma_min: float = 0.01,
-    ) -> None:
+    def __init__(self, channels: int = 3, ngf: int = 128) -> None:
         """Build the network.
 
         Args:
             channels: image channels.
             ngf: base width (128).
-            num_scales: the number of noise levels L (church 788, bedroom/tower 1086).
-            sigma_max: the largest sigma (NCSN's ``sigma_begin``; church 140, bedroom/tower 190).
-            sigma_min: the smallest sigma (0.01).
         """
-        super().__init__(channels, ngf, num_scales, sigma_max, sigma_min, _DEEPER_STAGES, _DEEPER_REFINES)
+        super().__init__(channels, ngf, _DEEPER_STAGES, _DEEPER_REFINES)
 
 
 _DEEPEST_STAGES = (
@@ -164,24 +149,14 @@ class NCSNv2Deepest(SigmaScaledRefineNet):
     """NCSNv2Deepest for FFHQ-256: Deeper plus one more downsampling stage (``res31``/``refine31``), bottom
     H/8.
 
-    94,132,611 parameters at ``channels=3, ngf=128``; the defaults are the FFHQ-256 config.
+    94,132,611 parameters at ``channels=3, ngf=128``, the paper's setting.
     """
 
-    def __init__(
-        self,
-        channels: int = 3,
-        ngf: int = 128,
-        num_scales: int = 2311,
-        sigma_max: float = 348.0,
-        sigma_min: float = 0.01,
-    ) -> None:
+    def __init__(self, channels: int = 3, ngf: int = 128) -> None:
         """Build the network.
 
         Args:
             channels: image channels.
             ngf: base width (128).
-            num_scales: the number of noise levels L (2311 for FFHQ-256).
-            sigma_max: the largest sigma (NCSN's ``sigma_begin``; 348 for FFHQ-256).
-            sigma_min: the smallest sigma (0.01).
         """
-        super().__init__(channels, ngf, num_scales, sigma_max, sigma_min, _DEEPEST_STAGES, _DEEPEST_REFINES)
+        super().__init__(channels, ngf, _DEEPEST_STAGES, _DEEPEST_REFINES)

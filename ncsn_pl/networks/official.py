@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ncsn_pl.core.files import load_torch_file
+from ncsn_pl.networks.base import ScoreNetwork
 
 __all__ = ["extract_state_dict", "load_official_checkpoint"]
 
@@ -92,6 +93,8 @@ def load_official_checkpoint(
     if isinstance(path_or_obj, (str, os.PathLike)):
         obj = load_torch_file(path_or_obj, what="checkpoint", expected="an official NCSN or NCSNv2 checkpoint (.pth)")
     state = extract_state_dict(obj, use_ema=use_ema)
+    if "sigmas" in state and isinstance(net, ScoreNetwork):
+        net.set_sigmas(state["sigmas"])  # an NCSNv2 checkpoint carries its schedule
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-from torch import Tensor, nn
+from torch import Tensor
 
 from ncsn_pl.core.losses import dsm_loss
 from ncsn_pl.core.samplers import LangevinCallback, LangevinSettings, seeded_annealed_langevin
 from ncsn_pl.core.seeding import sample_seeds, step_seed
-from ncsn_pl.core.sigmas import (
-    geometric_sigmas,
-    max_pairwise_distance,
-    num_scales_from_ratio_rule,
-    step_lr_from_variance_rule,
-)
-from ncsn_pl.networks import SigmaScaledRefineNet
+from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, resolve_auto_schedule
+from ncsn_pl.networks import ScoreNetwork
 
 __all__ = ["ScoreModel"]
 
 log = logging.getLogger(__name__)
-
-AUTO = "auto"
 
 
 class ScoreModel(pl.LightningModule):
@@ -40,7 +32,8 @@ class ScoreModel(pl.LightningModule):
     hyperparameters, so checkpoints hold them.
 
     Args:
-        score_net: the score network, ``score_net(x, levels)`` (e.g. ``ncsn_pl.networks.NCSN``).
+        score_net: the score network, ``score_net(x, levels)`` (``ncsn_pl.networks.NCSN``, ``NCSNv2``, ...); it is
+            given the schedule and checks the data shape here, before anything else is built.
         sigma_max: the largest sigma (NCSN's ``sigma_begin``), or ``"auto"``.
         sigma_min: the smallest sigma (NCSN's ``sigma_end``).
         num_scales: the number of noise levels L, or ``"auto"``.
@@ -57,13 +50,13 @@ class ScoreModel(pl.LightningModule):
         seed: seeds the per-step noise of training and validation (resumable, rank-aware).
         auto_max_items: training items read by the ``"auto"`` rules (the distance is exact up to 10,000).
         channels_last: keep the network's 4-D weights in ``torch.channels_last`` memory format; convolutions then
-            run and return channels_last (1.13x training, 1.34x sampling measured on the CPU, README "Speed").
+            run and return channels_last, which is faster (README, "Speed").
             The scores are the same up to float rounding.
     """
 
     def __init__(
         self,
-        score_net: nn.Module,
+        score_net: ScoreNetwork,
         sigma_max: float | Literal["auto"] = 1.0,
         sigma_min: float = 0.01,
         num_scales: int | Literal["auto"] = 10,
@@ -95,6 +88,9 @@ class ScoreModel(pl.LightningModule):
         self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["score_net"])
         self.score_net = score_net.to(memory_format=torch.channels_last) if channels_last else score_net
         self.data_shape = tuple(data_shape) if data_shape is not None else None
+        check_data_shape = getattr(score_net, "check_data_shape", None)
+        if self.data_shape is not None and callable(check_data_shape):
+            check_data_shape(self.data_shape)
         self.sigmas: Tensor
         self.register_buffer("sigmas", torch.empty(0))
         if AUTO not in (sigma_max, num_scales):
@@ -111,53 +107,40 @@ class ScoreModel(pl.LightningModule):
         return int(self.sigmas.numel())
 
     def _install_schedule(self, sigmas: Tensor) -> None:
-        """Use ``sigmas`` here and in the network's own ``sigmas`` buffer (NCSNv2 divides by it)."""
+        """Use ``sigmas`` here and give them to the network (NCSNv2 divides by them; NCSN checks their count)."""
         self.sigmas = sigmas.to(self.sigmas.device)
-        net = self.score_net
-        net_scales = getattr(net, "num_scales", None)
-        if isinstance(net, SigmaScaledRefineNet) and net_scales != sigmas.numel():
-            # NCSNv2 has no per-level parameters: its sigmas buffer takes any length
-            net.register_buffer("sigmas", sigmas.clone().to(net.sigmas.device))
-            net.num_scales = int(sigmas.numel())
-        elif isinstance(net_scales, int) and net_scales != sigmas.numel():
-            raise ValueError(
-                f"The score network has {net_scales} noise levels but the schedule has {sigmas.numel()}: "
-                f"set model.score_net.init_args.num_scales to {sigmas.numel()} (or to ${{model.num_scales}})."
-            )
-        if isinstance(getattr(net, "sigmas", None), Tensor):
-            net.sigmas.copy_(sigmas.to(net.sigmas))
+        set_sigmas = getattr(self.score_net, "set_sigmas", None)
+        if callable(set_sigmas):
+            set_sigmas(self.sigmas)
 
-    def resolve_auto_schedule(self, train_data: Tensor) -> dict[str, float]:
-        """Apply NCSNv2's Techniques 1, 2 and 4 to ``train_data`` for every ``"auto"`` setting."""
-        resolved: dict[str, float] = {}
+    def resolve_auto_schedule(self, datamodule: object) -> dict[str, float]:
+        """Apply NCSNv2's rules to the training data of ``datamodule`` for every ``"auto"`` setting.
+
+        The one place ``"auto"`` is resolved: the CLI calls it as soon as the model and the data exist (before a
+        callback copies the model for EMA, and so the saved config holds the numbers); :meth:`setup` calls it for
+        a model fitted from Python. Returns the resolved settings (empty when nothing is ``"auto"``).
+        """
+        if not self.schedule_is_auto:
+            return {}
+        if datamodule is None or not callable(getattr(datamodule, "train_data", None)):
+            raise ValueError("'auto' schedule settings need a DataModule with train_data(); give numbers instead.")
+        datamodule.setup("fit")
         hp = self.hparams
-        sigma_max = hp.sigma_max
-        if sigma_max == AUTO:
-            sigma_max, exact = max_pairwise_distance(train_data)
-            log.info("sigma_max = %.4f (largest pairwise distance, %s)", sigma_max, "exact" if exact else "estimate")
-            resolved["sigma_max"] = sigma_max
-        num_scales = hp.num_scales
-        if num_scales == AUTO:
-            num_scales, _ = num_scales_from_ratio_rule(float(sigma_max), hp.sigma_min, math.prod(train_data.shape[1:]))
-            resolved["num_scales"] = num_scales
-        sigmas = geometric_sigmas(float(sigma_max), hp.sigma_min, int(num_scales))
-        if hp.step_lr == AUTO:
-            gamma = float(sigmas[0] / sigmas[1]) if sigmas.numel() > 1 else 1.0 + 1e-6
-            resolved["step_lr"] = step_lr_from_variance_rule(gamma, hp.sigma_min, hp.n_steps_each)
+        resolved = resolve_auto_schedule(
+            datamodule.train_data(hp.auto_max_items),
+            sigma_max=hp.sigma_max,
+            sigma_min=hp.sigma_min,
+            num_scales=hp.num_scales,
+            step_lr=hp.step_lr,
+            n_steps_each=hp.n_steps_each,
+        )
         self.hparams.update(resolved)
-        self._install_schedule(sigmas)
+        self._install_schedule(geometric_sigmas(float(hp.sigma_max), hp.sigma_min, int(hp.num_scales)))
+        log.info("NCSNv2 rules applied to the training data: %s", resolved)
         return resolved
 
     def setup(self, stage: str) -> None:
-        if not self.schedule_is_auto:
-            return
-        datamodule = self.trainer.datamodule if self.trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "train_data"):
-            raise ValueError("'auto' schedule settings need a DataModule with train_data(); give numbers instead.")
-        if hasattr(datamodule, "setup"):
-            datamodule.setup("fit")
-        resolved = self.resolve_auto_schedule(datamodule.train_data(self.hparams.auto_max_items))
-        log.info("NCSNv2 rules resolved: %s", resolved)
+        self.resolve_auto_schedule(self.trainer.datamodule if self.trainer is not None else None)
 
     # ------------------------------------------------------------------ training
     def forward(self, x: Tensor, levels: Tensor) -> Tensor:

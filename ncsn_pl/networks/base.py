@@ -1,0 +1,100 @@
+"""What every score network of ncsn-pl is: ``s(x, levels)`` with the data shapes it accepts and the noise
+schedule it is given.
+
+:class:`~ncsn_pl.training.ScoreModel` owns the schedule (``sigma_max``, ``sigma_min``, ``num_scales``) and hands
+it to its network with :meth:`ScoreNetwork.set_sigmas`; a network holds no schedule defaults of its own. Before
+anything is built around it, the model asks :meth:`ScoreNetwork.check_data_shape` whether the data fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["NoScoreNetwork", "ScoreNetwork", "check_int", "check_score_inputs"]
+
+
+class ScoreNetwork(nn.Module):
+    """A noise conditional score network ``forward(x, levels) -> score`` (``levels``: LongTensor ``(B,)``).
+
+    Subclass it for a network of your own (``model.score_net.class_path``). The defaults accept any data shape
+    and ignore the schedule; override them when the network has constraints or divides by sigma.
+    """
+
+    def check_data_shape(self, shape: Sequence[int]) -> None:
+        """Raise a ``ValueError`` that names the shapes that would work unless one item of shape ``shape`` fits."""
+
+    def set_sigmas(self, sigmas: Tensor) -> None:
+        """Receive the noise schedule, descending, shape ``(L,)`` (networks that divide by sigma keep it)."""
+
+
+class NoScoreNetwork(ScoreNetwork):
+    """Stands in for a network where a command needs none (``fid --images`` scores image files only)."""
+
+    def forward(self, x: Tensor, levels: Tensor) -> Tensor:
+        raise RuntimeError("NoScoreNetwork has no score: give the model's real network (model.score_net).")
+
+
+def check_score_inputs(
+    net: str,
+    x: Tensor,
+    levels: Tensor,
+    num_scales: int,
+    *,
+    channels: int | None = None,
+    check_range: bool = True,
+) -> None:
+    """Raise a ``ValueError`` that says what to fix unless ``x`` and ``levels`` fit a score network.
+
+    Args:
+        net: the network's name, for the message.
+        x: the batch; image networks need ``(B, channels, H, W)``.
+        levels: integer noise-level indices, shape ``(B,)``.
+        num_scales: the number of levels L; levels must lie in ``[0, L)``.
+        channels: the expected number of image channels, or ``None`` to skip the image checks.
+        check_range: whether to check the values of ``levels`` (a device sync on GPU).
+    """
+    if channels is not None:
+        if x.ndim != 4:
+            raise ValueError(
+                f"{net} expects an image batch of shape (B, {channels}, H, W), got shape {tuple(x.shape)}."
+            )
+        if x.shape[1] != channels:
+            raise ValueError(
+                f"{net} was built for {channels} channel(s) but x has {x.shape[1]} (shape {tuple(x.shape)}): "
+                f"expected (B, {channels}, H, W); build the network with channels={x.shape[1]} or fix the "
+                "data."
+            )
+    if not x.is_floating_point():
+        raise ValueError(f"{net} expects floating-point x in [0, 1], got dtype {x.dtype}.")
+    if not isinstance(levels, Tensor) or levels.dtype.is_floating_point or levels.dtype in (torch.bool,):
+        raise ValueError(
+            f"{net} expects levels as an integer (long) tensor of noise-level indices, "
+            f"got {levels.dtype if isinstance(levels, Tensor) else type(levels).__name__}."
+        )
+    if levels.shape != (x.shape[0],):
+        raise ValueError(
+            f"{net} expects levels of shape (B,) = ({x.shape[0]},), one index per sample, "
+            f"got shape {tuple(levels.shape)}."
+        )
+    if check_range and levels.numel():
+        lo, hi = int(levels.min()), int(levels.max())
+        if lo < 0 or hi >= num_scales:
+            raise ValueError(
+                f"{net} has num_scales={num_scales}: levels must lie in [0, {num_scales}), "
+                f"got values from {lo} to {hi}."
+            )
+
+
+def check_int(name: str, value: int, minimum: int) -> None:
+    """Raise a ``ValueError`` unless ``value`` is an integer (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def sizes_near(size: int, multiple: int) -> str:
+    """The multiples of ``multiple`` nearest to ``size``, for messages (``"6 or 8"``)."""
+    below = size // multiple * multiple
+    return f"{below} or {below + multiple}" if below >= multiple else str(multiple)
