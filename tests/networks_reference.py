@@ -1,4 +1,5 @@
-"""Reference data of the network tests: the measured v1 keys and the deterministic weights of spec §4.4."""
+"""Reference data of the network tests: the v1 state-dict keys measured on the official code (tests/data/), and
+the deterministic weights the golden values were measured with."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-KEYS_FILE = Path("/work/shared/reference/ncsn_v1_state_dict_keys.txt")
+KEYS_FILE = Path(__file__).parent / "data" / "ncsn_v1_state_dict_keys.txt"
 
 
 def reference_keys() -> dict[str, list[tuple[str, tuple[int, ...]]]]:
@@ -32,7 +33,8 @@ def v1_sigmas() -> torch.Tensor:
 
 
 def deterministic_weights_(net: torch.nn.Module) -> None:
-    """Spec §4.4: weights from ``manual_seed(j)`` for the j-th key in sorted order."""
+    """Deterministic weights: key ``j`` in sorted order is filled from ``manual_seed(j)`` (CIN++ embeddings near
+    (1, 1, 0), convolutions uniform in +-1/sqrt(fan_in), biases 0.01 N(0, 1))."""
     state = net.state_dict()
     with torch.no_grad():
         for j, key in enumerate(sorted(state)):

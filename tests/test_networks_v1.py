@@ -21,7 +21,7 @@ def golden_net(request):
     return request.param, cfg, net
 
 
-# spec §4.4, measured with the reference code
+# measured with the official code (ermongroup/ncsn) on the deterministic weights of networks_reference.py
 GOLDEN = {
     "mnist": dict(
         sum=-1001.85195,
@@ -125,7 +125,8 @@ def test_defaults_are_the_cifar10_configuration():
 
 @pytest.mark.parametrize("size", [28, 32])
 def test_activation_shapes_follow_the_reference(size):
-    """Only res2 downsamples; the dilated "down" blocks of res3/res4 keep the size (spec §1.3, trap 5)."""
+    """Only res2 downsamples; the dilated "down" blocks of res3/res4 keep the size (ermongroup/ncsn
+    ``models/cond_refinenet_dilated.py``)."""
     ngf = 4
     net = NCSN(channels=1, ngf=ngf)
     shapes = {}

