@@ -96,6 +96,20 @@ def test_interpolation_follows_command_line_overrides(tmp_path, capsys):
     assert wandb_logger["name"] == "toy-smax7.5-smin1.0-L4"
 
 
+def test_shared_config_blocks_follow_command_line_overrides(tmp_path, capsys):
+    # configs/blocks/loggers.yaml and fid_every_5k.yaml, included by path, interpolate the including config
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / "cifar10_v2.yaml"), "--model.sigma_max=3", "--model.num_scales=7",
+              f"--trainer.default_root_dir={tmp_path}", "--print_config"])  # fmt: skip
+    printed = yaml.safe_load(capsys.readouterr().out)
+    csv_logger, wandb_logger = (logger["init_args"] for logger in printed["trainer"]["logger"])
+    assert csv_logger["save_dir"] == wandb_logger["save_dir"] == str(tmp_path)
+    assert wandb_logger["name"] == "cifar10-smax3.0-smin0.01-L7" and wandb_logger["project"] == "ncsn-pl"
+    monitor = printed["trainer"]["callbacks"][0]
+    assert monitor["class_path"] == "ncsn_pl.training.SampleQualityMonitor"
+    assert (monitor["init_args"]["num_samples"], monitor["init_args"]["every_n_steps"]) == (1000, 5000)
+
+
 def fit_digits(tmp_path: Path, *extra: str):
     return main(
         [

@@ -17,7 +17,7 @@ from ncsn_pl.tools.tracking import (
     read_offline_run,
     summarize_metric,
 )
-from ncsn_pl.training.runs import log_config
+from ncsn_pl.training.runs import default_wandb_mode, log_config
 
 CONFIG = {"model": {"sigma_max": 20.0, "num_scales": 10, "score_net": {"class_path": "ToyScoreMLP"}},
           "trainer": {"max_steps": 3, "logger": [{"class_path": "CSVLogger"}]}, "seed_everything": 0}
@@ -93,3 +93,18 @@ def test_metrics_csv_and_its_summary(tmp_path):
     assert math.isnan(summarize_metric([(0, float("nan"))]).best)
     with pytest.raises(ValueError, match="minimize"):
         summarize_metric(history["val/fid"], goal="lower")
+
+
+def test_wandb_goes_offline_by_itself_only_without_credentials_or_a_chosen_mode(tmp_path):
+    netrc = tmp_path / "netrc"
+    environ = {"NETRC": str(netrc)}
+    assert default_wandb_mode(environ) == "offline" and environ["WANDB_MODE"] == "offline"
+    chosen = {"NETRC": str(netrc), "WANDB_MODE": "disabled"}
+    assert default_wandb_mode(chosen) is None and chosen["WANDB_MODE"] == "disabled"
+    assert default_wandb_mode({"NETRC": str(netrc), "WANDB_API_KEY": "x" * 40}) is None
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    logged_in = {"NETRC": str(netrc)}
+    assert default_wandb_mode(logged_in) is None and "WANDB_MODE" not in logged_in
+    other_host = {"NETRC": str(netrc), "WANDB_BASE_URL": "https://wandb.example.org"}
+    assert default_wandb_mode(other_host) == "offline"

@@ -19,7 +19,7 @@ from ncsn_pl.core.files import atomic_write_text, check_torch_file
 from ncsn_pl.core.samplers import LangevinSettings
 from ncsn_pl.metrics import QualityOptions
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
-from ncsn_pl.training.runs import log_config, run_dir
+from ncsn_pl.training.runs import default_wandb_mode, log_config, run_dir
 
 __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 
@@ -196,6 +196,8 @@ def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
 def main(args: list[str] | None = None) -> NCSNCLI | object:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])``)."""
     args = list(args if args is not None else sys.argv[1:])
+    if default_wandb_mode() == "offline" and args[:1] in (["fit"], ["validate"], ["test"]):
+        print("W&B has no API key here, so runs are logged offline (upload them later with `wandb sync`).")
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return NCSNCLI(
         ScoreModel,

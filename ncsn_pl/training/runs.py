@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import netrc
+import os
+from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
-__all__ = ["log_config", "run_dir"]
+__all__ = ["default_wandb_mode", "log_config", "run_dir", "wandb_has_credentials"]
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
@@ -41,3 +44,30 @@ def log_config(loggers: Iterable[object], config: Mapping[str, Any]) -> int:
             logger.experiment.config.update(dict(config), allow_val_change=True)
             runs += 1
     return runs
+
+
+def wandb_has_credentials(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether W&B could log in without asking: an API key or identity token in the environment, or a ``.netrc``
+    entry for its host (what ``wandb login`` writes)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = Path(environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def default_wandb_mode(environ: MutableMapping[str, str] | None = None) -> str | None:
+    """Log to W&B offline when no mode is chosen (``WANDB_MODE``) and W&B has no credentials, instead of failing
+    at the first log call; returns the mode chosen here (``None`` when the environment already decides).
+
+    The runs land in ``<save_dir>/wandb/offline-run-*``; ``wandb sync`` uploads them later.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("WANDB_MODE") or wandb_has_credentials(environ):
+        return None
+    environ["WANDB_MODE"] = "offline"
+    return "offline"
