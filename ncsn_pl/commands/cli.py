@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Literal
 
 import lightning.pytorch as pl
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.help import CompactHelpFormatter
+from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.core.files import atomic_write_text, check_torch_file
-from ncsn_pl.core.samplers import LangevinSettings
-from ncsn_pl.metrics import QualityOptions
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.runs import default_wandb_mode, log_config, run_dir
 
@@ -28,102 +27,12 @@ class NCSNTrainer(pl.Trainer):
     """Lightning's Trainer; our subcommands are its methods (LightningCLI builds their parsers from them).
 
     ``sample`` and ``fid`` run as predict loops (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``,
-    ``--trainer.devices``, ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them.
+    ``--trainer.devices``, ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them. Each is
+    written once, as a function of the Trainer in its own module; its signature is the command's options.
     """
 
-    def sample(
-        self,
-        model: ScoreModel,
-        datamodule: pl.LightningDataModule | None = None,
-        ckpt_path: str | None = None,
-        weights_only: bool | None = None,
-        num_samples: int = 64,
-        out_dir: str = "samples",
-        batch_size: int = 64,
-        seed: int = 0,
-        sampler: LangevinSettings = LangevinSettings(),
-        save_png: bool = True,
-        grid_size: int = 64,
-    ) -> dict[str, Any]:
-        """Draw samples of a checkpoint with annealed Langevin dynamics: PNG files, a grid and an .npz.
-
-        Writes ``<out_dir>/images/<k>.png``, ``<out_dir>/grid.png`` (the first ``grid_size`` samples),
-        ``<out_dir>/samples.npz`` (``samples``: float32 ``(N, C, H, W)``, unclamped; ``indices``) and
-        ``<out_dir>/sample.json``. Without ``--config`` the model is rebuilt from the checkpoint; its
-        ``state_dict`` holds the EMA weights when the run used ``EMAWeightAveraging``. Sample ``k`` is seeded
-        with ``step_seed(seed, k)``, so the samples do not depend on ``batch_size`` or the number of devices.
-
-        Args:
-            model: the model (built from the checkpoint's hyperparameters or the config).
-            datamodule: unused (the CLI passes it).
-            ckpt_path: the checkpoint to sample.
-            weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
-            num_samples: number of samples, over all devices.
-            out_dir: output folder (created).
-            batch_size: samples per sampler call on each device.
-            seed: seed of the sample set.
-            sampler: annealed Langevin settings (``--sampler.n_steps_each``, ``--sampler.step_lr``,
-                ``--sampler.denoise``); unset ones are the model's.
-            save_png: write one PNG per sample (image data only).
-            grid_size: samples in ``grid.png``.
-        """
-        options = _options(locals())
-        from ncsn_pl.commands.sample import run_sample
-
-        return run_sample(self, model, **options)
-
-    def fid(
-        self,
-        model: ScoreModel,
-        datamodule: pl.LightningDataModule | None = None,
-        ckpt_path: str | None = None,
-        weights_only: bool | None = None,
-        images: str | None = None,
-        dataset: str | None = None,
-        data_root: str = "data",
-        split: Literal["train", "val"] = "train",
-        num_real: int | None = None,
-        num_samples: int = 1000,
-        batch_size: int = 100,
-        seed: int = 0,
-        sampler: LangevinSettings = LangevinSettings(),
-        quality: QualityOptions = QualityOptions(),
-        out: str = "fid.json",
-    ) -> dict[str, Any]:
-        """Compute FID / KID / Inception Score of a checkpoint's samples or of a folder of images against a data set.
-
-        Prints the result and writes it to ``out`` as JSON. The real images are ``--data`` (a config), or
-        ``--dataset NAME --data_root DIR``, or the checkpoint's own DataModule; their statistics are cached on
-        disk. Images are scored as 8-bit PNGs with the TF-FID Inception network (offline weights, see
-        ``ncsn_pl.metrics``).
-
-        Args:
-            model: the model (built from the checkpoint's hyperparameters or the config).
-            datamodule: the real data (the CLI passes it).
-            ckpt_path: a checkpoint whose samples are scored.
-            weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
-            images: a folder of generated images (png/jpg/...) to score instead of a checkpoint.
-            dataset: the real data set (digits, mnist, cifar10, celeba, folder) when no ``--data`` is given.
-            data_root: where that data set lives.
-            split: the real split to compare with.
-            num_real: real images in the statistics (default: the whole split).
-            num_samples: samples drawn from the checkpoint, over all devices.
-            batch_size: samples (or images) per step on each device.
-            seed: seed of the sample set (sample k is seeded with step_seed(seed, k)).
-            sampler: annealed Langevin settings (``--sampler.n_steps_each``, ...); unset ones are the model's.
-            quality: the metrics (``--quality.kid true``, ...), the feature extractor and the statistics cache.
-            out: the JSON file to write.
-        """
-        # dataset and data_root are read by complete_command_args, which builds the DataModule from them
-        options = _options(locals(), "dataset", "data_root")
-        from ncsn_pl.commands.fid import run_fid
-
-        return run_fid(self, model, datamodule, **options)
-
-
-def _options(call: dict[str, Any], *unused: str) -> dict[str, Any]:
-    """A subcommand's own options, to forward to its job: its arguments without ``self``, the model and the data."""
-    return {k: v for k, v in call.items() if k not in ("self", "model", "datamodule", *unused)}
+    sample = sample_command
+    fid = fid_command
 
 
 class RunConfigSaver(SaveConfigCallback):

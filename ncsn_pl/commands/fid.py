@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -23,7 +23,7 @@ from ncsn_pl.metrics import QualityOptions, RealImages, SampleQuality, real_imag
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
 
-__all__ = ["run_fid"]
+__all__ = ["fid"]
 
 
 def _check_folder(files: list[Path], real: RealImages) -> None:
@@ -113,15 +113,16 @@ class _QualityRun(pl.LightningModule):
             atomic_write_json(self.record, self.out)
 
 
-def run_fid(
+def fid(
     trainer: pl.Trainer,
     model: ScoreModel,
-    datamodule: pl.LightningDataModule | None,
-    *,
+    datamodule: pl.LightningDataModule | None = None,
     ckpt_path: str | None = None,
     weights_only: bool | None = None,
     images: str | None = None,
-    split: str = "train",
+    dataset: str | None = None,
+    data_root: str = "data",
+    split: Literal["train", "val"] = "train",
     num_real: int | None = None,
     num_samples: int = 1000,
     batch_size: int = 100,
@@ -130,10 +131,31 @@ def run_fid(
     quality: QualityOptions = QualityOptions(),
     out: str = "fid.json",
 ) -> dict[str, Any]:
-    """FID / KID / IS of a checkpoint's samples or of a folder of images (see ``NCSNTrainer.fid``).
+    """Compute FID / KID / Inception Score of a checkpoint's samples or of a folder of images against a data set.
 
-    Returns:
-        The record also written to ``out`` and printed: the metrics, the counts, the sources and the settings.
+    Prints the result and writes it to ``out`` as JSON. The real images are ``--data`` (a config), or
+    ``--dataset NAME --data_root DIR``, or the checkpoint's own DataModule; their statistics are cached on
+    disk. Images are scored as 8-bit PNGs with the TF-FID Inception network (offline weights, see
+    ``ncsn_pl.metrics``).
+
+    Args:
+        trainer: the Trainer the CLI built (accelerator, devices, strategy, precision).
+        model: the model (built from the checkpoint's hyperparameters or the config).
+        datamodule: the real data (the CLI passes it).
+        ckpt_path: a checkpoint whose samples are scored.
+        weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
+        images: a folder of generated images (png/jpg/...) to score instead of a checkpoint.
+        dataset: the real data set (digits, mnist, cifar10, celeba, folder) when no ``--data`` is given (read
+            before parsing, to build the DataModule).
+        data_root: where that data set lives.
+        split: the real split to compare with.
+        num_real: real images in the statistics (default: the whole split).
+        num_samples: samples drawn from the checkpoint, over all devices.
+        batch_size: samples (or images) per step on each device.
+        seed: seed of the sample set (sample k is seeded with step_seed(seed, k)).
+        sampler: annealed Langevin settings (``--sampler.n_steps_each``, ...); unset ones are the model's.
+        quality: the metrics (``--quality.kid true``, ...), the feature extractor and the statistics cache.
+        out: the JSON file to write.
     """
     if bool(ckpt_path) == bool(images):
         raise ValueError("fid scores either --ckpt_path CKPT (samples of a model) or --images DIR, not both/neither.")

@@ -25,7 +25,7 @@ from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
 
-__all__ = ["run_sample"]
+__all__ = ["sample"]
 
 
 def _is_image_batch(x: Tensor) -> bool:
@@ -114,11 +114,11 @@ class _SampleRun(pl.LightningModule):
             self.trainer.strategy.barrier()
 
 
-def run_sample(
+def sample(
     trainer: pl.Trainer,
     model: ScoreModel,
-    *,
-    ckpt_path: str | None,
+    datamodule: pl.LightningDataModule | None = None,
+    ckpt_path: str | None = None,
     weights_only: bool | None = None,
     num_samples: int = 64,
     out_dir: str = "samples",
@@ -128,10 +128,28 @@ def run_sample(
     save_png: bool = True,
     grid_size: int = 64,
 ) -> dict[str, Any]:
-    """Draw ``num_samples`` samples of the checkpoint's model into ``out_dir`` (see ``NCSNTrainer.sample``).
+    """Draw samples of a checkpoint with annealed Langevin dynamics: PNG files, a grid and an .npz.
 
-    Returns:
-        The record also written to ``<out_dir>/sample.json``.
+    Writes ``<out_dir>/images/<k>.png``, ``<out_dir>/grid.png`` (the first ``grid_size`` samples),
+    ``<out_dir>/samples.npz`` (``samples``: float32 ``(N, C, H, W)``, unclamped; ``indices``) and
+    ``<out_dir>/sample.json``. Without ``--config`` the model is rebuilt from the checkpoint; its
+    ``state_dict`` holds the EMA weights when the run used ``EMAWeightAveraging``. Sample ``k`` is seeded
+    with ``step_seed(seed, k)``, so the samples do not depend on ``batch_size`` or the number of devices.
+
+    Args:
+        trainer: the Trainer the CLI built (accelerator, devices, strategy, precision).
+        model: the model (built from the checkpoint's hyperparameters or the config).
+        datamodule: unused (the CLI passes it).
+        ckpt_path: the checkpoint to sample.
+        weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
+        num_samples: number of samples, over all devices.
+        out_dir: output folder (created).
+        batch_size: samples per sampler call on each device.
+        seed: seed of the sample set.
+        sampler: annealed Langevin settings (``--sampler.n_steps_each``, ``--sampler.step_lr``,
+            ``--sampler.denoise``); unset ones are the model's.
+        save_png: write one PNG per sample (image data only).
+        grid_size: samples in ``grid.png``.
     """
     if not ckpt_path:
         raise ValueError("sample needs --ckpt_path CKPT (a checkpoint written by training).")

@@ -31,15 +31,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
-from torchmetrics.utilities.data import dim_zero_cat
 
 from ncsn_pl.data.image_files import quantize_images
+from ncsn_pl.metrics.distributed import compact, global_count, list_count, world
 from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatures
 from ncsn_pl.metrics.inception_weights import (
     NUM_CLASSES,
@@ -48,43 +47,15 @@ from ncsn_pl.metrics.inception_weights import (
     state_dict_sha256,
 )
 from ncsn_pl.metrics.options import QualityOptions
-from ncsn_pl.metrics.real_stats import RealStats, RealStatsKey, load_real_stats, save_real_stats
-
-
-def _world() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) outside distributed runs."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _global_count(local: int, device: torch.device) -> int:
-    """Sum of a per-process count over all processes (collective: call it on every rank)."""
-    if _world()[1] == 1:
-        return local
-    t = torch.tensor([local], dtype=torch.long, device=device)
-    dist.all_reduce(t)
-    return int(t.item())
-
-
-def _list_count(state: list[Tensor] | Tensor) -> int:
-    if isinstance(state, Tensor):
-        return int(state.shape[0])
-    return sum(int(t.shape[0]) for t in state)
-
-
-def _compact(metric: Metric, names: tuple[str, ...], num_features: int) -> None:
-    """Concatenate list states into one (n, d) tensor per process.
-
-    KID and IS gather list states element by element (``dist_reduce_fx=None``), which needs the same list
-    length on every rank; with one element each (possibly empty) the ranks may have seen different numbers
-    of batches.
-    """
-    for name in names:
-        state = getattr(metric, name)
-        if isinstance(state, list) and len(state) != 1:
-            merged = dim_zero_cat(state) if state else torch.empty(0, num_features, device=metric.device)
-            setattr(metric, name, [merged])
+from ncsn_pl.metrics.real_stats import (
+    RealStats,
+    RealStatsKey,
+    clear_real_states,
+    gather_real_states,
+    install_real_states,
+    load_real_stats,
+    save_real_stats,
+)
 
 
 class SampleQuality:
@@ -275,7 +246,7 @@ class SampleQuality:
         """Real images accumulated on this process."""
         if self.fid is not None:
             return int(self.fid.real_features_num_samples)
-        return _list_count(self.kid.real_features) if self.kid is not None else 0
+        return list_count(self.kid.real_features) if self.kid is not None else 0
 
     @property
     def num_fake(self) -> int:
@@ -283,8 +254,8 @@ class SampleQuality:
         if self.fid is not None:
             return int(self.fid.fake_features_num_samples)
         if self.kid is not None:
-            return _list_count(self.kid.fake_features)
-        return _list_count(self.inception_score.features)
+            return list_count(self.kid.fake_features)
+        return list_count(self.inception_score.features)
 
     def reset(self, real: bool = False) -> None:
         """Forget the generated images; with ``real=True`` forget the real statistics too."""
@@ -309,8 +280,8 @@ class SampleQuality:
         """
         out: dict[str, float] = {}
         if self.fid is not None:
-            n_real = _global_count(int(self.fid.real_features_num_samples), self._device)
-            n_fake = _global_count(int(self.fid.fake_features_num_samples), self._device)
+            n_real = global_count(int(self.fid.real_features_num_samples), self._device)
+            n_fake = global_count(int(self.fid.fake_features_num_samples), self._device)
             if n_real < 2 or n_fake < 2:
                 raise ValueError(
                     "FID needs at least 2 real and 2 generated images (a covariance per set), got "
@@ -320,25 +291,25 @@ class SampleQuality:
                 )
             out["fid"] = float(self.fid.compute())
         if self.kid is not None:
-            n_real = _global_count(_list_count(self.kid.real_features), self._device)
-            n_fake = _global_count(_list_count(self.kid.fake_features), self._device)
+            n_real = global_count(list_count(self.kid.real_features), self._device)
+            n_fake = global_count(list_count(self.kid.fake_features), self._device)
             if min(n_real, n_fake) < self.options.kid_subset_size:
                 raise ValueError(
                     f"KID draws subsets of kid_subset_size={self.options.kid_subset_size} images but got {n_real} "
                     f"real and {n_fake} generated images; add images or set kid_subset_size <= "
                     f"{min(n_real, n_fake)}."
                 )
-            _compact(self.kid, ("real_features", "fake_features"), self.num_features)
+            compact(self.kid, ("real_features", "fake_features"), self.num_features)
             mean, std = self.kid.compute()
             out["kid"], out["kid_std"] = float(mean), float(std)
         if self.inception_score is not None:
-            n_fake = _global_count(_list_count(self.inception_score.features), self._device)
+            n_fake = global_count(list_count(self.inception_score.features), self._device)
             if n_fake < self.options.is_splits:
                 raise ValueError(
                     f"The Inception Score with is_splits={self.options.is_splits} needs at least that many generated "
                     f"images, got {n_fake}; add images or lower is_splits."
                 )
-            _compact(self.inception_score, ("features",), self._num_logits)
+            compact(self.inception_score, ("features",), self._num_logits)
             mean, std = self.inception_score.compute()
             out["is"], out["is_std"] = float(mean), float(std)
         return out
@@ -389,21 +360,23 @@ class SampleQuality:
         path = key.path(cache_dir if cache_dir is not None else default_cache_dir() / "real_stats")
         stats = self._load_cached(path, key)
         # all ranks take the same branch (the miss path has collectives), e.g. if only some can read the file
-        if _global_count(int(stats is not None), self._device) == _world()[1]:
-            self._install_real(stats)
+        if global_count(int(stats is not None), self._device) == world()[1]:
+            install_real_states(self.fid, self.kid, stats, self._device)
             return True
 
-        self._clear_real()
+        clear_real_states(self.fid, self.kid)
         for batch in images() if callable(images) else images:
             self.update_real(batch[0] if isinstance(batch, (tuple, list)) else batch)
-        stats = self._gather_real()
+        if global_count(self.num_real, self._device) == 0:
+            raise ValueError("load_or_compute_real() got no real images: the images iterable was empty.")
+        stats = gather_real_states(self.fid, self.kid, self.num_features)
         if stats.num_samples != num_images:
             warnings.warn(
                 f"Computed real statistics over {stats.num_samples} images but the cache key says num_images="
                 f"{num_images}; pass the true count.",
                 stacklevel=2,
             )
-        if _world()[0] == 0:
+        if world()[0] == 0:
             save_real_stats(path, key, stats)
         return False
 
@@ -423,42 +396,3 @@ class SampleQuality:
         if self.kid is not None and stats.features is None:
             return None  # cached for FID only; KID needs the feature matrix
         return stats
-
-    def _clear_real(self) -> None:
-        """Drop the real statistics only (fresh tensors: never write into possibly shared memory)."""
-        if self.fid is not None:
-            for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
-                setattr(self.fid, name, torch.zeros_like(getattr(self.fid, name)))
-        if self.kid is not None:
-            self.kid.real_features = []
-
-    def _install_real(self, stats: RealStats) -> None:
-        rank, world = _world()
-        self._clear_real()
-        if self.fid is not None and rank == 0:
-            self.fid.real_features_sum = stats.features_sum.to(self._device, torch.float64)
-            self.fid.real_features_cov_sum = stats.features_cov_sum.to(self._device, torch.float64)
-            self.fid.real_features_num_samples = torch.tensor(
-                stats.num_samples, dtype=torch.long, device=self._device
-            )
-        if self.kid is not None:
-            self.kid.real_features = [stats.features[rank::world].to(self._device)]
-
-    def _gather_real(self) -> RealStats:
-        """The real statistics of all ranks together (collective under DDP)."""
-        features = None
-        if _global_count(self.num_real, self._device) == 0:
-            raise ValueError("load_or_compute_real() got no real images: the images iterable was empty.")
-        if self.kid is not None:
-            _compact(self.kid, ("real_features",), self.num_features)
-            with self.kid.sync_context():
-                features = dim_zero_cat(self.kid.real_features).detach().cpu()
-        if self.fid is not None:
-            with self.fid.sync_context():
-                return RealStats(
-                    self.fid.real_features_sum.detach().cpu().clone(),
-                    self.fid.real_features_cov_sum.detach().cpu().clone(),
-                    int(self.fid.real_features_num_samples),
-                    features,
-                )
-        return RealStats.from_features(features)

@@ -1,4 +1,5 @@
-"""On-disk cache of real-data Inception statistics (what FID/KID keep for the real images).
+"""Real-data Inception statistics (what FID/KID keep for the real images): their on-disk cache, and moving them
+into and out of the torchmetrics states.
 
 FID needs only the feature sum, the sum of outer products and the count (torchmetrics' ``real_features_sum``,
 ``real_features_cov_sum``, ``real_features_num_samples``); KID needs the feature matrix itself. A cache entry
@@ -16,8 +17,21 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
 
 from ncsn_pl.core.files import atomic_torch_save
+from ncsn_pl.metrics.distributed import compact, world
+
+__all__ = [
+    "RealStats",
+    "RealStatsKey",
+    "clear_real_states",
+    "gather_real_states",
+    "install_real_states",
+    "load_real_stats",
+    "save_real_stats",
+]
 
 FORMAT_VERSION = 1
 
@@ -122,3 +136,42 @@ def load_real_stats(path: str | os.PathLike[str], key: RealStatsKey) -> RealStat
     if not ok:
         raise ValueError("inconsistent shapes, counts or non-finite values")
     return RealStats(s.double(), c.double(), n, features)
+
+
+def clear_real_states(fid: Metric | None, kid: Metric | None) -> None:
+    """Drop the real statistics of FID and KID only (fresh tensors: never write into possibly shared memory)."""
+    if fid is not None:
+        for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
+            setattr(fid, name, torch.zeros_like(getattr(fid, name)))
+    if kid is not None:
+        kid.real_features = []
+
+def install_real_states(fid: Metric | None, kid: Metric | None, stats: RealStats, device: torch.device) -> None:
+    """Set FID's and KID's real statistics from ``stats`` so that the all-reduce of ``compute()`` counts each real
+    image once: rank 0 holds FID's sums (the other ranks zeros), KID's features are split over the ranks."""
+    rank, size = world()
+    clear_real_states(fid, kid)
+    if fid is not None and rank == 0:
+        fid.real_features_sum = stats.features_sum.to(device, torch.float64)
+        fid.real_features_cov_sum = stats.features_cov_sum.to(device, torch.float64)
+        fid.real_features_num_samples = torch.tensor(stats.num_samples, dtype=torch.long, device=device)
+    if kid is not None:
+        kid.real_features = [stats.features[rank::size].to(device)]
+
+
+def gather_real_states(fid: Metric | None, kid: Metric | None, num_features: int) -> RealStats:
+    """The real statistics FID and KID accumulated, over all ranks (collective under DDP)."""
+    features = None
+    if kid is not None:
+        compact(kid, ("real_features",), num_features)
+        with kid.sync_context():
+            features = dim_zero_cat(kid.real_features).detach().cpu()
+    if fid is not None:
+        with fid.sync_context():
+            return RealStats(
+                fid.real_features_sum.detach().cpu().clone(),
+                fid.real_features_cov_sum.detach().cpu().clone(),
+                int(fid.real_features_num_samples),
+                features,
+            )
+    return RealStats.from_features(features)
