@@ -1,10 +1,10 @@
 """W&B with no network: the nested config in an offline run, read back with `wandb leet`; disabled mode; metrics."""
 
+import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import wandb
@@ -33,14 +33,14 @@ def fresh_wandb():
 
 
 OFFLINE_RUN = """
+import json
 import sys
 import wandb
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from ncsn_pl.training.runs import log_config
-from test_wandb_logging import CONFIG
 
 logger = WandbLogger(project="ncsn-pl", save_dir=sys.argv[1], name="toy-smax20.0")
-assert log_config([CSVLogger(sys.argv[1]), logger], CONFIG) == 1  # only W&B loggers take it
+assert log_config([CSVLogger(sys.argv[1]), logger], json.loads(sys.argv[2])) == 1  # only W&B loggers take it
 logger.log_metrics({"train/loss": 0.75, "val/loss": 0.5}, step=2)
 wandb.finish()
 """
@@ -48,10 +48,9 @@ wandb.finish()
 
 def test_nested_config_and_metrics_in_an_offline_run(tmp_path):
     # a process of its own: wandb keeps process-wide state that earlier in-process runs (disabled mode) leave behind
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": "cfgtest1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", OFFLINE_RUN, str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": "cfgtest1"}
+    done = subprocess.run([sys.executable, "-c", OFFLINE_RUN, str(tmp_path), json.dumps(CONFIG)], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = offline_run_dirs(tmp_path)
     assert run_dir.name.endswith("-cfgtest1")
