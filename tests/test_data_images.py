@@ -89,12 +89,13 @@ def test_celeba_is_center_crop_140_then_resize(fake_data_root, no_md5_check, siz
 # ---------------------------------------------------------------- augmentation
 @pytest.mark.parametrize(("dataset", "flips"), [("cifar10", True), ("celeba", True), ("mnist", False)])
 def test_flips_only_on_training_images(fake_data_root, no_md5_check, dataset, flips):
-    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
     dm = _module(dataset, fake_data_root)
     reference = dm.train_data(2)
+    assert torch.equal(dm.train_set[1], reference[1])  # the items are clean: training batches are augmented
     seen_flipped = seen_plain = 0
     for _ in range(24):
-        x = dm.train_set[1]
+        x = dm.augment(reference, generator)[1]
         plain, flipped = torch.equal(x, reference[1]), torch.equal(x, reference[1].flip(-1))
         assert plain or flipped
         seen_plain += plain
@@ -106,16 +107,16 @@ def test_flips_only_on_training_images(fake_data_root, no_md5_check, dataset, fl
 
 def test_random_flip_can_be_turned_off(fake_data_root, no_md5_check):
     dm = _module("cifar10", fake_data_root, random_flip=False)
-    reference = dm.train_data(1)[0]
-    assert all(torch.equal(dm.train_set[0], reference) for _ in range(16))
+    reference = dm.train_data(4)
+    generator = torch.Generator().manual_seed(0)
+    assert all(torch.equal(dm.augment(reference, generator), reference) for _ in range(16))
 
 
 def test_dequantization_is_uniform_within_each_8bit_bin(fake_data_root, no_md5_check):
-    torch.manual_seed(0)
     dm = _module("cifar10", fake_data_root, dequantize=True, random_flip=False)
     clean = dm.train_data()  # train_data never dequantizes
     assert torch.equal(clean * 255, (clean * 255).round())  # on the 1/255 grid
-    x = torch.stack([dm.train_set[i] for i in range(len(dm.train_set))])
+    x = dm.augment(clean, torch.Generator().manual_seed(0))
     assert 0.0 <= x.min() and x.max() < 1.0
     levels = (clean * 255).round()
     u = x * 256 - levels  # x = (k + u) / 256
@@ -126,6 +127,8 @@ def test_dequantization_is_uniform_within_each_8bit_bin(fake_data_root, no_md5_c
     assert torch.equal(dm.val_set[0], dm.val_data(1)[0])
     dm_val = _module("cifar10", fake_data_root, dequantize_val=True)
     assert not torch.equal(dm_val.val_set[0], dm_val.val_data(1)[0])
+    assert torch.equal(dm_val.val_set[0], dm_val.val_set[0])  # fixed noise per validation image
+    assert not torch.equal(dm_val.val_set[0] - dm_val.val_data(2)[0], dm_val.val_set[1] - dm_val.val_data(2)[1])
 
 
 def test_dequantize_function_maps_level_k_into_its_bin():

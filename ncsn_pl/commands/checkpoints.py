@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 from ncsn_pl.core.files import load_torch_file
 
@@ -50,6 +51,11 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
             f"The weights in {ckpt_path} do not fit the model built from the config: {str(err).splitlines()[0]} "
             "Leave out --config (the checkpoint's own settings are used) or give the run's config.yaml."
         ) from err
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise ValueError(
+            f"The weights in {ckpt_path} are not finite: the run diverged by step {checkpoint.get('global_step')}. "
+            "Use an earlier checkpoint of the run (its checkpoints/ folder)."
+        )
     return {
         "checkpoint": str(Path(ckpt_path).resolve()),
         "epoch": checkpoint.get("epoch"),

@@ -6,18 +6,24 @@ in its folder, and the checkpoint and interruption callbacks every run needs.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.help import CompactHelpFormatter
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.core.files import atomic_write_text, check_torch_file
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
+from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
+from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.runs import default_wandb_mode, log_config, run_dir
 
 __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
@@ -39,7 +45,7 @@ class RunConfigSaver(SaveConfigCallback):
     """Write the resolved config to ``<run dir>/config.yaml`` (the run's own folder, never a shared one)."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.already_saved:
+        if self.already_saved or trainer.fast_dev_run:  # a smoke run writes nothing, as Lightning's loggers
             return
         if trainer.is_global_zero:
             text = self.parser.dump(self.config, skip_none=False)
@@ -52,6 +58,14 @@ class RunConfigSaver(SaveConfigCallback):
         """Put the resolved, nested config into each W&B run's config (``model.sigma_max`` as in sweep files)."""
         config = json.loads(self.parser.dump(self.config, format="json", skip_unset=False, skip_validation=True))
         log_config(trainer.loggers, config)
+
+
+# settings a run continued from a checkpoint may change: the optimizer's (applied to its restored state by
+# ScoreModel.on_train_start), the loss weight, the noise seed and the sampler's; not the schedule nor the network
+RESUMABLE_SETTINGS = frozenset(
+    {"lr", "betas", "eps", "weight_decay", "anneal_power", "seed", "n_steps_each", "step_lr", "denoise", "init_range",
+     "auto_max_items", "channels_last"}
+)  # fmt: skip
 
 
 class NCSNCLI(LightningCLI):
@@ -74,6 +88,36 @@ class NCSNCLI(LightningCLI):
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             check_torch_file(ckpt_path)  # before LightningCLI unpickles the checkpoint's hyperparameters
 
+    def _parse_ckpt_path(self) -> None:
+        """Take the model's settings from ``--ckpt_path`` (as LightningCLI does), keeping the ones the command line or
+        config changes where a resumed run can change them, and refusing the ones it cannot (schedule, network)."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+            return super()._parse_ckpt_path()
+        given = self.config[subcommand]["model"].as_dict()
+        defaults = {k: p.default for k, p in inspect.signature(ScoreModel.__init__).parameters.items()}
+        super()._parse_ckpt_path()
+        stored = self.config[subcommand]["model"].as_dict()
+        changed = {
+            key: value
+            for key, value in given.items()
+            if key not in ("score_net", "data_shape") and value != defaults.get(key) and value != "auto"
+            and key in stored and value != stored[key]
+        }  # fmt: skip
+        fixed = {key: (stored[key], value) for key, value in changed.items() if key not in RESUMABLE_SETTINGS}
+        if given.get("score_net", {}).get("class_path") != stored.get("score_net", {}).get("class_path"):
+            fixed["score_net"] = (stored["score_net"].get("class_path"), given["score_net"].get("class_path"))
+        if fixed:
+            listed = "; ".join(f"model.{k} (checkpoint {old!r}, given {new!r})" for k, (old, new) in fixed.items())
+            raise ValueError(
+                f"These settings cannot change when continuing from {self.config[subcommand]['ckpt_path']}: {listed}. "
+                "Leave them out (the checkpoint's are used) or start a new run without --ckpt_path."
+            )
+        for key, value in changed.items():
+            self.config[subcommand]["model"][key] = value
+        if changed:
+            print(f"Settings changed from the checkpoint's: {changed}")
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.link_arguments(
@@ -87,6 +131,11 @@ class NCSNCLI(LightningCLI):
         """Build the model, the data and the Trainer; for ``fit``, resolve ``"auto"`` settings before any callback
         copies the model (EMA) and write the numbers into the config the run saves."""
         super().instantiate_classes()
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
+        if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder
+            for logger in self.trainer.loggers:
+                if isinstance(logger, RunLogger):
+                    logger.continue_run(ckpt_path)
         if self.subcommand == "fit":
             resolved = self.model.resolve_auto_schedule(self.datamodule)
             for key, value in resolved.items():
@@ -103,19 +152,30 @@ def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
 
 
 def main(args: list[str] | None = None) -> NCSNCLI | object:
-    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])``)."""
-    args = list(args if args is not None else sys.argv[1:])
+    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])``).
+
+    Raises:
+        SystemExit: with status 143 (128 + SIGTERM) when the run was preempted, after writing its checkpoint.
+    """
+    if args is None:
+        args = sys.argv[1:]
+        # the arguments are the command line's, completed for sample / fid: LightningCLI need not warn about both
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    args = list(args)
     if default_wandb_mode() == "offline" and args[:1] in (["fit"], ["validate"], ["test"]):
         print("W&B has no API key here, so runs are logged offline (upload them later with `wandb sync`).")
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    return NCSNCLI(
-        ScoreModel,
-        pl.LightningDataModule,
-        subclass_mode_data=True,
-        trainer_class=NCSNTrainer,
-        save_config_callback=RunConfigSaver,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter},
-        args=args,
-        auto_configure_optimizers=False,
-    )
+    try:
+        return NCSNCLI(
+            ScoreModel,
+            pl.LightningDataModule,
+            subclass_mode_data=True,
+            trainer_class=NCSNTrainer,
+            save_config_callback=RunConfigSaver,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter},
+            args=args,
+            auto_configure_optimizers=False,
+        )
+    except SIGTERMException:
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None

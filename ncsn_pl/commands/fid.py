@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from ncsn_pl.commands.checkpoints import load_model_weights
 from ncsn_pl.commands.predict import run_predict, shard_loader, show_progress
+from ncsn_pl.commands.sample import sample_set_files
 from ncsn_pl.core.files import atomic_write_json
 from ncsn_pl.core.samplers import LangevinSettings
 from ncsn_pl.data.image_files import find_images
@@ -168,7 +169,7 @@ def fid(
     record: dict[str, Any] = {"real": {**real.cache_key()}}
     files, settings = None, None
     if images:
-        files = find_images(images)
+        files = sample_set_files(images) or find_images(images)
         _check_folder(files, real)
         num_items = len(files)
         record["source"] = {"images": str(Path(images).resolve())}

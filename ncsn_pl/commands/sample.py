@@ -25,7 +25,48 @@ from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
 
-__all__ = ["sample"]
+__all__ = ["sample", "sample_set_files"]
+
+
+RECORD = "sample.json"
+
+
+def _check_out_dir(out: Path, sample_set: dict[str, Any]) -> None:
+    """Refuse a non-empty ``out`` unless it holds this sample set (checkpoint, seed, sampler): its files are then
+    the same samples, redrawn; anything else would mix two sample sets in one folder."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / RECORD).is_file():
+        raise ValueError(f"--out_dir {out} is not empty and is not a sample folder (no {RECORD}): give a new folder.")
+    previous = json.loads((out / RECORD).read_text())
+    differ = {k: (previous.get(k), v) for k, v in sample_set.items() if previous.get(k) != v}
+    if differ:
+        listed = ", ".join(f"{k} {old!r} there, {new!r} here" for k, (old, new) in differ.items())
+        raise ValueError(
+            f"--out_dir {out} holds another sample set ({listed}); give a new folder, or delete it to replace them."
+        )
+
+
+def sample_set_files(folder: str | Path) -> list[Path] | None:
+    """The PNG files of the one sample set in ``folder`` (a ``sample`` output folder or its ``images/``): the
+    indices its ``sample.json`` lists, so that files of another, larger set never join it; ``None`` when ``folder``
+    is not a sample folder.
+
+    Raises:
+        FileNotFoundError: a listed file is missing.
+    """
+    folder = Path(folder)
+    root = folder if (folder / RECORD).is_file() else folder.parent
+    if not (root / RECORD).is_file() or not (root / "images").is_dir():
+        return None
+    num_samples = int(json.loads((root / RECORD).read_text())["num_samples"])
+    width = max(6, len(str(num_samples - 1)))
+    files = [root / "images" / f"{k:0{width}d}.png" for k in range(num_samples)]
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of the {num_samples} samples {root / RECORD} lists are missing, e.g. "
+                                f"{missing[0]}: draw them again with the same sample command.")
+    return files
 
 
 def _is_image_batch(x: Tensor) -> bool:
@@ -109,7 +150,7 @@ class _SampleRun(pl.LightningModule):
                     "files": files,
                 }
             )
-            atomic_write_json(self.record, self.out_dir / "sample.json")
+            atomic_write_json(self.record, self.out_dir / RECORD)
         if world > 1:
             self.trainer.strategy.barrier()
 
@@ -159,6 +200,7 @@ def sample(
     loaded = load_model_weights(model, ckpt_path, weights_only)
     settings = model.sampler_settings(sampler)
     out = Path(out_dir)
+    _check_out_dir(out, {"checkpoint": loaded["checkpoint"], "seed": seed, **settings.as_kwargs()})
     out.mkdir(parents=True, exist_ok=True)
     record = {
         **loaded,
@@ -181,7 +223,7 @@ def sample(
         record=record,
     )
     run_predict(trainer, job)
-    result = json.loads((out / "sample.json").read_text())
+    result = json.loads((out / RECORD).read_text())
     if trainer.is_global_zero:
         print(
             f"Wrote {num_samples} samples to {out} ({result['samples_per_second']} samples/s on "

@@ -8,13 +8,12 @@ NCSNv2's ``sigma_max`` and FID statistics).
 from ncsn_pl.data.datasets import DATASETS
 from ncsn_pl.data.image_datamodule import ImageDataModule
 from ncsn_pl.data.toy import ToyDataModule
-from ncsn_pl.data.transforms import UniformDequantize, dequantize, image_transform
+from ncsn_pl.data.transforms import dequantize, image_transform
 
 __all__ = [
     "DATASETS",
     "ImageDataModule",
     "ToyDataModule",
-    "UniformDequantize",
     "dequantize",
     "image_transform",
 ]

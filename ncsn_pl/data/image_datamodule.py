@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ncsn_pl.core.seeding import step_seed
 from ncsn_pl.data.datasets import (
     BUILTIN_DOWNLOADS,
     DATASET_INFO,
@@ -27,9 +28,12 @@ from ncsn_pl.data.datasets import (
 )
 from ncsn_pl.data.image_files import ImageFiles, find_images, read_image
 from ncsn_pl.data.sampler import EpochShuffleSampler
-from ncsn_pl.data.transforms import UniformDequantize, image_transform
+from ncsn_pl.data.transforms import dequantize, image_transform
 
-__all__ = ["ImageDataModule"]
+__all__ = ["FAST_DEV_RUN_BATCH", "ImageDataModule"]
+
+# batch size of ``--trainer.fast_dev_run``: a smoke test of the full-size networks runs in seconds on a CPU
+FAST_DEV_RUN_BATCH = 2
 
 class ImageDataModule(pl.LightningDataModule):
     """Unlabelled image batches for score matching, with the NCSN papers' preprocessing.
@@ -50,12 +54,13 @@ class ImageDataModule(pl.LightningDataModule):
     CelebA is ``CenterCrop(140) -> Resize(image_size)``; MNIST and CIFAR-10 are resized only when
     ``image_size`` differs from the native size; folder images are converted to RGB (or L when
     ``channels=1``), their shorter side resized to ``image_size`` and the centre square cropped; digits
-    (8x8, levels 0..16) are scaled to [0, 1] and bilinearly resized when ``image_size`` is set. Then
-    ``RandomHorizontalFlip(0.5)`` (training only, if ``random_flip``) and ``ToTensor()``.
+    (8x8, levels 0..16) are scaled to [0, 1] and bilinearly resized when ``image_size`` is set; then ``ToTensor()``.
 
-    Dequantization (``dequantize=True``): ``x * 255/256 + U[0,1)/256`` (NCSN v1 always; NCSNv2 not), applied
-    per image as the last step of the *training* set's transform, so it runs in the loader workers and
-    also when the DataModule is used without a Trainer. ``dequantize_val`` does the same for val/test.
+    Training batches are augmented by :meth:`augment` once they reach the device: a horizontal flip of each image
+    with probability 0.5 (if ``random_flip``) and uniform dequantization ``x * 255/256 + U[0,1)/256`` (if
+    ``dequantize``; NCSN v1 always, NCSNv2 not; the official v1 runner also dequantized whole batches). Their
+    randomness is drawn from a generator seeded by (``seed``, step, rank), so a resumed run augments exactly as an
+    uninterrupted one. ``dequantize_val`` dequantizes val/test images with noise fixed per image.
 
     Files on disk (``download=False``, the default, never touches the network):
 
@@ -81,7 +86,7 @@ class ImageDataModule(pl.LightningDataModule):
             32 for celeba (NCSN v1; NCSNv2 uses 64), and for ``folder`` the shorter side of the first image.
         channels: 1 or 3. Only ``folder`` can choose (1 converts to grayscale "L", 3 to "RGB", default 3);
             the built-in sets have a fixed count, which this may only repeat.
-        batch_size: training batch size.
+        batch_size: training batch size (``--trainer.fast_dev_run`` uses at most 2, with no workers).
         val_batch_size: validation/test batch size; default ``batch_size``.
         num_workers: DataLoader worker processes.
         pin_memory: pin host memory of batches (for faster GPU transfer).
@@ -132,7 +137,7 @@ class ImageDataModule(pl.LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}.")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must lie strictly between 0 and 1, got {val_fraction}.")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # saved in checkpoints; the run config already holds them
         self.dataset = dataset
         self.root = root
         self.download = download
@@ -185,10 +190,25 @@ class ImageDataModule(pl.LightningDataModule):
         if self._train_base is not None:
             return
         train_base, val_base = self._load_bases()
-        eval_transform = self._transform(train=False)
+        transform = self._transform()
         self._train_base, self._val_base = train_base, val_base
-        self.train_set = _ImagesOnly(train_base, self._transform(train=True))
-        self.val_set = _ImagesOnly(val_base, eval_transform)
+        self.train_set = _ImagesOnly(train_base, transform)
+        self.val_set = _ImagesOnly(val_base, transform, dequantize_seed=self.seed if self.dequantize_val else None)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Flip (``random_flip``) and dequantize (``dequantize``) a training batch ``(B, C, H, W)``, drawing from
+        ``generator``."""
+        if self.random_flip:
+            flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        return dequantize(x, generator=generator) if self.dequantize else x
+
+    def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> torch.Tensor:
+        trainer = self.trainer
+        if trainer is None or not trainer.training or not (self.random_flip or self.dequantize):
+            return batch
+        seed = step_seed(self.seed, 2, trainer.global_step, trainer.global_rank)
+        return self.augment(batch, torch.Generator(device=batch.device).manual_seed(seed))
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
@@ -213,7 +233,7 @@ class ImageDataModule(pl.LightningDataModule):
             A float tensor ``(N, C, H, W)`` with values in [0, 1].
         """
         self.setup()
-        return self._stack(_ImagesOnly(self._train_base, self._transform(train=False, dequantize=False)), max_items)
+        return self._stack(_ImagesOnly(self._train_base, self._transform()), max_items)
 
     def val_data(self, max_items: int | None = None) -> torch.Tensor:
         """The first ``max_items`` validation/test images (all if None), without dequantization.
@@ -222,33 +242,32 @@ class ImageDataModule(pl.LightningDataModule):
             A float tensor ``(N, C, H, W)`` with values in [0, 1].
         """
         self.setup()
-        return self._stack(_ImagesOnly(self._val_base, self._transform(train=False, dequantize=False)), max_items)
+        return self._stack(_ImagesOnly(self._val_base, self._transform()), max_items)
 
     # ------------------------------------------------------------------ internals
-    def _transform(self, train: bool, dequantize: bool | None = None) -> Callable:
-        if dequantize is None:
-            dequantize = self.dequantize if train else self.dequantize_val
-        flip = self.random_flip and train
+    def _transform(self) -> Callable | None:
+        """The deterministic part: decode, crop, resize, to a tensor in [0, 1] (the digits are tensors already)."""
         if self.dataset == "digits":
-            return _TensorTransform(flip=flip, dequantize=dequantize)
+            return None
         info = DATASET_INFO[self.dataset]
         return image_transform(
             self.image_size,
             native_size=info.size if self.dataset != "celeba" else None,
             center_crop=140 if self.dataset == "celeba" else None,
             square_crop=self.dataset == "folder",
-            random_flip=flip,
-            dequantize=dequantize,
         )
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        num_workers = self.num_workers
+        if self.trainer is not None and self.trainer.fast_dev_run:  # a smoke run: smoke-size batches, no workers
+            batch_size, num_workers = min(batch_size, FAST_DEV_RUN_BATCH), 0
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=EpochShuffleSampler(dataset, self.seed) if shuffle else None,
-            num_workers=self.num_workers,
+            num_workers=num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=num_workers > 0,
         )
 
     def _stack(self, dataset: Dataset, max_images: int | None) -> torch.Tensor:
@@ -288,11 +307,13 @@ class ImageDataModule(pl.LightningDataModule):
 
 
 class _ImagesOnly(Dataset):
-    """Items of ``base`` without their labels, passed through ``transform``; read errors name the file."""
+    """Items of ``base`` without their labels, passed through ``transform``; read errors name the file. With
+    ``dequantize_seed``, image ``i`` is dequantized with noise seeded by ``(dequantize_seed, i)``: fixed per image."""
 
-    def __init__(self, base: Any, transform: Callable) -> None:
+    def __init__(self, base: Any, transform: Callable | None, dequantize_seed: int | None = None) -> None:
         self.base = base
         self.transform = transform
+        self.dequantize_seed = dequantize_seed
 
     def __len__(self) -> int:
         return len(self.base)
@@ -300,27 +321,18 @@ class _ImagesOnly(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         try:
             item = self.base[index]
+            item = item[0] if isinstance(item, tuple) else item
             # PIL decodes lazily: a truncated file fails inside the transform
-            return self.transform(item[0] if isinstance(item, tuple) else item)
+            x = self.transform(item) if self.transform is not None else item
         except (OSError, SyntaxError) as err:
             raise RuntimeError(
                 f"Cannot read image {index} ({_describe_item(self.base, index)}): "
                 f"{type(err).__name__}: {err}. The file is missing, truncated or corrupt; "
                 "replace it or re-download the data set."
             ) from err
-
-
-class _TensorTransform:
-    """Flip and dequantize for images that are already tensors ``(C, H, W)`` (the digits)."""
-
-    def __init__(self, flip: bool, dequantize: bool) -> None:
-        self.flip = flip
-        self.dequantize = UniformDequantize() if dequantize else None
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return self.dequantize(x) if self.dequantize is not None else x
+        if self.dequantize_seed is not None:
+            x = dequantize(x, generator=torch.Generator().manual_seed(step_seed(self.dequantize_seed, 3, index)))
+        return x
 
 
 def _describe_item(base: Any, index: int) -> str:

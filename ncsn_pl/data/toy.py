@@ -49,7 +49,7 @@ class ToyDataModule(pl.LightningDataModule):
             raise ValueError(f"data.num_train and data.num_val must be >= 1, got {num_train} and {num_val}.")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}.")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # saved in checkpoints; the run config already holds them
         self.distribution = GaussianMixture(weights, means, stds)
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torchvision import transforms as T
 
-__all__ = ["UniformDequantize", "dequantize", "image_transform"]
+__all__ = ["dequantize", "image_transform"]
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -33,39 +33,26 @@ def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
     return x * (255.0 / 256.0) + noise / 256.0
 
 
-class UniformDequantize:
-    """Transform form of :func:`dequantize`, applied per image after ``ToTensor()``."""
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return dequantize(x)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
 def image_transform(
     image_size: int,
     *,
     native_size: int | None = None,
     center_crop: int | None = None,
     square_crop: bool = False,
-    random_flip: bool = False,
-    dequantize: bool = False,
 ) -> Callable:
     """The PIL-image pipeline of NCSN's data loaders (ermongroup/ncsn ``anneal_runner.py:44-93``).
 
-    Order: CenterCrop(center_crop) -> Resize(image_size) [-> CenterCrop(image_size)]
-    -> RandomHorizontalFlip(0.5) -> ToTensor() -> dequantize. CelebA uses ``center_crop=140``; CIFAR-10 and
-    MNIST only resize when ``image_size`` differs from ``native_size``; image folders of any aspect ratio
-    resize the shorter side and crop the centre (``square_crop``, as NCSNv2's LSUN pipeline).
+    Order: CenterCrop(center_crop) -> Resize(image_size) [-> CenterCrop(image_size)] -> ToTensor(); the random
+    flips and the dequantization of training batches follow on the device (``ImageDataModule.augment``).
+    CelebA uses ``center_crop=140``; CIFAR-10 and MNIST only resize when ``image_size`` differs from
+    ``native_size``; image folders of any aspect ratio resize the shorter side and crop the centre
+    (``square_crop``, as NCSNv2's LSUN pipeline).
 
     Args:
         image_size: output height and width.
         native_size: the data set's own square size; the resize is skipped when it equals ``image_size``.
         center_crop: size of a centre crop taken before resizing (CelebA: 140), or None.
         square_crop: after resizing the shorter side, crop the centre ``image_size`` square.
-        random_flip: add a horizontal flip with probability 0.5 (training only).
-        dequantize: add :class:`UniformDequantize` at the end (training only).
 
     Returns:
         A callable mapping a PIL image to a float tensor ``(C, image_size, image_size)`` in [0, 1].
@@ -77,9 +64,5 @@ def image_transform(
         steps.append(T.Resize(image_size))
         if square_crop:
             steps.append(T.CenterCrop(image_size))
-    if random_flip:
-        steps.append(T.RandomHorizontalFlip(p=0.5))
     steps.append(T.ToTensor())
-    if dequantize:
-        steps.append(UniformDequantize())
     return T.Compose(steps)

@@ -182,14 +182,21 @@ class NCSN(RefineNetDilated):
     ``channels=1, ngf=64`` (7,638,657 parameters), all with ``num_scales=10``.
     """
 
-    def __init__(self, channels: int = 3, ngf: int = 128, num_scales: int = 10) -> None:
+    def __init__(self, channels: int = 3, ngf: int = 128, num_scales: int | Literal["auto"] = 10) -> None:
         """Build the network.
 
         Args:
             channels: image channels (3 for CIFAR-10 and CelebA, 1 for MNIST).
             ngf: base width (128 for CIFAR-10 and CelebA, 64 for MNIST).
-            num_scales: the number of noise levels L (10 in the paper).
+            num_scales: the number of noise levels L (10 in the paper); ``"auto"`` is refused with advice (the
+                network has parameters per level, so L must be known before the data are read).
         """
+        if num_scales == "auto":
+            raise ValueError(
+                "NCSN has one row of normalisation parameters per noise level, so it needs num_scales before the data "
+                "are read: give model.num_scales a number, or use ncsn_pl.networks.NCSNv2 (any schedule, so "
+                "num_scales: auto works)."
+            )
         check_int("num_scales", num_scales, 1)
         norm = partial(ConditionalInstanceNorm2dPlus, num_scales=num_scales)
         super().__init__(channels, ngf, norm, norm, "avg", NCSN_STAGES, NCSN_REFINES)

@@ -3,7 +3,8 @@ checkpoint (how is the core's and the metrics' job)."""
 
 from ncsn_pl.training.checkpoint import ResumableCheckpoint
 from ncsn_pl.training.module import ScoreModel
+from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.sample_grid import SampleGrid
 from ncsn_pl.training.sample_quality import SampleQualityMonitor
 
-__all__ = ["ResumableCheckpoint", "SampleGrid", "SampleQualityMonitor", "ScoreModel"]
+__all__ = ["ResumableCheckpoint", "RunLogger", "SampleGrid", "SampleQualityMonitor", "ScoreModel"]

@@ -3,24 +3,47 @@
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
 
-__all__ = ["ResumableCheckpoint"]
+from ncsn_pl.core.files import atomic_torch_save
+
+__all__ = ["PREEMPTED_EXIT_CODE", "AtomicCheckpointIO", "ResumableCheckpoint"]
+
+# a preempted run exits as a shell reports a process killed by SIGTERM (128 + 15), after writing its checkpoint
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 log = logging.getLogger(__name__)
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, staging each file in its own folder and renaming it into place
+    (:func:`~ncsn_pl.core.files.atomic_torch_save`): a full disk or a kill never leaves a partial checkpoint under a
+    final name. (Lightning's own writer stages in the system's temporary folder and moves the file across file
+    systems, which is a copy.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}.")
+        atomic_torch_save(checkpoint, path)
+
 
 class ResumableCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` that always keeps ``last.ckpt`` (up to the final step, also when the fit
     ends between validations) and also writes on an exception or a SIGTERM (a preempted job), so
     ``--ckpt_path <run>/checkpoints/last.ckpt`` resumes the run.
 
-    When the weights are no longer finite (a diverged run) nothing is written on the exception, so ``last.ckpt``
-    stays the last good state. All of ``ModelCheckpoint``'s arguments apply (``every_n_train_steps``,
-    ``monitor``, ``save_top_k``, ...); ``save_last`` and ``save_on_exception`` default to true.
+    No checkpoint with non-finite weights is written, and none is deleted in favour of one: after a diverging
+    update the periodic saves stop, and a diverged run (a non-finite loss) writes nothing on its way out; the error
+    names the last checkpoint that holds finite weights. Files are written atomically (:class:`AtomicCheckpointIO`).
+    All of ``ModelCheckpoint``'s arguments apply (``every_n_train_steps``, ``monitor``, ``save_top_k``, ...);
+    ``save_last`` and ``save_on_exception`` default to true.
     """
 
     def __init__(
@@ -32,6 +55,42 @@ class ResumableCheckpoint(ModelCheckpoint):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, filename=filename, save_last=save_last, save_on_exception=save_on_exception, **kwargs)
+        self.last_good: tuple[str, int] | None = None  # (path, global step) of the last checkpoint written
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def _weights_finite(self, trainer: pl.Trainer) -> bool:
+        finite = all(bool(torch.isfinite(p).all()) for p in trainer.lightning_module.parameters())
+        if not finite and not getattr(self, "_warned_non_finite", False):
+            self._warned_non_finite = True
+            log.warning(
+                "Step %d: the weights are no longer finite; no more checkpoints are written (%s).",
+                trainer.global_step,
+                self.describe_last_good(),
+            )
+        return finite
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        if self._weights_finite(trainer):
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        if self._weights_finite(trainer):
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self.last_good = (filepath, trainer.global_step)
+
+    def describe_last_good(self) -> str:
+        """Where the last checkpoint with finite weights is, for messages."""
+        if self.last_good is None:
+            return "this run wrote no checkpoint before"
+        path, step = self.last_good
+        return f"the last checkpoint with finite weights is {path}, at step {step}"
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Also keep the final steps: when this epoch ends the fit (``max_time``, ``max_steps``, ``max_epochs`` or
@@ -42,10 +101,20 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
-            log.error("The weights are not finite: no checkpoint written; last.ckpt is the last good state.")
+        """Save the state to resume from, unless the run diverged (its weights gave a non-finite loss)."""
+        if isinstance(exception, FloatingPointError):
+            if trainer.is_global_zero:
+                log.error("Training diverged: no checkpoint written; %s.", self.describe_last_good())
             return
-        super().on_exception(trainer, pl_module, exception)
+        if self._weights_finite(trainer):
+            super().on_exception(trainer, pl_module, exception)
+        if isinstance(exception, SIGTERMException) and trainer.is_global_zero:
+            log.warning(
+                "Stopped by SIGTERM at step %d; resume with --ckpt_path %s (exit status %d).",
+                trainer.global_step,
+                self.last_model_path or "<no checkpoint>",
+                PREEMPTED_EXIT_CODE,
+            )
 
 
 def _fit_ends_after_this_epoch(trainer: pl.Trainer) -> bool:

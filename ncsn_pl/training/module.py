@@ -198,6 +198,14 @@ class ScoreModel(pl.LightningModule):
                     f"{stage}/loss_{name}", losses[in_group].mean(), batch_size=int(in_group.sum()), sync_dist=True
                 )
 
+    def on_train_start(self) -> None:
+        """Use this run's optimizer settings also when the optimizer's state was restored from a checkpoint (a resumed
+        run may change ``lr``, ``betas``, ``eps``, ``weight_decay``)."""
+        hp = self.hparams
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group.update(lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         return torch.optim.Adam(

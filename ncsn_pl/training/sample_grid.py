@@ -86,8 +86,9 @@ class SampleGrid(Callback):
             self.draw(trainer, pl_module, "final")
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> Path | None:
-        """Sample, save ``samples/<name>.png`` and log it; returns the path on rank 0."""
-        if not trainer.is_global_zero:
+        """Sample, save ``samples/<name>.png`` and log it; returns the path on rank 0 (nothing under
+        ``fast_dev_run``, which writes nothing, as Lightning's loggers and checkpoints)."""
+        if not trainer.is_global_zero or trainer.fast_dev_run:
             return None
         model = averaged_module(trainer, pl_module)
         settings = model.sampler_settings(self.sampler)

@@ -125,7 +125,7 @@ class SampleQualityMonitor(Callback):
 
     # ------------------------------------------------------------------ when
     def _due(self, trainer: pl.Trainer) -> bool:
-        if trainer.global_step == self._last_step:
+        if trainer.global_step == self._last_step or trainer.fast_dev_run:
             return False
         by_epoch = (
             self.every_n_epochs > 0
@@ -145,6 +145,8 @@ class SampleQualityMonitor(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        if trainer.fast_dev_run:
+            return  # a smoke run: no sampling, no Inception (as Lightning suppresses logging and checkpoints)
         if trainer.state.fn == TrainerFn.VALIDATING or (trainer.state.fn == TrainerFn.FITTING and self._due(trainer)):
             self._evaluate_and_log(trainer, pl_module, ema_at_validation_epoch_end(trainer, pl_module, self))
 
@@ -157,7 +159,7 @@ class SampleQualityMonitor(Callback):
             self._evaluate_and_log(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.evaluate_on_train_end and trainer.global_step != self._last_step:
+        if self.evaluate_on_train_end and trainer.global_step != self._last_step and not trainer.fast_dev_run:
             results = self.evaluate(trainer, pl_module)
             metrics = {f"val/{name}": value for name, value in results.items()}
             for logger in trainer.loggers:
