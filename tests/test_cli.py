@@ -1,16 +1,13 @@
 """The command line end to end: every config runs, interpolation, resume, bad input."""
 
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
 from fake_datasets import skip_md5_checks, write_fake_celeba, write_fake_cifar10, write_fake_mnist
 
 from ncsn_pl.commands.cli import main
-
-CONFIGS = Path(__file__).parents[1] / "configs"
-SMOKE = str(CONFIGS / "cpu_smoke.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +27,10 @@ def finish_wandb():
     wandb.finish()
 
 
-def run_dirs(root: Path) -> list[Path]:
-    return sorted(p.parent for p in root.rglob("config.yaml"))
+CONFIG_NAMES = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "cpu_smoke.yaml")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name != "cpu_smoke.yaml"))
+@pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_every_config_runs_one_step(name, data_root, tmp_path):
     config = yaml.safe_load((CONFIGS / name).read_text())
     toy = config["data"]["class_path"].endswith("ToyDataModule")
@@ -77,6 +73,19 @@ def test_every_config_runs_one_step(name, data_root, tmp_path):
     assert "train/loss" in metrics and "val/loss" in metrics
 
 
+@pytest.mark.slow  # the full-size networks on one smoke-size batch: up to about a minute per config on 2 cores
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_config_runs_with_fast_dev_run_and_no_overlay(name, data_root, tmp_path):
+    args = ["fit", "--config", str(CONFIGS / name), "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}"]
+    if "root" in yaml.safe_load((CONFIGS / name).read_text())["data"].get("init_args", {}):
+        args.append(f"--data.init_args.root={data_root}")
+    with skip_md5_checks():
+        cli = main(args)
+    assert cli.trainer.global_step == 1
+    assert not list(tmp_path.rglob("*.*"))  # a smoke run writes nothing: no config, checkpoint, grid or metrics
+
+
 def test_interpolation_follows_command_line_overrides(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(
@@ -108,27 +117,6 @@ def test_shared_config_blocks_follow_command_line_overrides(tmp_path, capsys):
     monitor = printed["trainer"]["callbacks"][0]
     assert monitor["class_path"] == "ncsn_pl.training.SampleQualityMonitor"
     assert (monitor["init_args"]["num_samples"], monitor["init_args"]["every_n_steps"]) == (1000, 5000)
-
-
-def fit_digits(tmp_path: Path, *extra: str):
-    return main(
-        [
-            "fit",
-            "--config",
-            str(CONFIGS / "quickstart.yaml"),
-            "--config",
-            SMOKE,
-            f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.logger.init_args.save_dir=" + str(tmp_path),
-            "--trainer.callbacks=[]",
-            "--data.init_args.dequantize=false",
-            "--data.init_args.batch_size=8",
-            "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=0.0",
-            "--trainer.max_steps=-1",
-            *extra,
-        ]
-    )
 
 
 def test_resume_continues_the_same_run(tmp_path):

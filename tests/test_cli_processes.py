@@ -1,5 +1,6 @@
 """The CLI as users run it, in its own processes: DDP on the CPU with gloo, and a SIGTERM (preemption)."""
 
+import csv
 import os
 import signal
 import subprocess
@@ -69,8 +70,9 @@ def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
         output, _ = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert "Received SIGTERM" in output or "SIGTERM" in output, output[-2000:]
+    assert process.returncode == 143, output[-2000:]  # 128 + SIGTERM: a scheduler sees a preempted run
     (checkpoint,) = tmp_path.rglob("last.ckpt")
+    assert "Stopped by SIGTERM at step" in output and f"resume with --ckpt_path {checkpoint}" in output
     state = torch.load(checkpoint, weights_only=False)
     assert state["global_step"] > 0, output[-2000:]
     resumed = subprocess.run(
@@ -88,3 +90,32 @@ def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
+    assert [p.name for p in tmp_path.glob("version_*")] == ["version_0"]  # the run continued in its folder
+
+
+def test_two_fits_started_together_get_a_folder_each(tmp_path):
+    command = cli(tmp_path, "--trainer.max_steps=3", "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=1")
+    runs = [subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]  # fmt: skip
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    folders = sorted(tmp_path.glob("version_*"))
+    assert [p.name for p in folders] == ["version_0", "version_1"]
+    for folder in folders:
+        assert sorted(p.name for p in (folder / "checkpoints").glob("last*")) == ["last.ckpt"]
+        assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+        assert (folder / "config.yaml").is_file()
+        with (folder / "metrics.csv").open() as file:
+            steps = [row["step"] for row in csv.DictReader(file) if row.get("train/loss")]
+        assert len(steps) == len(set(steps)) == 3  # one run's rows only
+
+
+def test_a_mistake_ends_in_one_line_unless_debugging(tmp_path):
+    command = cli(tmp_path, "--model.sigma_min=2.0")
+    done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "error: sigma_min (2.0) must be smaller than sigma_max" in done.stderr and "Traceback" not in done.stderr
+    assert "args parameter is intended" not in done.stderr + done.stdout
+    debug = subprocess.run(command, env={**environment(), "NCSN_DEBUG": "1"}, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -27,7 +27,7 @@ from ncsn_pl.data.datasets import (
     missing_message,
 )
 from ncsn_pl.data.image_files import ImageFiles, find_images, read_image
-from ncsn_pl.data.sampler import EpochShuffleSampler
+from ncsn_pl.data.sampler import EpochShuffleSampler, ResumableLoader
 from ncsn_pl.data.transforms import dequantize, image_transform
 
 __all__ = ["FAST_DEV_RUN_BATCH", "ImageDataModule"]
@@ -261,7 +261,7 @@ class ImageDataModule(pl.LightningDataModule):
         num_workers = self.num_workers
         if self.trainer is not None and self.trainer.fast_dev_run:  # a smoke run: smoke-size batches, no workers
             batch_size, num_workers = min(batch_size, FAST_DEV_RUN_BATCH), 0
-        return DataLoader(
+        return (ResumableLoader if shuffle else DataLoader)(
             dataset,
             batch_size=batch_size,
             sampler=EpochShuffleSampler(dataset, self.seed) if shuffle else None,

@@ -1,13 +1,15 @@
-"""A shuffling sampler whose order depends only on (seed, epoch), so a resumed run sees the same batches."""
+"""Training batches a resumed run sees exactly as an uninterrupted one: a shuffle that depends only on (seed, epoch),
+and a loader that resumes mid-epoch."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["EpochShuffleSampler"]
+__all__ = ["EpochShuffleSampler", "ResumableLoader"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -36,3 +38,30 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` that resumes mid-epoch: its state is the number of batches of the current epoch already
+    yielded. Lightning saves it in checkpoints (``state_dict``) and hands it back on resume (``load_state_dict``);
+    the next pass over the loader then skips those batches, so a run preempted mid-epoch continues with the batch
+    it would have seen next. (The skipped batches are read and dropped, so it works with any sampler, the
+    distributed one included.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+        self._skip = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self._skip = self._skip, 0
+        self._yielded = 0
+        for batch in super().__iter__():
+            self._yielded += 1
+            if self._yielded > skip:
+                yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state.get("batches", 0))

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ncsn_pl.core.distributions import GaussianMixture
-from ncsn_pl.data.sampler import EpochShuffleSampler
+from ncsn_pl.data.sampler import EpochShuffleSampler, ResumableLoader
 
 __all__ = ["ToyDataModule"]
 
@@ -63,7 +63,7 @@ class ToyDataModule(pl.LightningDataModule):
         return (self.distribution.dim,)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        return ResumableLoader(
             self.train_set,
             batch_size=self.batch_size,
             sampler=EpochShuffleSampler(self.train_set, self.hparams.seed),

@@ -78,7 +78,8 @@ class ResumableCheckpoint(ModelCheckpoint):
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        if self._weights_finite(trainer):
+        # Lightning's own on_train_end saves last.ckpt even under fast_dev_run, which should write nothing
+        if not trainer.fast_dev_run and self._weights_finite(trainer):
             super()._save_last_checkpoint(trainer, monitor_candidates)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
