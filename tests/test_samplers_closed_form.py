@@ -114,7 +114,7 @@ def assert_moments(x, start_mean, state):
 
 
 def test_annealed_langevin_moments_on_gaussian_data():
-    sigmas, lr, steps = geometric_sigmas(20.0, 0.01, 50).double(), 2e-5, 20
+    sigmas, lr, steps = geometric_sigmas(20.0, 0.01, 50).double(), 4e-5, 10
     g = torch.Generator().manual_seed(0)
     x = annealed_langevin_dynamics(
         gaussian().score_fn(sigmas), uniform_start(N, g, DIM), sigmas, n_steps_each=steps, step_lr=lr, denoise=True,

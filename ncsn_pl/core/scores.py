@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ncsn_pl.core.losses import ScoreFn
 
-__all__ = ["AnyScoreFn", "SigmaScore", "SigmaScoreFn", "level_score", "sigma_scaled_score"]
+__all__ = ["AnyScoreFn", "SigmaScore", "SigmaScoreFn", "level_score", "score_at", "sigma_scaled_score"]
 
 SigmaScoreFn = Callable[[Tensor, Tensor], Tensor]
 """``sigma_score_fn(x, sigma) -> score`` with ``sigma`` a float tensor of shape ``(B,)``."""

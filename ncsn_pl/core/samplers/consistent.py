@@ -156,10 +156,12 @@ def consistent_annealed_sampling(
 
 @dataclass(frozen=True)
 class ConsistentAnnealed(Sampler):
-    """Consistent annealed sampling (Jolicoeur-Martineau et al. 2021, the CAS algorithm) as a sampler setting:
-    :func:`consistent_annealed_sampling` with these settings. For NCSN's level-indexed networks it runs on the
-    trained levels (``n_steps_each=1``); for NCSNv2 with :func:`~ncsn_pl.core.scores.sigma_scaled_score` also on a
-    finer geometric grid."""
+    """Consistent annealed sampling (Jolicoeur-Martineau et al. 2021) as a sampler setting.
+
+    :meth:`sample` runs :func:`consistent_annealed_sampling` with these settings. For NCSN's level-indexed networks
+    it runs on the trained levels (``n_steps_each=1``); for NCSNv2 with
+    :func:`~ncsn_pl.core.scores.sigma_scaled_score` also on a finer geometric grid.
+    """
 
     n_steps_each: int = 1
     """Steps per trained level (the authors' ``nsigma``; 1 in their README, 5 in ``configs/cifar10_9999ema.yml``).

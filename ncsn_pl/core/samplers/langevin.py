@@ -247,9 +247,9 @@ def seeded_annealed_langevin(
 
 @dataclass(frozen=True)
 class AnnealedLangevin(Sampler):
-    """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Algorithm 1, in the official code's convention) as a
-    sampler setting; :meth:`sample` runs :func:`annealed_langevin_dynamics` with these settings.
+    """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Algorithm 1) as a sampler setting.
 
+    :meth:`sample` runs :func:`annealed_langevin_dynamics` with these settings, in the official code's convention:
     ``x <- x + a_i s(x, i) + sqrt(2 a_i) z`` ``n_steps_each`` times per level, ``a_i = step_lr sigma_i^2 /
     sigma_L^2`` (ermongroup/ncsn ``runners/anneal_runner.py``, ``anneal_Langevin_dynamics``); with ``denoise``
     NCSNv2's final step ``x + sigma_L^2 s(x, L-1)`` (ermongroup/ncsnv2 ``models/__init__.py``).

@@ -160,8 +160,10 @@ def probability_flow_ode(
 
 @dataclass(frozen=True)
 class ProbabilityFlowODE(Sampler):
-    """The probability-flow ODE (Song et al. 2021, Eq. 13) with Euler's or Heun's method (Karras et al. 2022,
-    Algorithm 1) as a sampler setting: :func:`probability_flow_ode` with these settings. ``noise_fn`` is not used.
+    """The probability-flow ODE (Song et al. 2021) with Euler's or Heun's method (Karras et al. 2022) as a sampler.
+
+    :meth:`sample` runs :func:`probability_flow_ode` with these settings (Eq. 13 of Song et al.; Algorithm 1 of
+    Karras et al.); it is deterministic and does not use ``noise_fn``.
 
     For level-indexed networks (NCSN) it steps through the trained levels, every ``level_stride``-th; for a
     :class:`~ncsn_pl.core.scores.SigmaScore` (NCSNv2: ``sigma_scaled_score(net.unscaled)``) also through a grid of

@@ -141,8 +141,10 @@ def predictor_corrector(
 
 @dataclass(frozen=True)
 class PredictorCorrector(Sampler):
-    """Predictor-corrector sampling of the VE SDE (Song et al. 2021, Algorithm 2) as a sampler setting:
-    :func:`predictor_corrector` with these settings, on the trained sigmas (``L (n_steps_each + 1)`` evaluations).
+    """Predictor-corrector sampling of the VE SDE (Song et al. 2021, Algorithm 2) as a sampler setting.
+
+    :meth:`sample` runs :func:`predictor_corrector` with these settings on the given sigmas
+    (``L (n_steps_each + 1)`` evaluations).
 
     Defaults: score_sde's CIFAR-10 NCSN++ sampler (``configs/default_cifar10_configs.py``): reverse diffusion +
     one Langevin corrector step, snr 0.16, noise removal; except ``step_norm`` (see there).
