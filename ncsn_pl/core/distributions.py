@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ncsn_pl.core.losses import ScoreFn
+from ncsn_pl.core.scores import SigmaScore
+
 __all__ = ["GaussianMixture"]
 
 
@@ -79,7 +82,7 @@ class GaussianMixture:
         variance = self.stds**2 + float(sigma) ** 2
         return -(responsibilities[..., None] * diff / variance[None, :, None]).sum(1).to(x.dtype)
 
-    def score_fn(self, sigmas: torch.Tensor):
+    def score_fn(self, sigmas: torch.Tensor) -> ScoreFn:
         """A score function ``(x, levels) -> score`` over a schedule, for the samplers."""
         sigma_values = sigmas.tolist()
 
@@ -91,3 +94,19 @@ class GaussianMixture:
             return out
 
         return score_fn
+
+    def sigma_score_fn(self) -> SigmaScore:
+        """The exact score as a sigma-conditioned :class:`~ncsn_pl.core.scores.SigmaScore` ``(x, sigma) -> score``,
+        ``sigma`` of shape ``(B,)``: it fits every sampler and every grid."""
+
+        def score_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            values = sigma.unique().tolist()
+            if len(values) == 1:
+                return self.score(x, values[0])
+            out = torch.empty_like(x)
+            for value in values:
+                mask = sigma == value
+                out[mask] = self.score(x[mask], value)
+            return out
+
+        return SigmaScore(score_fn)

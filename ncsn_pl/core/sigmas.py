@@ -15,6 +15,7 @@ from scipy.stats import norm
 
 __all__ = [
     "geometric_sigmas",
+    "karras_sigmas",
     "validate_sigma_range",
     "max_pairwise_distance",
     "ratio_rule_value",
@@ -62,6 +63,29 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, num_scales: int) -> tor
     """
     validate_sigma_range(sigma_max, sigma_min, num_scales)
     sigmas = np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
+    return torch.from_numpy(sigmas).float()
+
+
+def karras_sigmas(sigma_max: float, sigma_min: float, num_steps: int, rho: float = 7.0) -> torch.Tensor:
+    """The sampling grid of EDM (Karras et al. 2022, Eq. 5; NVlabs/edm ``generate.py``, ``edm_sampler``).
+
+    ``sigma_i = (sigma_max^(1/rho) + i / (N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``, computed in float64,
+    returned as float32. ``rho = 7`` in EDM; ``rho = 1`` is linear in sigma, and large rho tends to the geometric grid.
+
+    Args:
+        sigma_max: the largest sigma (NCSN's ``sigma_begin``).
+        sigma_min: the smallest sigma.
+        num_steps: the number of sigmas N (18 in EDM for CIFAR-10).
+        rho: the exponent (7 in EDM).
+
+    Returns:
+        A descending float32 tensor of shape ``(N,)``.
+    """
+    validate_sigma_range(sigma_max, sigma_min, num_steps)
+    if not rho > 0:
+        raise ValueError(f"rho must be positive (7 in EDM), got {rho}.")
+    ramp = np.linspace(0.0, 1.0, num_steps)
+    sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
     return torch.from_numpy(sigmas).float()
 
 

@@ -11,54 +11,35 @@ The Gaussian noise ``z`` comes from ``noise_fn(x)`` (default ``torch.randn_like`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from typing import ClassVar, Literal
 
 import torch
 
 from ncsn_pl.core.losses import ScoreFn
+from ncsn_pl.core.samplers.base import (
+    LangevinCallback,
+    NoiseFn,
+    Sampler,
+    check_int,
+    check_sigmas,
+    raise_if_diverged,
+    report,
+    track_divergence,
+)
+from ncsn_pl.core.scores import AnyScoreFn, level_score
 from ncsn_pl.core.seeding import PerSampleNoise
 
 __all__ = [
+    "AnnealedLangevin",
     "LangevinSettings",
-    "LangevinStep",
-    "NoiseFn",
     "annealed_langevin_dynamics",
     "denoise_step",
     "langevin_dynamics",
     "seeded_annealed_langevin",
     "step_sizes",
 ]
-
-
-@dataclass(frozen=True)
-class LangevinStep:
-    """What a sampler reports after each update: where it is and the diagnostics people check.
-
-    Attributes:
-        level: the noise level index i (0 = largest sigma).
-        step: the step within the level, ``0 .. n_steps_each - 1``.
-        sigma: sigma_i.
-        step_size: the Langevin step a_i.
-        x: the state after the update (do not modify it in place).
-        grad_norm: batch mean of the per-sample L2 norm of the score.
-        noise_norm: batch mean of the per-sample L2 norm of the noise z.
-        snr: ``sqrt(a_i / 2) * grad_norm / noise_norm``, the official code's signal-to-noise diagnostic.
-    """
-
-    level: int
-    step: int
-    sigma: float
-    step_size: float
-    x: torch.Tensor
-    grad_norm: float
-    noise_norm: float
-    snr: float
-
-
-LangevinCallback = Callable[[LangevinStep], None]
-NoiseFn = Callable[[torch.Tensor], torch.Tensor]
-"""``noise_fn(x) -> z``: standard normal noise shaped like ``x`` (``torch.randn_like`` by default)."""
 
 
 @dataclass(frozen=True)
@@ -108,31 +89,6 @@ def _langevin_update(
     return x + step_size * score + (2 * step_size) ** 0.5 * noise, score, noise
 
 
-def _report(
-    callback: LangevinCallback,
-    level: int,
-    step: int,
-    sigma: float,
-    step_size: float,
-    x: torch.Tensor,
-    score: torch.Tensor,
-    noise: torch.Tensor,
-) -> None:
-    grad_norm = score.flatten(1).norm(dim=1).mean().item()
-    noise_norm = noise.flatten(1).norm(dim=1).mean().item()
-    snr = (step_size / 2) ** 0.5 * grad_norm / noise_norm
-    callback(LangevinStep(level, step, sigma, step_size, x, grad_norm, noise_norm, snr))
-
-
-def _raise_if_diverged(first_bad_step: torch.Tensor, level: int, sigma: float) -> None:
-    step = int(first_bad_step)
-    if step >= 0:
-        raise FloatingPointError(
-            f"Langevin sampling diverged: the samples became NaN or infinite at level {level} "
-            f"(sigma={sigma:.4g}), step {step}. Lower step_lr or check the score network."
-        )
-
-
 @torch.no_grad()
 def langevin_dynamics(
     score_fn: ScoreFn,
@@ -165,17 +121,11 @@ def langevin_dynamics(
     first_bad_step = torch.tensor(-1, device=x.device)
     for step in range(n_steps):
         x, score, noise = _langevin_update(score_fn, x, levels, step_size, noise_fn)
-        first_bad_step = _track_divergence(first_bad_step, x, step)
+        first_bad_step = track_divergence(first_bad_step, x, step)
         if callback is not None:
-            _report(callback, level, step, float("nan"), step_size, x, score, noise)
-    _raise_if_diverged(first_bad_step, level, float("nan"))
+            report(callback, "langevin", level, step, float("nan"), step_size, x, score, noise)
+    raise_if_diverged(first_bad_step, level, float("nan"))
     return x
-
-
-def _track_divergence(first_bad_step: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
-    """Remember the first step whose samples are not finite, without a device sync."""
-    is_new = (first_bad_step < 0) & ~torch.isfinite(x).all()
-    return torch.where(is_new, torch.full_like(first_bad_step, step), first_bad_step)
 
 
 @torch.no_grad()
@@ -235,11 +185,11 @@ def annealed_langevin_dynamics(
         for step in range(n_steps_each):
             # Langevin update at this level
             x, score, noise = _langevin_update(score_fn, x, levels, step_size, noise_fn)
-            first_bad_step = _track_divergence(first_bad_step, x, step)
+            first_bad_step = track_divergence(first_bad_step, x, step)
             if callback is not None:
-                _report(callback, level, step, sigma, step_size, x, score, noise)
+                report(callback, "langevin", level, step, sigma, step_size, x, score, noise)
         # one sync per level: stop as soon as a level diverged
-        _raise_if_diverged(first_bad_step, level, sigma)
+        raise_if_diverged(first_bad_step, level, sigma)
     if denoise:
         x = denoise_step(score_fn, x, sigmas)
     return x
@@ -293,3 +243,53 @@ def seeded_annealed_langevin(
         noise_fn=noise.randn_like,
         callback=callback,
     )
+
+
+@dataclass(frozen=True)
+class AnnealedLangevin(Sampler):
+    """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Algorithm 1) as a sampler setting.
+
+    :meth:`sample` runs :func:`annealed_langevin_dynamics` with these settings, in the official code's convention:
+    ``x <- x + a_i s(x, i) + sqrt(2 a_i) z`` ``n_steps_each`` times per level, ``a_i = step_lr sigma_i^2 /
+    sigma_L^2`` (ermongroup/ncsn ``runners/anneal_runner.py``, ``anneal_Langevin_dynamics``); with ``denoise``
+    NCSNv2's final step ``x + sigma_L^2 s(x, L-1)`` (ermongroup/ncsnv2 ``models/__init__.py``).
+    """
+
+    n_steps_each: int = 100
+    """T, the Langevin steps per noise level (100 in NCSN, 5 in NCSNv2 CIFAR-10)."""
+    step_lr: float = 2e-5
+    """epsilon in the official code's convention (2e-5 in NCSN, 6.2e-6 in NCSNv2 CIFAR-10)."""
+    denoise: bool = False
+    """NCSNv2's final denoising step (one more score evaluation; off in NCSN, on in every NCSNv2 config)."""
+
+    start: ClassVar[Literal["uniform", "gaussian"]] = "uniform"
+
+    def __post_init__(self) -> None:
+        check_int("AnnealedLangevin.n_steps_each", self.n_steps_each, 1)
+        if not self.step_lr > 0:
+            raise ValueError(f"AnnealedLangevin.step_lr must be positive (2e-5 in NCSN), got {self.step_lr}.")
+
+    def sample(
+        self,
+        score_fn: AnyScoreFn,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        *,
+        noise_fn: NoiseFn | None = None,
+        callback: LangevinCallback | None = None,
+    ) -> torch.Tensor:
+        check_sigmas(sigmas, "AnnealedLangevin")
+        return annealed_langevin_dynamics(
+            level_score(score_fn, sigmas),
+            x,
+            sigmas,
+            n_steps_each=self.n_steps_each,
+            step_lr=self.step_lr,
+            denoise=self.denoise,
+            noise_fn=noise_fn,
+            callback=callback,
+        )
+
+    def nfe(self, num_scales: int) -> int:
+        """``L T``, plus one with ``denoise``."""
+        return num_scales * self.n_steps_each + int(self.denoise)
