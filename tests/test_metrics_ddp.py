@@ -39,7 +39,7 @@ def _quality(extractor: nn.Module) -> SampleQuality:
     return SampleQuality(QualityOptions(feature_extractor=extractor, kid=True, kid_subsets=2, kid_subset_size=N_REAL))
 
 
-def _prepare(q: QualityOptions, SampleQuality, images, cache_dir) -> bool:
+def _prepare(q: SampleQuality, images, cache_dir) -> bool:
     return q.load_or_compute_real(
         images, dataset="toy", split="train", image_size=4, num_images=N_REAL, cache_dir=cache_dir
     )
