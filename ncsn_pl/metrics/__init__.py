@@ -1,4 +1,4 @@
-"""Sample-quality metrics: FID, KID and Inception Score with offline Inception weights.
+"""Sample-quality metrics: FID, KID, Inception Score and precision/recall with offline Inception weights.
 
 Typical use (in a Callback, never as a LightningModule attribute)::
 
@@ -21,6 +21,7 @@ from ncsn_pl.metrics.inception_weights import (
     state_dict_sha256,
 )
 from ncsn_pl.metrics.options import QualityOptions
+from ncsn_pl.metrics.precision_recall import PrecisionRecall, precision_recall
 from ncsn_pl.metrics.quality import SampleQuality
 from ncsn_pl.metrics.real_images import RealImages, real_images
 from ncsn_pl.metrics.real_stats import RealStats, RealStatsKey, load_real_stats, save_real_stats
@@ -28,6 +29,7 @@ from ncsn_pl.metrics.real_stats import RealStats, RealStatsKey, load_real_stats,
 __all__ = [
     "InceptionFeatureExtractor",
     "InceptionWeightsNotFoundError",
+    "PrecisionRecall",
     "QualityOptions",
     "RealImages",
     "RealStats",
@@ -39,6 +41,7 @@ __all__ = [
     "hub_weights_path",
     "load_real_stats",
     "package_weights_file",
+    "precision_recall",
     "real_images",
     "resolve_inception_weights",
     "save_real_stats",
