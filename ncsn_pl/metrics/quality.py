@@ -14,6 +14,9 @@ Pipeline (as in the NCSNv2 evaluation, ermongroup/ncsnv2 ``evaluation/fid_score.
    :class:`~ncsn_pl.metrics.precision_recall.PrecisionRecall`) accumulate those features. They are built on a
    pass-through feature module, so the 95 MB network exists once instead of once per metric and runs once per batch.
 
+The real statistics come from real images, the cache (:meth:`SampleQuality.load_or_compute_real`) or a paper's
+reference file (:meth:`SampleQuality.use_reference_stats`, :mod:`ncsn_pl.metrics.reference_stats`).
+
 ``SampleQuality`` is deliberately not an ``nn.Module``: keep it in a Callback, not in the LightningModule, so
 it never lands in checkpoints (the Inception weights would add 95 MB to each).
 
@@ -56,6 +59,7 @@ from ncsn_pl.metrics.real_stats import (
     load_cached_real_stats,
     save_real_stats,
 )
+from ncsn_pl.metrics.reference_stats import ReferenceStats, export_real_stats, use_reference_stats
 
 
 class SampleQuality:
@@ -63,8 +67,9 @@ class SampleQuality:
 
     Feed images in [0, 1] (float, any size, 3 or 1 channels; uint8 in [0, 255] is taken as already quantised)
     with :meth:`update_real` / :meth:`update_fake`, or load the real statistics from a cache with
-    :meth:`load_or_compute_real`, then call :meth:`compute`. :meth:`reset` clears the generated images and
-    keeps the real statistics. See the module docstring for the preprocessing and for DDP.
+    :meth:`load_or_compute_real` or from a paper's reference file with :meth:`use_reference_stats`, then call
+    :meth:`compute`. :meth:`reset` clears the generated images and keeps the real statistics. See the module
+    docstring for the preprocessing and for DDP.
 
     Args:
         options: the metrics (FID, KID, IS, precision/recall), their parameters and the feature extractor. A custom
@@ -375,3 +380,24 @@ class SampleQuality:
         if world()[0] == 0:
             save_real_stats(path, key, stats)
         return False
+
+    # --- reference statistics files
+    def use_reference_stats(self, path: str | os.PathLike[str]) -> ReferenceStats:
+        """Take the real statistics from a paper's reference file instead of real images.
+
+        Reads the pytorch-fid / TTUR layout (``mu``, ``sigma``: FID only) or score_sde's (``pool_3`` features:
+        FID, KID, precision/recall); see :mod:`ncsn_pl.metrics.reference_stats`. FID is then exactly the
+        Fréchet distance to the file's ``mu`` and ``sigma``. Replaces the real statistics held; generated images
+        are kept. Under DDP call it on every rank (rank 0 holds the FID sums, the features are split over ranks).
+
+        Raises:
+            ReferenceStatsError: the file's layout, keys, feature dimension (it must be :attr:`num_features`) or
+                values are wrong, or KID / precision-recall are on and the file holds only ``mu`` and ``sigma``.
+                Nothing is changed then.
+        """
+        return use_reference_stats(self, path)
+
+    def export_real_stats(self, path: str | os.PathLike[str]) -> Path:
+        """Write the real statistics held (all ranks) as ``mu``, ``sigma`` (float64) in the pytorch-fid layout,
+        atomically; collective under DDP (rank 0 writes). See :func:`ncsn_pl.metrics.export_fid_stats`."""
+        return export_real_stats(self, path)

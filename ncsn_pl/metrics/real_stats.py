@@ -94,6 +94,34 @@ class RealStats:
         f = features.detach().double()
         return cls(f.sum(0).cpu(), (f.T @ f).cpu(), int(f.shape[0]), features.detach().cpu())
 
+    @classmethod
+    def from_mean_and_covariance(cls, mu: Tensor, sigma: Tensor, num_samples: int = 2) -> RealStats:
+        """Sums that give back ``mu`` and ``sigma`` in torchmetrics' ``FrechetInceptionDistance.compute``.
+
+        That computes mean = sum / n and cov = (cov_sum - n mean mean^T) / (n - 1), so sum = n mu and
+        cov_sum = (n - 1) sigma + n mu mu^T reproduce them for any n >= 2. The default n = 2 (a nominal count: a
+        mean and covariance do not say how many images they came from) keeps the float64 round trip exact for mu
+        (a multiplication and division by 2) and within half an ulp of ``sigma + 2 mu mu^T`` for sigma.
+
+        Args:
+            mu: (d,) mean of the real features.
+            sigma: (d, d) unbiased covariance of the real features.
+            num_samples: the count n stored with the sums.
+        """
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be at least 2 (a covariance divides by n - 1), got {num_samples}.")
+        mu, sigma = mu.detach().double().cpu(), sigma.detach().double().cpu()
+        outer = mu[:, None].mm(mu[None, :])  # as torchmetrics forms mean^T mean
+        return cls(num_samples * mu, (num_samples - 1) * sigma + num_samples * outer, num_samples, None)
+
+    def mean_and_covariance(self) -> tuple[Tensor, Tensor]:
+        """(mu, sigma): the mean (d,) and unbiased covariance (d, d) in float64, as FID uses them
+        (torchmetrics ``FrechetInceptionDistance.compute``; pytorch-fid ``calculate_activation_statistics``)."""
+        n = self.num_samples
+        mu = self.features_sum.double() / n
+        sigma = (self.features_cov_sum.double() - n * mu[:, None].mm(mu[None, :])) / (n - 1)
+        return mu, sigma
+
 
 def save_real_stats(path: str | os.PathLike[str], key: RealStatsKey, stats: RealStats) -> Path:
     """Write ``stats`` under ``key`` to ``path`` atomically (temp file + ``os.replace``)."""
