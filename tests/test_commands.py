@@ -239,3 +239,22 @@ def test_fid_of_a_folder_with_the_offline_inception_weights(sampled, tmp_path):
     result = json.loads((tmp_path / "fid.json").read_text())
     assert result["feature_extractor"].startswith("inception-v3-compat-pool3-tf1resize-")
     assert np.isfinite(result["fid"]) and result["fid"] > 0
+
+
+def test_sample_keeps_one_sample_set_per_folder_and_fid_scores_only_that_set(checkpoint, tmp_path):
+    out = tmp_path / "samples"
+    args = ["sample", "--ckpt_path", str(checkpoint), f"--out_dir={out}", *CPU]
+    main([*args, "--num_samples=5", "--seed=3"])
+    with pytest.raises(ValueError, match=r"holds another sample set \(seed 3 there, 4 here\)"):
+        main([*args, "--num_samples=5", "--seed=4"])
+    with pytest.raises(ValueError, match=r"holds another sample set \(n_steps_each 1 there, 2 here\)"):
+        main([*args, "--num_samples=5", "--seed=3", "--sampler.n_steps_each=2"])
+    main([*args, "--num_samples=3", "--seed=3"])  # the same set, fewer of its samples: redrawn in place
+    assert len(list((out / "images").iterdir())) == 5
+    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))
+    assert json.loads((tmp_path / "fid.json").read_text())["num_fake"] == 3  # only the set sample.json lists
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not empty and is not a sample folder"):
+        main(["sample", "--ckpt_path", str(checkpoint), f"--out_dir={tmp_path / 'notes'}", *CPU])
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"

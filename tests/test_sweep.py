@@ -46,6 +46,8 @@ FAKE_TRIAL = textwrap.dedent("""
     if os.environ.get("FAIL_ON") == args["x"]:
         print("boom: this trial fails on purpose")
         sys.exit(3)
+    if os.environ.get("PREEMPT_ON") == args["x"]:
+        sys.exit(143)  # what a preempted fit exits with, after its checkpoint
     with open(root / "metrics.csv", "w") as f:
         f.write("epoch,step,train/loss,val/loss\\n")
         for step in range(3):
@@ -122,6 +124,20 @@ def test_grid_sweep_records_a_failed_trial_and_goes_on(tmp_path, fake_trial, mon
     assert state_of(out) == json.loads(json.dumps(state))
     assert (out / "sweep.yaml").is_file()
     assert "1 failed" in capsys.readouterr().out
+
+
+def test_a_preempted_trial_is_interrupted_not_finished_and_runs_again_on_continue(tmp_path, fake_trial, monkeypatch):
+    monkeypatch.setenv("PREEMPT_ON", "2.0")
+    out, path = tmp_path / "sweep", write_sweep(tmp_path, fake_trial)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path), "--out", str(out)])
+    assert exit_info.value.code == 130
+    trials = state_of(out)["trials"]
+    assert [t["state"] for t in trials] == ["finished", "interrupted"] and "preempted" in trials[1]["error"]
+    monkeypatch.delenv("PREEMPT_ON")
+    state = main([str(path), "--out", str(out)])
+    assert [(t["params"]["x"], t["state"]) for t in state["trials"]] == [(1.0, "finished"), (2.0, "finished"),
+                                                                         (3.0, "finished")]  # fmt: skip
 
 
 def test_every_trial_failing_exits_non_zero(tmp_path, fake_trial, monkeypatch):

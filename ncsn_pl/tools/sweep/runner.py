@@ -55,6 +55,8 @@ STATE_FILE = "sweep.json"
 TRIAL_LOG = "trial.log"
 # states of a trial in sweep.json; "running" and "interrupted" trials restart when the sweep continues
 FINISHED, FAILED, RUNNING, INTERRUPTED = "finished", "failed", "running", "interrupted"
+# how a preempted trial ends: ``python -m ncsn_pl fit`` exits 128 + SIGTERM after its checkpoint; killed outright: -15
+PREEMPTED = (128 + signal.SIGTERM, -signal.SIGTERM)
 
 
 class SweepStopped(Exception):
@@ -269,6 +271,12 @@ class Sweep:
             trial["metric"] = {"name": self.metric, "best": summary.best, "best_step": summary.best_step,
                                "last": summary.last, "last_step": summary.last_step}
             trial["metric_source"] = source
+        if returncode in PREEMPTED:
+            # the trial was preempted (it wrote a checkpoint and exited 128 + SIGTERM): the sweep stops with it
+            trial.update(state=INTERRUPTED, error=f"preempted (SIGTERM); see {trial['log']}")
+            self.save()
+            self._say(f"{trial['name']} was preempted; run the same sweep command again to continue")
+            raise SweepStopped
         if returncode is None:
             trial.update(state=FAILED, error=f"timed out after {self.timeout} s; see {trial['log']}")
         elif returncode != 0:
