@@ -64,7 +64,10 @@ def test_sample_writes_pngs_a_grid_and_an_npz_of_the_ema_weights(sampled, checkp
         assert np.array_equal(png, quantize_images(samples[k, 0]).numpy())
     assert Image.open(out / "grid.png").size == (2 + 2 * 10, 2 + 3 * 10)  # (width, height): 2 per row, 3 rows
     record = json.loads((out / "sample.json").read_text())
-    assert record["ema"] is True and record["global_step"] == 2 and record["n_steps_each"] == 1
+    assert record["ema"] is True and record["global_step"] == 2
+    assert record["sampler"] == {"class_path": "ncsn_pl.core.samplers.langevin.AnnealedLangevin",
+                                 "init_args": {"n_steps_each": 1, "step_lr": 2e-5, "denoise": False}}  # fmt: skip
+    assert record["nfe"] == 10  # L x T
     assert record["num_samples"] == 5 and record["world_size"] == 1 and record["finite"]
     assert record["files"] == {"npz": "samples.npz", "grid": "grid.png", "images": "images/"}
     assert (record["num_scales"], record["sigma_max"]) == (10, 1.0)
@@ -191,7 +194,8 @@ def test_inception_score_with_weights_that_lack_a_classifier_says_so(tmp_path):
 
 def test_a_diverging_sampler_names_the_level_step_and_samples(checkpoint, tmp_path):
     with pytest.raises(FloatingPointError, match=r"diverged: .* at level 0 .*step 0\. .*Samples 0\.\.1 \(seed 0\)"):
-        main(["sample", "--ckpt_path", str(checkpoint), "--num_samples=2", "--sampler.step_lr=1e38",
+        main(["sample", "--ckpt_path", str(checkpoint), "--num_samples=2", "--sampler=AnnealedLangevin",
+              "--sampler.n_steps_each=1", "--sampler.step_lr=1e38",
               f"--out_dir={tmp_path}", *CPU])  # fmt: skip
 
 
@@ -247,8 +251,8 @@ def test_sample_keeps_one_sample_set_per_folder_and_fid_scores_only_that_set(che
     main([*args, "--num_samples=5", "--seed=3"])
     with pytest.raises(ValueError, match=r"holds another sample set \(seed 3 there, 4 here\)"):
         main([*args, "--num_samples=5", "--seed=4"])
-    with pytest.raises(ValueError, match=r"holds another sample set \(n_steps_each 1 there, 2 here\)"):
-        main([*args, "--num_samples=5", "--seed=3", "--sampler.n_steps_each=2"])
+    with pytest.raises(ValueError, match=r"holds another sample set \(sampler .*'n_steps_each': 1.* there, .*2.* here"):
+        main([*args, "--num_samples=5", "--seed=3", "--sampler=AnnealedLangevin", "--sampler.n_steps_each=2"])
     main([*args, "--num_samples=3", "--seed=3"])  # the same set, fewer of its samples: redrawn in place
     assert len(list((out / "images").iterdir())) == 5
     main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))

@@ -170,8 +170,8 @@ def test_sampling_a_diverged_checkpoint_says_so(tmp_path):
     with pytest.raises(ValueError, match=r"are not finite: the run diverged by step 2\. Use an earlier checkpoint"):
         main(["sample", f"--ckpt_path={tmp_path / 'nan.ckpt'}", f"--out_dir={tmp_path / 's'}"])
     with pytest.raises(ValueError, match="n_steps_each must be an integer >= 1"):
-        main(["sample", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "--sampler.n_steps_each=0",
-              f"--out_dir={tmp_path / 's'}"])  # fmt: skip
+        main(["sample", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "--sampler=AnnealedLangevin",
+              "--sampler.n_steps_each=0", f"--out_dir={tmp_path / 's'}"])  # fmt: skip
 
 
 # ------------------------------------------------------------------ fast_dev_run

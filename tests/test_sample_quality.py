@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger
 from tiny_models import TinyFeatures, TinyScore
 from torchvision.utils import make_grid
 
-from ncsn_pl.core.samplers import LangevinSettings, seeded_annealed_langevin, step_sizes
+from ncsn_pl.core.samplers import AnnealedLangevin, seeded_annealed_langevin, step_sizes
 from ncsn_pl.core.seeding import PerSampleNoise, shard_indices, step_seed
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
@@ -162,7 +162,7 @@ def test_model_samples_match_batched_draws_and_divergence_names_level_step_and_s
 
     model.score_net.forward = breaks_late
     with pytest.raises(FloatingPointError, match=r"level 0 .*step 2\..*Samples 7\.\.9 \(seed 3\).*step_lr=0.05"):
-        model.sample([1, 5, 7, 9], seed=3, batch_size=2, sampler=LangevinSettings(n_steps_each=4))
+        model.sample([1, 5, 7, 9], seed=3, batch_size=2, sampler=AnnealedLangevin(n_steps_each=4, step_lr=0.05))
     assert model.score_net.training  # restored
 
 
@@ -271,7 +271,8 @@ def test_fid_callback_without_validation_evaluates_at_epoch_end_and_train_end(tm
     ).fit(tiny_model(), digits())
     records = [json.loads(s) for s in (tmp_path / "run" / "sample_quality.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in records] == [(1, 2), (3, 3)]  # in epoch 1 (the 2nd), then at train end
-    assert logger.metrics[-1] == (3, {"val/fid": pytest.approx(records[-1]["fid"])})
+    assert logger.metrics[-1] == (3, {"val/fid": pytest.approx(records[-1]["fid"]), "val/nfe": 2})  # L x T = 2 x 1
+    assert records[-1]["sampler"] == "AnnealedLangevin(n_steps_each=1, step_lr=0.05, denoise=False)"
 
 
 def test_fid_callback_checks_counts_and_data():

@@ -18,7 +18,7 @@ from ncsn_pl.commands.checkpoints import load_model_weights
 from ncsn_pl.commands.predict import run_predict, shard_loader, show_progress
 from ncsn_pl.commands.sample import sample_set_files
 from ncsn_pl.core.files import atomic_write_json
-from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import find_images
 from ncsn_pl.metrics import QualityOptions, RealImages, SampleQuality, real_images
 from ncsn_pl.training import ScoreModel
@@ -53,7 +53,7 @@ class _QualityRun(pl.LightningModule):
         num_items: int,
         batch_size: int,
         seed: int,
-        settings: LangevinSettings | None,
+        sampler: Sampler | None,
         options: QualityOptions,
         out: Path,
         record: dict[str, Any],
@@ -61,7 +61,7 @@ class _QualityRun(pl.LightningModule):
         super().__init__()
         self.model = model
         self.files, self.real, self.channels = files, real, channels
-        self.num_items, self.batch_size, self.seed, self.settings = num_items, batch_size, seed, settings
+        self.num_items, self.batch_size, self.seed, self.sampler = num_items, batch_size, seed, sampler
         self.options, self.out, self.record = options, out, record
         self.quality: SampleQuality | None = None
 
@@ -95,8 +95,8 @@ class _QualityRun(pl.LightningModule):
             self.quality.update_fake(batch)  # uint8, taken as already quantised
             return
         num_scales, show = self.model.num_scales, show_progress(self.trainer)
-        with sampling_progress(num_scales, self.settings, 1, None, f"Langevin (batch {batch_idx})", show) as bar:
-            samples = self.model.sample(batch.tolist(), seed=self.seed, sampler=self.settings, callback=bar)
+        with sampling_progress(num_scales, self.sampler, 1, None, f"Sampling (batch {batch_idx})", show) as bar:
+            samples = self.model.sample(batch.tolist(), seed=self.seed, sampler=self.sampler, callback=bar)
         self.quality.update_fake(samples.float())
 
     def on_predict_epoch_end(self) -> None:
@@ -128,7 +128,7 @@ def fid(
     num_samples: int = 1000,
     batch_size: int = 100,
     seed: int = 0,
-    sampler: LangevinSettings = LangevinSettings(),
+    sampler: Sampler | None = None,
     quality: QualityOptions = QualityOptions(),
     out: str = "fid.json",
 ) -> dict[str, Any]:
@@ -154,7 +154,8 @@ def fid(
         num_samples: samples drawn from the checkpoint, over all devices.
         batch_size: samples (or images) per step on each device.
         seed: seed of the sample set (sample k is seeded with step_seed(seed, k)).
-        sampler: annealed Langevin settings (``--sampler.n_steps_each``, ...); unset ones are the model's.
+        sampler: the sampler, by class and settings (``--sampler AnnealedLangevin --sampler.step_lr 1e-5``);
+            ``None``: the checkpoint's. Its network evaluations per sample are recorded (``nfe``).
         quality: the metrics (``--quality.kid true``, ...), the feature extractor and the statistics cache.
         out: the JSON file to write.
     """
@@ -167,7 +168,7 @@ def fid(
     real = real_images(datamodule, split, num_real)
     channels = int(datamodule.data_shape[0])
     record: dict[str, Any] = {"real": {**real.cache_key()}}
-    files, settings = None, None
+    files, resolved = None, None
     if images:
         files = sample_set_files(images) or find_images(images)
         _check_folder(files, real)
@@ -175,9 +176,9 @@ def fid(
         record["source"] = {"images": str(Path(images).resolve())}
     else:
         record["source"] = load_model_weights(model, ckpt_path, weights_only)
-        settings = model.sampler_settings(sampler)
+        resolved = model.resolve_sampler(sampler)
         num_items = num_samples
-        record["sampler"] = {"seed": seed, **settings.as_kwargs()}
+        record["sampler"] = {"seed": seed, **describe_sampler(resolved), "nfe": resolved.nfe(model.num_scales)}
     record["num_fake"] = num_items
     quality.check_sample_count(num_items, owner="fid" + (f" ({num_items} images in {images})" if images else ""))
     job = _QualityRun(
@@ -188,7 +189,7 @@ def fid(
         num_items=num_items,
         batch_size=batch_size,
         seed=seed,
-        settings=settings,
+        sampler=resolved,
         # resolved once here: a clear error (listing the options) before any work, one conversion for all ranks
         options=quality.with_resolved_weights(),
         out=Path(out),

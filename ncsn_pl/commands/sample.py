@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from ncsn_pl.commands.checkpoints import load_model_weights
 from ncsn_pl.commands.predict import run_predict, shard_loader, show_progress
 from ncsn_pl.core.files import atomic_torch_save, atomic_write, atomic_write_json
-from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
@@ -83,7 +83,7 @@ class _SampleRun(pl.LightningModule):
         num_samples: int,
         batch_size: int,
         seed: int,
-        settings: LangevinSettings,
+        sampler: Sampler,
         out_dir: Path,
         save_png: bool,
         grid_size: int,
@@ -92,7 +92,7 @@ class _SampleRun(pl.LightningModule):
         super().__init__()
         self.model = model
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.settings, self.out_dir, self.save_png, self.grid_size = settings, out_dir, save_png, grid_size
+        self.sampler, self.out_dir, self.save_png, self.grid_size = sampler, out_dir, save_png, grid_size
         self.record = record
         self._chunks: list[tuple[Tensor, Tensor]] = []
         self._start = 0.0
@@ -106,8 +106,8 @@ class _SampleRun(pl.LightningModule):
     def predict_step(self, batch: Tensor, batch_idx: int) -> None:
         indices = batch.tolist()
         num_scales, show = self.model.num_scales, show_progress(self.trainer)
-        with sampling_progress(num_scales, self.settings, 1, None, f"Langevin (batch {batch_idx})", show) as bar:
-            samples = self.model.sample(indices, seed=self.seed, sampler=self.settings, callback=bar)
+        with sampling_progress(num_scales, self.sampler, 1, None, f"Sampling (batch {batch_idx})", show) as bar:
+            samples = self.model.sample(indices, seed=self.seed, sampler=self.sampler, callback=bar)
         samples = samples.float().cpu()
         if self.save_png and _is_image_batch(samples):
             width = max(6, len(str(self.num_samples - 1)))
@@ -165,7 +165,7 @@ def sample(
     out_dir: str = "samples",
     batch_size: int = 64,
     seed: int = 0,
-    sampler: LangevinSettings = LangevinSettings(),
+    sampler: Sampler | None = None,
     save_png: bool = True,
     grid_size: int = 64,
 ) -> dict[str, Any]:
@@ -187,8 +187,8 @@ def sample(
         out_dir: output folder (created).
         batch_size: samples per sampler call on each device.
         seed: seed of the sample set.
-        sampler: annealed Langevin settings (``--sampler.n_steps_each``, ``--sampler.step_lr``,
-            ``--sampler.denoise``); unset ones are the model's.
+        sampler: the sampler, by class and settings (``--sampler AnnealedLangevin --sampler.n_steps_each 5``,
+            ``--sampler ProbabilityFlowODE --sampler.solver heun``); ``None``: the checkpoint's.
         save_png: write one PNG per sample (image data only).
         grid_size: samples in ``grid.png``.
     """
@@ -198,15 +198,16 @@ def sample(
         if value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}.")
     loaded = load_model_weights(model, ckpt_path, weights_only)
-    settings = model.sampler_settings(sampler)
+    sampler = model.resolve_sampler(sampler)
     out = Path(out_dir)
-    _check_out_dir(out, {"checkpoint": loaded["checkpoint"], "seed": seed, **settings.as_kwargs()})
+    _check_out_dir(out, {"checkpoint": loaded["checkpoint"], "seed": seed, "sampler": describe_sampler(sampler)})
     out.mkdir(parents=True, exist_ok=True)
     record = {
         **loaded,
         "num_samples": num_samples,
         "seed": seed,
-        **settings.as_kwargs(),
+        "sampler": describe_sampler(sampler),
+        "nfe": sampler.nfe(model.num_scales),
         "sigma_max": model.sigmas[0].item(),
         "sigma_min": model.sigmas[-1].item(),
         "num_scales": model.num_scales,
@@ -216,7 +217,7 @@ def sample(
         num_samples=num_samples,
         batch_size=batch_size,
         seed=seed,
-        settings=settings,
+        sampler=sampler,
         out_dir=out,
         save_png=save_png,
         grid_size=grid_size,

@@ -12,7 +12,8 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
 from ncsn_pl.core.losses import dsm_loss
-from ncsn_pl.core.samplers import LangevinCallback, LangevinSettings, seeded_annealed_langevin
+from ncsn_pl.core.samplers import AnnealedLangevin, LangevinCallback, Sampler, check_sampler, seeded_sample
+from ncsn_pl.core.scores import AnyScoreFn, sigma_scaled_score
 from ncsn_pl.core.seeding import sample_seeds, step_seed
 from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, resolve_auto_schedule
 from ncsn_pl.networks import ScoreNetwork
@@ -45,6 +46,9 @@ class ScoreModel(pl.LightningModule):
         n_steps_each: T, Langevin steps per noise level when sampling (100 in NCSN).
         step_lr: epsilon of annealed Langevin dynamics in the official code's convention, or ``"auto"``.
         denoise: apply NCSNv2's final denoising step when sampling.
+        sampler: another sampler than annealed Langevin with the three settings above, chosen by ``class_path``
+            (``ncsn_pl.core.samplers.ConsistentAnnealed``, ``PredictorCorrector``, ``ProbabilityFlowODE``); it
+            draws the sample grids, the FID samples and the ``sample`` / ``fid`` commands' samples.
         init_range: samples start uniform on ``[low, high]`` (NCSN: U[0, 1] for images).
         data_shape: the shape of one data item, e.g. ``(1, 28, 28)``; linked from the DataModule by the CLI.
         seed: seeds the per-step noise of training and validation (resumable, rank-aware).
@@ -68,6 +72,7 @@ class ScoreModel(pl.LightningModule):
         n_steps_each: int = 100,
         step_lr: float | Literal["auto"] = 2e-5,
         denoise: bool = False,
+        sampler: Sampler | None = None,
         init_range: tuple[float, float] = (0.0, 1.0),
         data_shape: Sequence[int] | None = None,
         seed: int = 0,
@@ -88,6 +93,7 @@ class ScoreModel(pl.LightningModule):
         self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["score_net"])
         self.score_net = score_net.to(memory_format=torch.channels_last) if channels_last else score_net
         self.data_shape = tuple(data_shape) if data_shape is not None else None
+        self.sampler = sampler
         check_data_shape = getattr(score_net, "check_data_shape", None)
         if self.data_shape is not None and callable(check_data_shape):
             check_data_shape(self.data_shape)
@@ -95,6 +101,8 @@ class ScoreModel(pl.LightningModule):
         self.register_buffer("sigmas", torch.empty(0))
         if AUTO not in (sigma_max, num_scales):
             self._install_schedule(geometric_sigmas(float(sigma_max), sigma_min, int(num_scales)))
+            if sampler is not None:  # a sampler that cannot run with this network stops the run here
+                check_sampler(sampler, self.score_fn, self.sigmas)
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -213,19 +221,29 @@ class ScoreModel(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ sampling
-    def sampler_settings(self, overrides: LangevinSettings | None = None) -> LangevinSettings:
-        """The model's annealed Langevin settings with ``overrides`` applied; checks that the model can sample.
+    @property
+    def score_fn(self) -> AnyScoreFn:
+        """The network as the samplers call it: a sigma-conditioned score when the network divides by sigma
+        (NCSNv2: ``net.unscaled(x) / sigma``, any grid), else the level-indexed ``score_net(x, levels)``."""
+        unscaled = getattr(self.score_net, "unscaled", None)
+        return sigma_scaled_score(unscaled) if callable(unscaled) else self.score_net
+
+    def resolve_sampler(self, sampler: Sampler | None = None) -> Sampler:
+        """The sampler to draw with: ``sampler``, else the model's (``model.sampler``, else annealed Langevin with
+        ``n_steps_each``, ``step_lr``, ``denoise``), after checking that the model can sample with it.
 
         Raises:
-            ValueError: the model does not know its data shape, or its schedule is still ``"auto"``.
+            ValueError: the model does not know its data shape, its schedule is still ``"auto"``, or the sampler
+                cannot run with this network and schedule (the message says which samplers or grids fit).
         """
         if self.data_shape is None:
             raise ValueError("The model does not know its data shape: set model.data_shape or train it first.")
         if self.schedule_is_auto:
             raise ValueError("The schedule is still 'auto': fit the model (or give numbers) before sampling.")
         hp = self.hparams
-        defaults = LangevinSettings(int(hp.n_steps_each), float(hp.step_lr), bool(hp.denoise))
-        return (overrides or LangevinSettings()).over(defaults)
+        sampler = sampler or self.sampler or AnnealedLangevin(int(hp.n_steps_each), float(hp.step_lr), bool(hp.denoise))
+        check_sampler(sampler, self.score_fn, self.sigmas)
+        return sampler
 
     @torch.no_grad()
     def sample(
@@ -233,22 +251,22 @@ class ScoreModel(pl.LightningModule):
         indices: int | Sequence[int],
         *,
         seed: int = 0,
-        sampler: LangevinSettings | None = None,
+        sampler: Sampler | None = None,
         batch_size: int | None = None,
         callback: LangevinCallback | None = None,
     ) -> Tensor:
-        """Samples ``k in indices`` (or ``range(indices)``) by annealed Langevin dynamics, sample ``k`` seeded by
-        ``step_seed(seed, k)``: the same whatever the batch size or the number of processes.
+        """Samples ``k in indices`` (or ``range(indices)``), sample ``k`` seeded by ``step_seed(seed, k)``: the same
+        whatever the batch size or the number of processes.
 
-        Samples start from ``U[init_range]``; the settings are :meth:`sampler_settings` (the model's, with
-        ``sampler``'s overrides). The network runs in eval mode; samples are not clamped (clamp to [0, 1] to
-        display them).
+        The sampler is :meth:`resolve_sampler`'s (``sampler``, else the model's); samples start as it says
+        (``U[init_range]`` for annealed Langevin). The network runs in eval mode; samples are not clamped (clamp to
+        [0, 1] to display them).
 
         Raises:
-            ValueError: the model cannot sample yet (see :meth:`sampler_settings`).
-            FloatingPointError: sampling diverged; the message names the samples, the level and the step.
+            ValueError: the model cannot sample with this sampler (see :meth:`resolve_sampler`).
+            FloatingPointError: sampling diverged; the message names the samples, the sampler, the level and step.
         """
-        settings = self.sampler_settings(sampler)
+        sampler = self.resolve_sampler(sampler)
         indices = list(range(indices)) if isinstance(indices, int) else [int(k) for k in indices]
         batch_size = batch_size or max(1, len(indices))
         was_training = self.score_net.training
@@ -257,22 +275,22 @@ class ScoreModel(pl.LightningModule):
         try:
             for start in range(0, len(indices), batch_size):
                 batch = indices[start : start + batch_size]
+                seeds = sample_seeds(seed, batch)
                 try:
                     batches.append(
-                        seeded_annealed_langevin(
-                            self.score_net,
+                        seeded_sample(
+                            sampler,
+                            self.score_fn,
                             self.sigmas,
                             self.data_shape,
-                            sample_seeds(seed, batch),
+                            seeds,
                             init_range=tuple(self.hparams.init_range),
                             callback=callback,
-                            **settings.as_kwargs(),
                         )
                     )
                 except FloatingPointError as err:
                     raise FloatingPointError(
-                        f"{err} Samples {batch[0]}..{batch[-1]} (seed {seed}) were being drawn with step_lr="
-                        f"{settings.step_lr:g}, n_steps_each={settings.n_steps_each}."
+                        f"{err} Samples {batch[0]}..{batch[-1]} (seed {seed}) were being drawn with {sampler}."
                     ) from err
         finally:
             self.score_net.train(was_training)

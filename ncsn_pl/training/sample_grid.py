@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.data.image_files import save_grid
 from ncsn_pl.training.ema import averaged_module
 from ncsn_pl.training.progress import sampling_progress
@@ -34,8 +34,8 @@ class SampleGrid(Callback):
         every_n_epochs: sample after every n-th training epoch (0 = never).
         every_n_steps: sample every n-th optimizer step (0 = never).
         on_train_end: also sample when training ends (``samples/final.png``).
-        sampler: annealed Langevin settings for these previews (e.g. a smaller ``n_steps_each`` for cheaper
-            grids); unset ones are the model's.
+        sampler: the sampler of these previews (e.g. ``AnnealedLangevin`` with a smaller ``n_steps_each`` for
+            cheaper grids); ``None``: the model's.
         max_batch_size: draw at most this many samples per sampler call (bounds the memory of a preview);
             ``None`` = all at once.
         seed: seed of the starting points and the noise.
@@ -48,7 +48,7 @@ class SampleGrid(Callback):
         every_n_epochs: int = 0,
         every_n_steps: int = 0,
         on_train_end: bool = True,
-        sampler: LangevinSettings = LangevinSettings(),
+        sampler: Sampler | None = None,
         max_batch_size: int | None = None,
         seed: int = 0,
         progress_bar: bool = True,
@@ -91,14 +91,14 @@ class SampleGrid(Callback):
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return None
         model = averaged_module(trainer, pl_module)
-        settings = model.sampler_settings(self.sampler)
+        sampler = model.resolve_sampler(self.sampler)
         show = self.progress_bar and trainer.progress_bar_callback is not None
         progress = sampling_progress(
-            model.num_scales, settings, self.num_samples, self.max_batch_size, f"Sampling {name}", show
+            model.num_scales, sampler, self.num_samples, self.max_batch_size, f"Sampling {name}", show
         )
         with progress as callback, torch.inference_mode():
             samples = model.sample(
-                self.num_samples, seed=self.seed, sampler=settings, batch_size=self.max_batch_size, callback=callback
+                self.num_samples, seed=self.seed, sampler=sampler, batch_size=self.max_batch_size, callback=callback
             )
         if samples.ndim != 4:
             log.info("SampleGrid: data of shape %s are not images; no grid written.", tuple(samples.shape[1:]))

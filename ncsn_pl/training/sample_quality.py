@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.core.seeding import shard_indices
 from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
@@ -51,7 +51,8 @@ class SampleQualityMonitor(Callback):
         batch_size: samples per sampler call on each process.
         seed: sample ``k`` is seeded with ``step_seed(seed, k)``.
         num_real: training images in the real statistics (``None`` = all).
-        sampler: annealed Langevin settings of the samples; unset ones are the model's.
+        sampler: the sampler of the samples (``None``: the model's); its network evaluations per sample are logged
+            as ``val/nfe`` and recorded with each FID.
         quality: the metrics and their feature extractor.
         progress_bar: show a ``levels x steps`` progress bar on rank 0 while sampling.
     """
@@ -65,7 +66,7 @@ class SampleQualityMonitor(Callback):
         batch_size: int = 100,
         seed: int = 0,
         num_real: int | None = None,
-        sampler: LangevinSettings = LangevinSettings(),
+        sampler: Sampler | None = None,
         quality: QualityOptions = QualityOptions(),
         progress_bar: bool = True,
     ) -> None:
@@ -183,18 +184,18 @@ class SampleQualityMonitor(Callback):
         """
         quality = self._prepare(trainer, pl_module)
         model = model if model is not None else averaged_module(trainer, pl_module)
-        settings = model.sampler_settings(self.sampler)
+        sampler = model.resolve_sampler(self.sampler)
         indices = list(shard_indices(self.num_samples, trainer.global_rank, trainer.world_size))
         show = self.progress_bar and trainer.progress_bar_callback is not None and trainer.is_global_zero
         start = time.perf_counter()
         quality.reset()
-        with sampling_progress(model.num_scales, settings, len(indices), self.batch_size, "FID samples", show) as bar:
+        with sampling_progress(model.num_scales, sampler, len(indices), self.batch_size, "FID samples", show) as bar:
             for first in range(0, len(indices), self.batch_size):
                 batch = indices[first : first + self.batch_size]
                 with torch.inference_mode(), trainer.precision_plugin.forward_context():
-                    samples = model.sample(batch, seed=self.seed, sampler=settings, callback=bar)
+                    samples = model.sample(batch, seed=self.seed, sampler=sampler, callback=bar)
                 quality.update_fake(samples.float().clone())
-        results = quality.compute()
+        results = {**quality.compute(), "nfe": sampler.nfe(model.num_scales)}
         self._last_step, self._last_epoch = trainer.global_step, trainer.current_epoch
         self.last_results = results
         if trainer.is_global_zero:
@@ -203,6 +204,7 @@ class SampleQualityMonitor(Callback):
                 "step": trainer.global_step,
                 **results,
                 "num_samples": self.num_samples,
+                "sampler": str(sampler),
                 "seconds": round(time.perf_counter() - start, 3),
             }
             path = run_dir(trainer) / "sample_quality.jsonl"

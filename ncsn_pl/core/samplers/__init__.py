@@ -14,7 +14,16 @@ randomness goes through ``noise_fn`` (default ``torch.randn_like``): :func:`ncsn
 to a generator, :class:`ncsn_pl.core.seeding.PerSampleNoise` seeds every sample on its own (:func:`seeded_sample`).
 """
 
-from ncsn_pl.core.samplers.base import LangevinCallback, LangevinStep, NoiseFn, Sampler, check_sigmas, seeded_sample
+from ncsn_pl.core.samplers.base import (
+    LangevinCallback,
+    LangevinStep,
+    NoiseFn,
+    Sampler,
+    check_sampler,
+    check_sigmas,
+    describe_sampler,
+    seeded_sample,
+)
 from ncsn_pl.core.samplers.consistent import (
     ConsistentAnnealed,
     consistent_annealed_sampling,
@@ -23,7 +32,6 @@ from ncsn_pl.core.samplers.consistent import (
 )
 from ncsn_pl.core.samplers.langevin import (
     AnnealedLangevin,
-    LangevinSettings,
     annealed_langevin_dynamics,
     denoise_step,
     langevin_dynamics,
@@ -38,7 +46,6 @@ __all__ = [
     "AnnealedLangevin",
     "ConsistentAnnealed",
     "LangevinCallback",
-    "LangevinSettings",
     "LangevinStep",
     "NoiseFn",
     "PredictorCorrector",
@@ -46,10 +53,12 @@ __all__ = [
     "Sampler",
     "SigmaScore",
     "annealed_langevin_dynamics",
+    "check_sampler",
     "check_sigmas",
     "consistent_annealed_sampling",
     "consistent_grid",
     "consistent_step_lr_range",
+    "describe_sampler",
     "corrector_step_size",
     "denoise_step",
     "langevin_dynamics",

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from ncsn_pl.core.scores import AnyScoreFn
+from ncsn_pl.core.scores import AnyScoreFn, SigmaScore
 from ncsn_pl.core.seeding import PerSampleNoise
 
-__all__ = ["LangevinCallback", "LangevinStep", "NoiseFn", "Sampler", "check_sigmas", "seeded_sample"]
+__all__ = [
+    "LangevinCallback",
+    "LangevinStep",
+    "NoiseFn",
+    "Sampler",
+    "check_sampler",
+    "check_sigmas",
+    "describe_sampler",
+    "seeded_sample",
+]
 
 NoiseFn = Callable[[Tensor], Tensor]
 """``noise_fn(x) -> z``: standard normal noise shaped like ``x`` (``torch.randn_like`` by default)."""
@@ -203,3 +213,29 @@ def raise_if_diverged(
             f"{sampler} diverged: the samples became NaN or infinite at level {level} (sigma={sigma:.4g}), "
             f"step {step}. {advice}"
         )
+
+
+class _Probed(Exception):
+    """Raised by the probe score function: the sampler got past its checks to its first score evaluation."""
+
+
+def check_sampler(sampler: Sampler, score_fn: AnyScoreFn, sigmas: Tensor) -> None:
+    """Raise the ``ValueError`` ``sampler`` would raise with a score function of ``score_fn``'s kind on ``sigmas``
+    (e.g. a grid of its own with a level-indexed network), without evaluating ``score_fn``: the sampler runs on an
+    empty batch until its first score call."""
+
+    def probe(x: Tensor, where: Tensor) -> Tensor:
+        raise _Probed
+
+    probe_fn: AnyScoreFn = SigmaScore(probe) if isinstance(score_fn, SigmaScore) else probe
+    x = torch.zeros((1, 1), dtype=sigmas.dtype, device=sigmas.device)
+    try:
+        sampler.sample(probe_fn, x, sigmas)
+    except _Probed:
+        return
+
+
+def describe_sampler(sampler: Sampler) -> dict[str, Any]:
+    """The sampler as a config entry, ``{"class_path": ..., "init_args": {...}}``, for records and sample folders."""
+    cls = type(sampler)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dataclasses.asdict(sampler)}

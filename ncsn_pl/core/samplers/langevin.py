@@ -33,7 +33,6 @@ from ncsn_pl.core.seeding import PerSampleNoise
 
 __all__ = [
     "AnnealedLangevin",
-    "LangevinSettings",
     "annealed_langevin_dynamics",
     "denoise_step",
     "langevin_dynamics",
@@ -42,7 +41,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
 class LangevinSettings:
     """Settings of annealed Langevin dynamics (NCSN Algorithm 1); ``None`` keeps the model's own value.
 
