@@ -71,11 +71,13 @@ class Sampler(ABC):
     choose a sampler by ``class_path`` and ``init_args``. Randomness enters only through ``noise_fn``.
     """
 
+    function: ClassVar[Callable[..., Tensor]]
+    """The sampler itself, ``function(score_fn, x, sigmas, *, <the fields>, noise_fn, callback)`` (a staticmethod)."""
+
     start: ClassVar[Literal["uniform", "gaussian"]]
     """The start the sampler's papers use: ``uniform`` is ``x ~ U[0, 1]^D`` (NCSN, NCSNv2, CAS); ``gaussian`` is
     the VE SDE's prior ``x ~ N(0, sigma_max^2 I)`` (score_sde, EDM)."""
 
-    @abstractmethod
     def sample(
         self,
         score_fn: AnyScoreFn,
@@ -102,6 +104,8 @@ class Sampler(ABC):
             ValueError: the sampler cannot run on this schedule or with this kind of score function.
             FloatingPointError: the samples became NaN or infinite; the message names the sampler, level and step.
         """
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return type(self).function(score_fn, x, sigmas, **settings, noise_fn=noise_fn, callback=callback)
 
     @abstractmethod
     def nfe(self, num_scales: int) -> int:

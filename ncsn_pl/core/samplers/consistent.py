@@ -174,32 +174,13 @@ class ConsistentAnnealed(Sampler):
     """End with Tweedie's step ``sigma_L^2 s`` at the last level, from the same evaluation (the denoised samples
     the paper evaluates)."""
 
+    function = staticmethod(consistent_annealed_sampling)
     start: ClassVar[Literal["uniform", "gaussian"]] = "uniform"
 
     def __post_init__(self) -> None:
         check_int("ConsistentAnnealed.n_steps_each", self.n_steps_each, 1)
         if not self.step_lr > 0:
             raise ValueError(f"ConsistentAnnealed.step_lr must be positive (1.8e-5 in the paper), got {self.step_lr}.")
-
-    def sample(
-        self,
-        score_fn: AnyScoreFn,
-        x: Tensor,
-        sigmas: Tensor,
-        *,
-        noise_fn: NoiseFn | None = None,
-        callback: LangevinCallback | None = None,
-    ) -> Tensor:
-        return consistent_annealed_sampling(
-            score_fn,
-            x,
-            sigmas,
-            n_steps_each=self.n_steps_each,
-            step_lr=self.step_lr,
-            denoise=self.denoise,
-            noise_fn=noise_fn,
-            callback=callback,
-        )
 
     def nfe(self, num_scales: int) -> int:
         """``(L-1) n_steps_each + 1``: one evaluation per level of the grid; ``denoise`` reuses the last one."""

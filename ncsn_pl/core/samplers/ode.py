@@ -93,6 +93,7 @@ def probability_flow_ode(
     rho: float = 7.0,
     spacing: Spacing = "karras",
     denoise: bool = True,
+    noise_fn: NoiseFn | None = None,
     callback: LangevinCallback | None = None,
 ) -> Tensor:
     """Integrate ``dx/dsigma = -sigma s(x, sigma)`` from ``sigma_max`` down the grid :func:`ode_grid`.
@@ -118,6 +119,7 @@ def probability_flow_ode(
         rho: the exponent of EDM's grid for ``num_steps`` (7 in EDM).
         spacing: the grid for ``num_steps``: ``karras`` (EDM, Eq. 5) or ``geometric``.
         denoise: end at sigma = 0 with the denoising step (EDM's ``t_N = 0``); else end at ``sigma_min``.
+        noise_fn: unused (the ODE is deterministic); accepted so that every sampler has one calling convention.
         callback: called with a :class:`~ncsn_pl.core.samplers.LangevinStep` after every step.
 
     Returns:
@@ -184,32 +186,11 @@ class ProbabilityFlowODE(Sampler):
     denoise: bool = True
     """End with the Euler step to sigma = 0, the denoising step ``x + sigma_min^2 s`` (EDM's ``t_N = 0``)."""
 
+    function = staticmethod(probability_flow_ode)
     start: ClassVar[Literal["uniform", "gaussian"]] = "gaussian"
 
     def __post_init__(self) -> None:
         _check_settings(self.solver, self.num_steps, self.level_stride, self.rho, self.spacing)
-
-    def sample(
-        self,
-        score_fn: AnyScoreFn,
-        x: Tensor,
-        sigmas: Tensor,
-        *,
-        noise_fn: NoiseFn | None = None,
-        callback: LangevinCallback | None = None,
-    ) -> Tensor:
-        return probability_flow_ode(
-            score_fn,
-            x,
-            sigmas,
-            solver=self.solver,
-            num_steps=self.num_steps,
-            level_stride=self.level_stride,
-            rho=self.rho,
-            spacing=self.spacing,
-            denoise=self.denoise,
-            callback=callback,
-        )
 
     def nfe(self, num_scales: int) -> int:
         """One evaluation per step (Euler) or two (Heun), one on the step to 0: ``2N - 1`` for Heun with denoise,

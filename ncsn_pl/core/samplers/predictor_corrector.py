@@ -165,32 +165,11 @@ class PredictorCorrector(Sampler):
     denoise: bool = True
     """Return the last predictor's noise-free mean ``x + sigma_L^2 s(x, L-1)`` (score_sde's ``noise_removal``)."""
 
+    function = staticmethod(predictor_corrector)
     start: ClassVar[Literal["uniform", "gaussian"]] = "gaussian"
 
     def __post_init__(self) -> None:
         _check_settings(self.snr, self.n_steps_each, self.predictor, self.step_norm)
-
-    def sample(
-        self,
-        score_fn: AnyScoreFn,
-        x: Tensor,
-        sigmas: Tensor,
-        *,
-        noise_fn: NoiseFn | None = None,
-        callback: LangevinCallback | None = None,
-    ) -> Tensor:
-        return predictor_corrector(
-            score_fn,
-            x,
-            sigmas,
-            snr=self.snr,
-            n_steps_each=self.n_steps_each,
-            predictor=self.predictor,
-            step_norm=self.step_norm,
-            denoise=self.denoise,
-            noise_fn=noise_fn,
-            callback=callback,
-        )
 
     def nfe(self, num_scales: int) -> int:
         """``L (n_steps_each + 1)``: score_sde's ``sde.N * (n_steps + 1)``."""
