@@ -35,6 +35,7 @@ from typing import Any
 
 from ncsn_pl.core.run_records import SWEEP_PARAM_PATH, summary_value, sweep_run_name, write_sweep_parameters
 from ncsn_pl.tools.sweep.spec import (
+    DEFAULT_COMMAND,
     ROOT_DIR_KEY,
     SweepFileError,
     expand_command,
@@ -256,7 +257,7 @@ class Sweep:
     def command(self, trial: Mapping[str, Any]) -> list[str]:
         """The trial's command, as ``wandb agent`` would expand it, plus its ``--trainer.default_root_dir``."""
         trial_dir = self.out / trial["name"]
-        cmd = expand_command(self.config.get("command") or ["${env}", "${interpreter}", "${program}", "${args}"],
+        cmd = expand_command(self.config.get("command") or DEFAULT_COMMAND,
                              trial["params"], extra_args=self.state["extra_args"],
                              program=self.config.get("program"), args_json_file=str(trial_dir / "args.json"))
         return [*cmd, f"--{ROOT_DIR_KEY}={trial_dir}"]
