@@ -1,7 +1,8 @@
 """End to end: an offline grid sweep of 3 `fit` trials on the toy config, then `compare` over its folder.
 
-Each trial is a real `python -m ncsn_pl fit` process with W&B offline (a few steps of the toy MLP), so this
-module takes about as long as three CLI start-ups.
+Each trial is a real `python -m ncsn_pl fit` process with W&B offline (a few steps of the toy MLP, 50 samples for
+the toy metric), so this module takes about as long as three CLI start-ups. The trials also set `model.seed` and
+`data.seed` (both are sweep parameters): the two seeds do not clash when Lightning merges the hyperparameters.
 """
 
 import csv
@@ -15,8 +16,10 @@ from ncsn_pl.tools.tracking import offline_run_dirs, read_offline_run
 
 REPO = Path(__file__).parents[1]
 SIGMA_MAX = [5.0, 10.0, 20.0]
+METRIC = "val/sliced_wasserstein"
+TOY_METRIC = '[{"class_path": "ncsn_pl.training.ToySampleQuality", "init_args": {"num_samples": 50}}]'
 TINY = ["--trainer.max_steps=3", "--trainer.limit_val_batches=2", "--data.init_args.num_train=64",
-        "--data.init_args.num_val=64", "--model.n_steps_each=1", "--trainer.callbacks=[]",
+        "--data.init_args.num_val=64", "--model.n_steps_each=1", f"--trainer.callbacks={TOY_METRIC}",
         "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
@@ -26,8 +29,9 @@ def toy_sweep(tmp_path_factory):
     file = folder / "toy3.yaml"
     file.write_text(yaml.safe_dump({
         "method": "grid",
-        "metric": {"name": "val/loss", "goal": "minimize"},
-        "parameters": {"model.sigma_max": {"values": SIGMA_MAX}},
+        "metric": {"name": METRIC, "goal": "minimize"},
+        "program": "ncsn_pl/__main__.py",
+        "parameters": {"model.sigma_max": {"values": SIGMA_MAX}, "model.seed": {"value": 1}, "data.seed": {"value": 2}},
         "command": ["${env}", "${interpreter}", "-m", "ncsn_pl", "fit", "--config",
                     str(REPO / "configs" / "toy_mixture.yaml"), "${args}"],
     }))
@@ -36,9 +40,9 @@ def toy_sweep(tmp_path_factory):
     return out, state
 
 
-def val_losses(run_dir: Path) -> list[float]:
+def logged(run_dir: Path, metric: str = METRIC) -> list[float]:
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [float(row["val/loss"]) for row in csv.DictReader(f) if row["val/loss"]]
+        return [float(row[metric]) for row in csv.DictReader(f) if row[metric]]
 
 
 def test_grid_trials_run_and_report_their_metric(toy_sweep):
@@ -51,8 +55,10 @@ def test_grid_trials_run_and_report_their_metric(toy_sweep):
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert saved["model"]["sigma_max"] == trial["params"]["model.sigma_max"]  # the value reached the fit
         assert saved["trainer"]["max_steps"] == 3
-        assert trial["metric"]["best"] == min(val_losses(run_dir))
-        assert trial["metric"]["last"] == val_losses(run_dir)[-1]
+        assert (saved["model"]["seed"], saved["data"]["init_args"]["seed"]) == (1, 2)
+        assert trial["metric"]["best"] == trial["metric"]["summary"] == min(logged(run_dir))
+        assert trial["metric"]["last"] == logged(run_dir)[-1]
+        assert trial["run_name"] == f"data.seed=2 model.seed=1 sigma_max={trial['params']['model.sigma_max']:g}"
 
 
 def test_trials_log_offline_to_wandb_with_the_nested_config(toy_sweep):
@@ -64,19 +70,24 @@ def test_trials_log_offline_to_wandb_with_the_nested_config(toy_sweep):
     assert record["config"]["model"]["sigma_max"] == 5.0  # the whole resolved config, nested
     assert record["config"]["trainer"]["max_steps"] == 3
     assert "train/loss" in record["summary"] and "val/loss" in record["summary"]
-    assert record["name"] == "toy-smax5.0-smin1.0-L10" and record["state"] == "finished"
+    # the summary keeps the best value (define_metric summary="min"), as the sweep ranks by
+    assert record["summary"][METRIC] == {"min": trial["metric"]["best"]}
+    assert record["config"]["model.sigma_max"] == 5.0  # the swept values, as under wandb agent
+    assert record["name"] == trial["run_name"] == "data.seed=2 model.seed=1 sigma_max=5"
+    assert record["state"] == "finished"
 
 
 def test_compare_over_the_sweep_folder(toy_sweep, capsys):
     out, state = toy_sweep
-    result = compare.main([str(out), "--metric", "val/loss"])
-    best = {t["name"]: min(val_losses(out / t["name"] / "version_0")) for t in state["trials"]}
+    result = compare.main([str(out)])  # the sweep's own metric
+    assert result.metric == METRIC
+    best = {t["name"]: min(logged(out / t["name"] / "version_0")) for t in state["trials"]}
     assert [r.run for r in result.rows] == sorted(best, key=best.get)
     assert [r.metric.best for r in result.rows] == sorted(best.values())
     assert result.settings == ["model.sigma_max"] and result.goal == "minimize"
-    assert all(r.steps == 2 and r.loss is not None for r in result.rows)
+    assert all(r.steps == 2 and r.loss is not None and r.num_samples == 50 for r in result.rows)
     pngs = {p.name for p in (out / "compare").glob("*.png")}
-    assert pngs == {"val_loss_vs_model_sigma_max.png", "val_loss_over_steps.png"}
+    assert pngs == {"val_sliced_wasserstein_vs_model_sigma_max.png", "val_sliced_wasserstein_over_steps.png"}
     assert all((out / "compare" / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
     assert (out / "compare" / "runs.csv").is_file() and (out / "compare" / "runs.md").is_file()
-    assert "3 run(s) by val/loss" in capsys.readouterr().out
+    assert f"3 run(s) by {METRIC}" in capsys.readouterr().out
