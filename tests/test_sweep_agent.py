@@ -97,6 +97,7 @@ def test_wandb_agent_runs_a_shipped_sweep_file_and_the_run_logs_its_best_metric(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")  # no server: the trial's W&B run is written offline
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # this checkout's ncsn_pl
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # small tensors: threads only stall when the cores are shared
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # `python`
     command = run_command(sweep)
     server, launched, agent = run_agent(monkeypatch, tmp_path, sweep, [[command]])

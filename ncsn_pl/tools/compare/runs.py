@@ -141,7 +141,8 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
 
 
 def _num_samples(run_dir: Path, metric: str, summary: MetricSummary | None) -> int | None:
-    """``num_samples`` of the ``sample_quality.jsonl`` record of ``metric`` at its best step (else the last one)."""
+    """``num_samples`` of the ``sample_quality.jsonl`` record of ``metric`` nearest its best step (the logger may
+    count the step of a validation one lower than the trainer did), else of the last record."""
     path, key = run_dir / "sample_quality.jsonl", metric.split("/", 1)[-1]
     if not path.is_file():
         return None
@@ -153,8 +154,9 @@ def _num_samples(run_dir: Path, metric: str, summary: MetricSummary | None) -> i
                 records.append(record)
     if not records:
         return None
-    at_best = [r for r in records if summary is not None and r.get("step") == summary.best_step]
-    return int((at_best or records)[-1]["num_samples"])
+    if summary is None:
+        return int(records[-1]["num_samples"])
+    return int(min(records, key=lambda r: abs(int(r.get("step", 0)) - summary.best_step))["num_samples"])
 
 
 def _auto_resolved(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
