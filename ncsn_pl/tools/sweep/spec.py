@@ -1,9 +1,10 @@
-"""Sweep files: read one, check it as W&B and the command's own parser would, and expand its command.
+"""Sweep files: read one and check it as W&B, its agent and the command's own parser would.
 
-The sweep file is the one ``wandb sweep FILE`` takes (method, metric, flat dotted ``parameters``, ``command``).
-:func:`validate_sweep` runs the sweep engine's schema check (the ``sweeps`` package, which W&B's controller
-runs) and dry-parses the command with LightningCLI's parser for every listed value, so a bad file fails before
-any trial starts and names every problem.
+The sweep file is the one ``wandb sweep FILE`` takes (method, metric, ``program``, flat dotted ``parameters``,
+``command``). :func:`validate_sweep` runs the sweep engine's schema check (the ``sweeps`` package, which W&B's
+controller runs), dry-parses the command with LightningCLI's parser for every listed value, and checks that the
+configured run logs the sweep's metric (:mod:`.checks`), so a bad file fails before any trial starts and names
+every problem. The command is expanded as ``wandb agent`` expands it (:mod:`.expand`).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def check_sweep_config(config: Mapping[str, Any]) -> list[str]:
     a method the engine runs (grid, random, bayes), a metric with a name, flat parameters (nested
     ``parameters`` blocks are dropped by the engine's validation: use dotted keys such as ``model.sigma_max``),
     no YAML ``null`` values (the agent passes them as ``None``, which LightningCLI rejects: write ``"null"``),
-    and a ``command`` with ``${args}`` (or a ``program``).
+    a ``program`` (``wandb agent`` reads it from every run command), a goal that matches a metric of known
+    direction (:data:`~ncsn_pl.core.run_records.METRIC_SUMMARIES`), and a ``command`` with ``${args}``.
     """
     sweeps = sweeps_engine()
     problems: list[str] = []
