@@ -18,7 +18,6 @@ this host) runs once more, then is recorded as failed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -29,11 +28,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ncsn_pl.core.run_records import SWEEP_PARAM_PATH, summary_value, sweep_run_name, write_sweep_parameters
+from ncsn_pl.tools.sweep.processes import SweepStopped, log_tail, sigterm_raises, stop_process
 from ncsn_pl.tools.sweep.spec import (
     DEFAULT_COMMAND,
     ROOT_DIR_KEY,
@@ -47,6 +47,7 @@ from ncsn_pl.tools.sweep.spec import (
 from ncsn_pl.tools.sweep.state import (
     FAILED,
     FINISHED,
+    HEARTBEAT_FILE,
     INTERRUPTED,
     RUNNING,
     STATE_FILE,
@@ -66,10 +67,6 @@ TRIAL_LOG = "trial.log"
 PARAMS_FILE = "sweep-params.yaml"
 # how a preempted trial ends: ``python -m ncsn_pl fit`` exits 128 + SIGTERM after its checkpoint; killed outright: -15
 PREEMPTED = (128 + signal.SIGTERM, -signal.SIGTERM)
-
-
-class SweepStopped(Exception):
-    """Raised in the runner when SIGTERM arrives (SIGINT raises ``KeyboardInterrupt``)."""
 
 
 def seeded_call(seed: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -239,7 +236,17 @@ class Sweep:
                 self.trials.append(trial)
             trial.update(state=RUNNING, worker=self.worker, attempts=int(trial.get("attempts", 0)) + 1,
                          claimed=now(), error=None)
-            return json.loads(json.dumps(trial, default=plain))
+            # the trial's folder and first heartbeat exist as soon as it is claimed (so a worker that dies right
+            # away is noticed); an earlier attempt's folder is moved aside here and deleted after the lock
+            trial_dir, old = self.out / trial["name"], None
+            if trial_dir.exists():
+                old = trial_dir.rename(self.out / f".{trial['name']}.old-{secrets.token_hex(3)}")
+            trial_dir.mkdir(parents=True)
+            (trial_dir / HEARTBEAT_FILE).touch()
+            claimed = json.loads(json.dumps(trial, default=plain))
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return claimed
 
     def _record(self, trial: dict[str, Any]) -> bool:
         """Write this worker's ``trial`` into ``sweep.json`` unless another worker took it over meanwhile."""
@@ -265,9 +272,7 @@ class Sweep:
     def run_trial(self, trial: dict[str, Any]) -> None:
         """Run one claimed trial in its own process and record the outcome."""
         trial_dir = self.out / trial["name"]
-        if trial_dir.exists():  # an interrupted attempt: start over
-            shutil.rmtree(trial_dir)
-        trial_dir.mkdir(parents=True)
+        trial_dir.mkdir(parents=True, exist_ok=True)
         command = self.command(trial)
         (trial_dir / "args.json").write_text(json.dumps(trial["params"]))
         write_sweep_parameters(trial_dir / PARAMS_FILE, trial["params"])
@@ -291,13 +296,13 @@ class Sweep:
             try:
                 returncode = process.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
-                _stop_process(process)
+                stop_process(process)
                 returncode = None
             except BaseException:
                 trial.update(state=INTERRUPTED, ended=now(), duration_s=round(time.monotonic() - start, 2),
                              error="the worker was stopped; the trial runs again")
                 self._record(trial)
-                _stop_process(process)
+                stop_process(process)
                 raise
         self._finish(trial, returncode, round(time.monotonic() - start, 2))
 
@@ -321,7 +326,7 @@ class Sweep:
         if returncode is None:
             trial.update(state=FAILED, error=f"timed out after {self.timeout} s; see {trial['log']}")
         elif returncode != 0:
-            tail = _tail(self.out / trial["log"])
+            tail = log_tail(self.out / trial["log"])
             trial.update(state=FAILED, error=f"exit code {returncode}; see {trial['log']}" + (f": {tail}" if tail
                                                                                              else ""))
         elif summary is None:
@@ -350,7 +355,7 @@ class Sweep:
         done = [t for t in self.trials if t["state"] in (FINISHED, FAILED)]
         if done:
             self._say(f"continuing {self.out}: {len(done)} trial(s) done")
-        with _sigterm_raises():
+        with sigterm_raises():
             while (trial := self.claim(count)) is not None:
                 self.run_trial(trial)
         state = self.refresh()
@@ -371,43 +376,3 @@ class Sweep:
             return sign * value if value is not None and math.isfinite(value) else math.inf
 
         return sorted(scored, key=key)
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])[-600:]
-
-
-def _stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM the trial's process group (Lightning writes its checkpoint); SIGKILL it after 30 s, or at once
-    on a second Ctrl-C / SIGTERM, so no trial outlives the runner."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt, SweepStopped):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """In the main thread, turn SIGTERM (a preempted job) into :class:`SweepStopped` while the sweep runs."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SweepStopped(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -108,16 +108,16 @@ def abandoned(trial: Mapping[str, Any], trial_dir: Path, fs_time: float, stale_a
     """Why the running ``trial`` has no live worker any more, or ``None`` while it has one.
 
     Its worker is gone when it ran on this host and its process no longer exists, or when the trial's
-    ``heartbeat`` file (else its folder) has not been touched for ``stale_after`` seconds of file-system time.
+    ``heartbeat`` file (made when the trial is claimed) is missing or has not been touched for ``stale_after``
+    seconds of file-system time.
     """
     worker = trial.get("worker") or {}
     if worker.get("host") == socket.gethostname() and worker.get("pid") and not _process_alive(int(worker["pid"])):
         return f"its worker (pid {worker['pid']} on {worker['host']}) is gone"
-    marker = trial_dir / HEARTBEAT_FILE
     try:
-        last = (marker if marker.exists() else trial_dir).stat().st_mtime
+        last = (trial_dir / HEARTBEAT_FILE).stat().st_mtime  # made when the trial is claimed
     except FileNotFoundError:
-        return None  # claimed a moment ago, the folder is not made yet
+        return f"its folder {trial_dir.name} has no {HEARTBEAT_FILE} file"
     if fs_time - last > stale_after:
         return f"its worker ({worker.get('id', '?')}) sent no heartbeat for {fs_time - last:.0f} s"
     return None
