@@ -33,16 +33,18 @@ mock.patch("torchvision.datasets.cifar.check_integrity", return_value=True).star
 
 
 def smoke_overlay(folder: Path, toy: bool) -> Path:
-    """The overlay after `--`: the run settings and a cheap metric callback (tiny FID, or 50 toy samples)."""
+    """The overlay after `--`: the run settings and a cheap metric callback (tiny FID, or 50 toy samples), whose
+    samples take one Langevin step per level whatever the file sweeps (``sampler`` overrides the model's)."""
     if toy:
-        monitor = {"class_path": "ncsn_pl.training.ToySampleQuality", "init_args": {"num_samples": 50}}
+        monitor = {"class_path": "ncsn_pl.training.ToySampleQuality",
+                   "init_args": {"num_samples": 50, "sampler": {"n_steps_each": 1}}}
         overlay = {"trainer": {**RUN, "callbacks": [monitor]}, "model": {"n_steps_each": 1},
                    "data": {"init_args": {"num_train": 64, "num_val": 64}}}
     else:
         quality = {"feature_extractor": {"class_path": "tiny_models.TinyFeatures"}, "cache_dir": str(folder / "stats")}
         monitor = {"class_path": "ncsn_pl.training.SampleQualityMonitor",
                    "init_args": {"num_samples": 8, "num_real": 30, "batch_size": 8, "progress_bar": False,
-                                 "quality": quality}}
+                                 "quality": quality, "sampler": {"n_steps_each": 1}}}
         overlay = {"trainer": {**RUN, "callbacks": [monitor], "val_check_interval": None,
                                "check_val_every_n_epoch": 1},
                    "model": {"score_net": {"init_args": {"ngf": 8}}, "n_steps_each": 1},
