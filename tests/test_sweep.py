@@ -5,6 +5,7 @@ seconds; test_sweep_toy.py runs real `fit` trials of the toy config.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ncsn_pl.core.run_records import summary_value
 from ncsn_pl.tools.sweep import main
 from ncsn_pl.tools.sweep.checks import check_metric_logged, logged_metrics
 from ncsn_pl.tools.sweep.runner import Sweep
@@ -345,3 +347,19 @@ def test_experiment_sweep_files_validate():
     assert methods == {"grid", "random", "bayes"}
     assert configs == {f"configs/{n}.yaml" for n in ("toy_mixture", "digits_fid", "mnist", "cifar10")} | {
         "experiments/sigma_study/digits_trial.yaml"}
+
+
+def test_trials_are_ranked_by_the_value_their_wandb_summary_holds(tmp_path, fake_trial):
+    # each run declares a min summary for val/loss (define_metric), so W&B ranks by the best value, not the last;
+    # a metric without a declared summary keeps W&B's default, the last value
+    assert summary_value("val/loss", [5.0, 1.0, 3.0]) == 1.0 and summary_value("val/is", [2.0, 4.0, 3.0]) == 4.0
+    assert summary_value("val/custom", [5.0, 1.0, 3.0]) == 3.0 and summary_value("val/loss", []) is None
+    assert math.isnan(summary_value("val/fid", [math.nan]))
+    config = yaml.safe_load(write_sweep(tmp_path, fake_trial).read_text())
+    sweep = Sweep(config, tmp_path / "sweep", stream=open(os.devnull, "w"))
+    histories = {"a": [5.0, 1.0, 3.0], "b": [4.0, 2.0, 2.0], "c": [math.nan]}
+    sweep.state["trials"] = [
+        {"name": name, "state": "finished", "params": {"x": i},
+         "metric": {"best": min(h), "summary": summary_value("val/loss", h)}}
+        for i, (name, h) in enumerate(histories.items())]
+    assert [t["name"] for t in sweep.ranked()] == ["a", "b", "c"]  # by the last value it would be b, a

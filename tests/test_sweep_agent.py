@@ -84,7 +84,7 @@ def smoke_copy_of_the_toy_config(folder: Path) -> None:
     config["trainer"].update(default_root_dir=str(folder / "runs"), max_steps=3, limit_val_batches=2,
                              log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False)
     (monitor,) = config["trainer"]["callbacks"]
-    monitor["init_args"]["num_samples"] = 50
+    monitor["init_args"].update(num_samples=50, every_n_epochs=1)
     config["model"]["n_steps_each"] = 1
     config["data"]["init_args"].update(num_train=64, num_val=64)
     (folder / "configs").mkdir()
