@@ -37,7 +37,7 @@ def smoke_overlay(folder: Path, toy: bool) -> Path:
     samples take one Langevin step per level whatever the file sweeps (``sampler`` overrides the model's)."""
     if toy:
         monitor = {"class_path": "ncsn_pl.training.ToySampleQuality",
-                   "init_args": {"num_samples": 50, "sampler": {"n_steps_each": 1}}}
+                   "init_args": {"num_samples": 50, "every_n_epochs": 1, "sampler": {"n_steps_each": 1}}}
         overlay = {"trainer": {**RUN, "callbacks": [monitor]}, "model": {"n_steps_each": 1},
                    "data": {"init_args": {"num_train": 64, "num_val": 64}}}
     else:

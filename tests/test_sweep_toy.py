@@ -22,10 +22,10 @@ from ncsn_pl.tools.tracking import offline_run_dirs, read_offline_run
 REPO = Path(__file__).parents[1]
 SIGMA_MAX = [2.0, 20.0]  # the bad schedule first: the ranking has to reorder them
 METRIC = "val/sliced_wasserstein"
+MONITOR = {"class_path": "ncsn_pl.training.ToySampleQuality", "init_args": {"num_samples": 200, "every_n_epochs": 1}}
 EXACT_SCORE = {
     "trainer": {"max_steps": 2, "limit_val_batches": 1, "log_every_n_steps": 1, "enable_progress_bar": False,
-                "enable_model_summary": False,
-                "callbacks": [{"class_path": "ncsn_pl.training.ToySampleQuality", "init_args": {"num_samples": 200}}]},
+                "enable_model_summary": False, "callbacks": [MONITOR]},
     "model": {"score_net": {"class_path": "tiny_models.ExactToyScore",
                             "init_args": {"num_scales": "${model.num_scales}"}},
               "n_steps_each": 30},
