@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ncsn_pl.core.run_records import summary_value
+from ncsn_pl.core.run_records import read_sweep_parameters, summary_value, sweep_run_name, write_sweep_parameters
 from ncsn_pl.tools.sweep import main
 from ncsn_pl.tools.sweep.checks import check_metric_logged, logged_metrics
 from ncsn_pl.tools.sweep.runner import Sweep
@@ -29,6 +29,7 @@ from ncsn_pl.tools.sweep.spec import (
     grid_size,
     validate_sweep,
 )
+from ncsn_pl.training.runs import sweep_parameters
 
 SWEEPS = Path(__file__).parents[1] / "experiments" / "sweeps"
 REPO = Path(__file__).parents[1]
@@ -363,3 +364,18 @@ def test_trials_are_ranked_by_the_value_their_wandb_summary_holds(tmp_path, fake
          "metric": {"best": min(h), "summary": summary_value("val/loss", h)}}
         for i, (name, h) in enumerate(histories.items())]
     assert [t["name"] for t in sweep.ranked()] == ["a", "b", "c"]  # by the last value it would be b, a
+
+
+def test_a_trials_parameters_file_and_run_name_are_what_wandb_agent_writes_and_reads(tmp_path, monkeypatch):
+    from wandb.sdk.lib import config_util
+
+    params = {"model.sigma_max": 10.0, "model.seed": 1, "data.seed": 2, "model.step_lr": 3.4617652930056536e-05}
+    write_sweep_parameters(tmp_path / "ours.yaml", params)
+    assert config_util.dict_from_config_file(str(tmp_path / "ours.yaml")) == params  # wandb reads ours
+    config_util.save_config_file_from_dict(str(tmp_path / "agent.yaml"), {k: {"value": v} for k, v in params.items()})
+    assert read_sweep_parameters(tmp_path / "agent.yaml") == params  # we read the agent's
+    assert sweep_run_name(params) == "sigma_max=10 model.seed=1 data.seed=2 step_lr=3.46177e-05"
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(tmp_path / "agent.yaml"))
+    assert sweep_parameters() == params
+    monkeypatch.delenv("WANDB_SWEEP_PARAM_PATH")
+    assert sweep_parameters() is None
