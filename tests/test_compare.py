@@ -98,6 +98,41 @@ def test_sweep_folder_lists_failed_trials_with_their_error(tmp_path):
     assert [r.config["model.sigma_max"] for r in comparison.rows] == [3.0, 1.0, 2.0]
 
 
+def test_a_sweep_folder_is_compared_by_its_own_metric_with_auto_values_and_sample_counts(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for i, (resolved, losses) in enumerate([(4.74, [0.9, 0.5]), (1.0, [0.7, 0.8])]):  # sigma_max auto, 1
+        run = write_run(sweep / f"trial-00{i}" / "version_0", resolved, [60.0 - 10 * i, 50.0 - 10 * i],
+                        {"val/loss": losses})
+        lines = [{"epoch": 0, "step": 9, "fid": 60.0, "num_samples": 300},
+                 {"epoch": 1, "step": 19, "fid": 50.0, "num_samples": 1000}]
+        (run / "sample_quality.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    trials = [{"name": f"trial-00{i}", "dir": f"trial-00{i}", "state": "finished",
+               "params": {"model.sigma_max": v, "model.sigma_min": 0.01}} for i, v in enumerate(["auto", 1.0])]
+    (sweep / "sweep.json").write_text(json.dumps({
+        "sweep": {"metric": {"name": "val/loss", "goal": "minimize"},
+                  "parameters": {"model.sigma_max": {"values": ["auto", 1.0]}, "model.sigma_min": {"value": 0.01}}},
+        "trials": trials}))
+    comparison = main([str(sweep), "--out", str(tmp_path / "out")])
+    assert comparison.metric == "val/loss" and comparison.goal == "minimize"  # not val/fid
+    assert [(r.run, r.metric.best, r.metric.last) for r in comparison.rows] == [
+        ("trial-000", 0.5, 0.5), ("trial-001", 0.7, 0.8)]
+    assert comparison.settings == ["model.sigma_max"]  # sigma_min is a constant of the sweep
+    auto, fixed = comparison.rows
+    assert auto.config["model.sigma_max"] == "auto" and auto.resolved == {"model.sigma_max": 4.74}
+    assert auto.setting("model.sigma_max") == 4.74 and fixed.resolved == {}
+    printed = capsys.readouterr().out
+    assert "auto (4.74)" in printed and "samples" in printed
+    with open(tmp_path / "out" / "runs.csv", newline="") as file:
+        table = list(csv.DictReader(file))
+    assert table[0]["model.sigma_max"] == "auto (4.74)" and table[1]["model.sigma_max"] == "1.0"
+    assert [t["samples"] for t in table] == ["", ""]  # val/loss is no sample metric
+    by_fid = collect_runs([str(sweep)], metric="val/fid")
+    # the samples behind each best FID: the record at the best step
+    assert [(r.run, r.metric.best, r.num_samples) for r in by_fid.rows] == [("trial-001", 40.0, 1000),
+                                                                          ("trial-000", 50.0, 1000)]
+    assert (tmp_path / "out" / "val_loss_vs_model_sigma_max.png").read_bytes().startswith(PNG)
+
+
 def test_no_runs_says_so(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exit_info:
@@ -116,13 +151,17 @@ class FakeRun(SimpleNamespace):
 
 
 def test_entity_project_through_the_wandb_api(monkeypatch, tmp_path):
-    sweep = SimpleNamespace(config={"parameters": {"model.sigma_max": {"values": [1.0, 2.0]}}})
+    # a stub of wandb.Api().runs(path): two runs of a sweep over sigma_max (one "auto") with define_metric summaries
+    sweep = SimpleNamespace(config={"metric": {"name": "val/fid", "goal": "minimize"},
+                                    "parameters": {"model.sigma_max": {"values": ["auto", 2.0]}}})
     runs = [
-        FakeRun(name="smax1", id="r1", state="finished", sweep=sweep,
-                config={"model": {"sigma_max": 1.0}, "_wandb": {}},
-                summary={"_runtime": 100.0, "trainer/global_step": 20, "val/is": 3.0, "val/loss": 0.5},
+        FakeRun(name="sigma_max=auto", id="r1", state="finished", sweep=sweep,
+                config={"model": {"sigma_max": 4.74}, "model.sigma_max": "auto", "_wandb": {}},
+                summary={"_runtime": 100.0, "trainer/global_step": 20, "val/is": {"max": 3.0},
+                         "val/loss": {"min": 0.5}, "val/fid": {"min": 45.0}},
                 rows=[{"val/fid": 50.0, "trainer/global_step": 10}, {"val/fid": 45.0, "trainer/global_step": 20}]),
-        FakeRun(name="smax2", id="r2", state="finished", sweep=sweep, config={"model": {"sigma_max": 2.0}},
+        FakeRun(name="sigma_max=2", id="r2", state="finished", sweep=sweep,
+                config={"model": {"sigma_max": 2.0}, "model.sigma_max": 2.0},
                 summary={"_runtime": 90.0, "trainer/global_step": 20},
                 rows=[{"val/fid": 30.0, "trainer/global_step": 10}, {"val/fid": 35.0, "trainer/global_step": 20}]),
     ]
@@ -130,10 +169,13 @@ def test_entity_project_through_the_wandb_api(monkeypatch, tmp_path):
     monkeypatch.setattr(compare_module, "_wandb_api",
                         lambda: SimpleNamespace(runs=lambda path: seen.append(path) or runs))
     comparison = main(["me/ncsn-pl", "--out", str(tmp_path)])
-    assert seen == ["me/ncsn-pl"]
+    assert seen == ["me/ncsn-pl"]  # read once
+    assert comparison.metric == "val/fid"  # the sweep's metric
     assert [(r.run, r.metric.best, r.metric.last) for r in comparison.rows] == [
-        ("smax2", 30.0, 35.0), ("smax1", 45.0, 45.0)]
-    assert comparison.rows[1].inception_score == 3.0 and comparison.rows[1].runtime_s == 100.0
+        ("sigma_max=2", 30.0, 35.0), ("sigma_max=auto", 45.0, 45.0)]
+    auto = comparison.rows[1]
+    assert auto.inception_score == 3.0 and auto.loss == 0.5 and auto.runtime_s == 100.0
+    assert auto.config["model.sigma_max"] == "auto" and auto.resolved == {"model.sigma_max": 4.74}
     assert comparison.settings == ["model.sigma_max"] and (tmp_path / "runs.csv").is_file()
 
     def offline():

@@ -5,6 +5,7 @@ seconds; test_sweep_toy.py runs real `fit` trials of the toy config.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ncsn_pl.core.run_records import read_sweep_parameters, summary_value, sweep_run_name, write_sweep_parameters
 from ncsn_pl.tools.sweep import main
+from ncsn_pl.tools.sweep.checks import check_metric_logged, logged_metrics
 from ncsn_pl.tools.sweep.runner import Sweep
 from ncsn_pl.tools.sweep.spec import (
     SweepFileError,
@@ -26,6 +29,7 @@ from ncsn_pl.tools.sweep.spec import (
     grid_size,
     validate_sweep,
 )
+from ncsn_pl.training.runs import sweep_parameters
 
 SWEEPS = Path(__file__).parents[1] / "experiments" / "sweeps"
 REPO = Path(__file__).parents[1]
@@ -69,6 +73,7 @@ def write_sweep(tmp_path, fake_trial, method="grid", parameters=None, **extra):
         "metric": {"name": "val/loss", "goal": "minimize"},
         "parameters": parameters or {"x": {"values": [1.0, 2.0, 3.0]}},
         "command": ["${env}", "${interpreter}", str(fake_trial), "${args}"],
+        "program": str(fake_trial),
         **extra,
     }
     path = tmp_path / f"{method}.yaml"
@@ -232,6 +237,13 @@ BAD_FILES = {
                           "nested block"),
     "yaml null": ({"parameters": {"x": {"values": [None, 1.0]}}}, 'write the string "null"'),
     "no ${args}": ({"command": ["${env}", "${interpreter}", "train.py"]}, "has no ${args}"),
+    "no program": ({"program": None}, "no `program`"),
+    "goal against the metric": ({"metric": {"name": "val/loss", "goal": "maximize"}}, "use goal: minimize"),
+    "command that cannot start": ({"command": ["${env}", "${interpreter}", "missing_train.py", "${args}"]},
+                                  "'missing_train.py' does not exist"),
+    "no such executable": ({"command": ["no-such-binary-here", "${args}"]}, "is not an executable file"),
+    "no such module": ({"command": ["${env}", "${interpreter}", "-m", "no_such_module_here", "${args}"]},
+                       "no module 'no_such_module_here'"),
     "root dir swept": ({"parameters": {"trainer.default_root_dir": {"values": ["a"]}}}, "cannot be swept"),
     "bad distribution": ({"parameters": {"x": {"distribution": "log_uniform_values", "min": 2.0, "max": 1.0}}},
                          "x: min 2.0 is not less than max 1.0"),
@@ -255,10 +267,10 @@ def test_bad_sweep_files_fail_before_any_trial(case, tmp_path, fake_trial, capsy
     assert not out.exists()
 
 
-def toy_sweep(**parameters) -> dict:
-    return {"method": "grid", "metric": {"name": "val/loss"}, "parameters": parameters,
+def toy_sweep(metric: str = "val/loss", config: str = "toy_mixture.yaml", **parameters) -> dict:
+    return {"method": "grid", "metric": {"name": metric}, "parameters": parameters, "program": "ncsn_pl/__main__.py",
             "command": ["${env}", "${interpreter}", "-m", "ncsn_pl", "fit", "--config",
-                        str(REPO / "configs" / "toy_mixture.yaml"), "${args}"]}
+                        str(REPO / "configs" / config), "${args}"]}
 
 
 def test_parameters_must_be_keys_and_values_of_the_commands_config():
@@ -276,9 +288,45 @@ def test_parameters_must_be_keys_and_values_of_the_commands_config():
     assert check_command_config(nested_key) == []
 
 
+def test_the_metric_must_be_one_the_configured_run_logs():
+    # the quickstart has no FID callback: no trial could ever report val/fid
+    (problem,) = check_command_config(toy_sweep("val/fid", "quickstart.yaml", **{"model.step_lr": {"values": [1e-5]}}))
+    assert "'val/fid' is never logged by `fit --config" in problem and "SampleQualityMonitor" in problem
+    assert "It logs: train/loss, val/loss." in problem
+    # FID needs images; the toy metric needs data of known density
+    assert check_command_config(toy_sweep("val/fid", **{"model.sigma_max": {"values": [5.0]}}))
+    (problem,) = check_command_config(toy_sweep("val/sliced_wasserstein", "digits_fid.yaml",
+                                                **{"model.sigma_max": {"values": [1.0]}}), probe_values=False)
+    assert "ToyDataModule" in problem
+    # a validation metric with validation switched off, with the fix named
+    no_validation = ["--trainer.limit_val_batches=0"]
+    (problem,) = check_command_config(toy_sweep(**{"model.sigma_max": {"values": [5.0]}}), no_validation)
+    assert "limit_val_batches is 0" in problem
+    for metric in ("val/loss", "val/loss_level_0", "train/loss", "val/sliced_wasserstein", "val/mode_weight_error"):
+        assert check_command_config(toy_sweep(metric, **{"model.sigma_max": {"values": [5.0]}})) == [], metric
+    # a callback from outside the project may log anything: not flagged
+    custom = {"trainer": {"callbacks": [{"class_path": "my_project.MetricCallback"}]}}
+    assert logged_metrics(custom)[1] is False and check_metric_logged(custom, "val/custom", "fit") == []
+
+
+def test_a_logger_forced_offline_is_refused():
+    forced = ["--trainer.logger.init_args.offline=true"]
+    (problem,) = check_command_config(toy_sweep(**{"model.sigma_max": {"values": [5.0]}}), forced, probe_values=False)
+    assert "forced offline" in problem and "wandb agent" in problem
+
+
+def test_model_and_data_seeds_can_be_swept_together():
+    # one key each, no clash: the data modules keep their seed out of the hyperparameters the loggers merge
+    both = toy_sweep(**{"model.seed": {"values": [0, 1]}, "data.seed": {"values": [0, 1]},
+                        "data.init_args.num_train": {"values": [64]}})
+    assert check_command_config(both) == []
+    (problem,) = check_command_config(toy_sweep(**{"data.sed": {"values": [1]}}), probe_values=False)
+    assert "parameter 'data.sed' is not a config key" in problem and "did you mean data.seed" in problem
+
+
 def test_experiment_sweep_files_validate():
-    files = sorted(SWEEPS.glob("*.yaml"))
-    assert len(files) >= 8
+    files = sorted(SWEEPS.glob("*.yaml")) + [REPO / "experiments" / "sigma_study" / "sweep.yaml"]
+    assert len(files) >= 10
     methods, configs = set(), set()
     cwd = os.getcwd()
     os.chdir(REPO)  # the files name their config relative to the repository root, as `wandb agent` runs there
@@ -286,14 +334,48 @@ def test_experiment_sweep_files_validate():
         for path in files:
             config = yaml.safe_load(path.read_text())
             assert check_sweep_config(config) == [], path.name
+            # the metric check included: each file's run logs the metric it optimises
             assert check_command_config(config, probe_values=False, check_logging=False) == [], path.name
             validate_sweep(config, check_command=False)  # the engine's own SweepConfig
             methods.add(config["method"])
             configs.add(config["command"][config["command"].index("--config") + 1])
-            assert config["metric"]["name"] == ("val/loss" if "toy" in path.name else "val/fid")
+            assert config["program"] == "ncsn_pl/__main__.py"
+            assert config["metric"]["name"] == ("val/sliced_wasserstein" if "toy" in path.name else "val/fid")
             assert set(config["parameters"]) <= {f"model.{k}" for k in (
                 "sigma_max", "sigma_min", "num_scales", "step_lr", "n_steps_each", "anneal_power")}
     finally:
         os.chdir(cwd)
     assert methods == {"grid", "random", "bayes"}
-    assert configs == {f"configs/{n}.yaml" for n in ("toy_mixture", "quickstart", "mnist", "cifar10")}
+    assert configs == {f"configs/{n}.yaml" for n in ("toy_mixture", "digits_fid", "mnist", "cifar10")} | {
+        "experiments/sigma_study/digits_trial.yaml"}
+
+
+def test_trials_are_ranked_by_the_value_their_wandb_summary_holds(tmp_path, fake_trial):
+    # each run declares a min summary for val/loss (define_metric), so W&B ranks by the best value, not the last;
+    # a metric without a declared summary keeps W&B's default, the last value
+    assert summary_value("val/loss", [5.0, 1.0, 3.0]) == 1.0 and summary_value("val/is", [2.0, 4.0, 3.0]) == 4.0
+    assert summary_value("val/custom", [5.0, 1.0, 3.0]) == 3.0 and summary_value("val/loss", []) is None
+    assert math.isnan(summary_value("val/fid", [math.nan]))
+    config = yaml.safe_load(write_sweep(tmp_path, fake_trial).read_text())
+    sweep = Sweep(config, tmp_path / "sweep", stream=open(os.devnull, "w"))
+    histories = {"a": [5.0, 1.0, 3.0], "b": [4.0, 2.0, 2.0], "c": [math.nan]}
+    sweep.state["trials"] = [
+        {"name": name, "state": "finished", "params": {"x": i},
+         "metric": {"best": min(h), "summary": summary_value("val/loss", h)}}
+        for i, (name, h) in enumerate(histories.items())]
+    assert [t["name"] for t in sweep.ranked()] == ["a", "b", "c"]  # by the last value it would be b, a
+
+
+def test_a_trials_parameters_file_and_run_name_are_what_wandb_agent_writes_and_reads(tmp_path, monkeypatch):
+    from wandb.sdk.lib import config_util
+
+    params = {"model.sigma_max": 10.0, "model.seed": 1, "data.seed": 2, "model.step_lr": 3.4617652930056536e-05}
+    write_sweep_parameters(tmp_path / "ours.yaml", params)
+    assert config_util.dict_from_config_file(str(tmp_path / "ours.yaml")) == params  # wandb reads ours
+    config_util.save_config_file_from_dict(str(tmp_path / "agent.yaml"), {k: {"value": v} for k, v in params.items()})
+    assert read_sweep_parameters(tmp_path / "agent.yaml") == params  # we read the agent's
+    assert sweep_run_name(params) == "sigma_max=10 model.seed=1 data.seed=2 step_lr=3.46177e-05"
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(tmp_path / "agent.yaml"))
+    assert sweep_parameters() == params
+    monkeypatch.delenv("WANDB_SWEEP_PARAM_PATH")
+    assert sweep_parameters() is None

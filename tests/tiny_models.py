@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from ncsn_pl.networks import ScoreNetwork
+
 
 class TinyScore(nn.Module):
     """A per-sample score network: a 3x3 convolution scaled per noise level, minus x."""
@@ -30,3 +32,24 @@ class TinyFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = nn.functional.adaptive_avg_pool2d(x.float().mean(1, keepdim=True), (2, 4)).flatten(1)
         return torch.tanh(3 * pooled @ self.proj)
+
+
+class ExactToyScore(ScoreNetwork):
+    """The exact score of the NCSN toy mixture at each level of the schedule the model hands over (no learning: a
+    zero-valued parameter keeps the optimiser busy), for sweeps whose ranking must not depend on short training."""
+
+    def __init__(self, num_scales: int = 10) -> None:
+        super().__init__()
+        from ncsn_pl.core.distributions import GaussianMixture
+
+        self.mixture = GaussianMixture()
+        self.num_scales = num_scales
+        self.zero = nn.Parameter(torch.zeros(()))
+        self.register_buffer("sigmas", torch.empty(0))
+
+    def set_sigmas(self, sigmas: torch.Tensor) -> None:
+        self.sigmas = sigmas.detach().clone()
+
+    def forward(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        score = self.mixture.sigma_score_fn()(x, self.sigmas[levels].to(x.dtype))
+        return score + 0 * self.zero

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-from jsonargparse import set_parsing_settings
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -24,7 +24,14 @@ from ncsn_pl.core.files import atomic_write_text, check_torch_file
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
 from ncsn_pl.training.run_logger import RunLogger
-from ncsn_pl.training.runs import default_wandb_mode, log_config, run_dir
+from ncsn_pl.training.runs import (
+    declare_metric_summaries,
+    default_wandb_mode,
+    log_config,
+    run_dir,
+    sweep_parameters,
+    sweep_run_name,
+)
 
 __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 
@@ -55,9 +62,11 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Put the resolved, nested config into each W&B run's config (``model.sigma_max`` as in sweep files)."""
+        """Put the resolved, nested config into each W&B run's config (``model.sigma_max`` as in sweep files), and
+        declare that its summary keeps each metric's best value (what a sweep ranks the runs by)."""
         config = json.loads(self.parser.dump(self.config, format="json", skip_unset=False, skip_validation=True))
         log_config(trainer.loggers, config)
+        declare_metric_summaries(trainer.loggers)
 
 
 # settings a run continued from a checkpoint may change: the optimizer's (applied to its restored state by
@@ -126,6 +135,17 @@ class NCSNCLI(LightningCLI):
             compute_fn=_data_shape,
             apply_on="instantiate",
         )
+
+    def before_instantiate_classes(self) -> None:
+        """In a sweep trial (``wandb agent`` or ``python -m ncsn_pl sweep``), name the W&B run after its swept values:
+        the configured name is built from a few settings and would repeat across the trials of a sweep."""
+        parameters = sweep_parameters() if self.subcommand in ("fit", "validate", "test") else None
+        if not parameters:
+            return
+        loggers = self.config[self.subcommand].trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("WandbLogger"):
+                logger.init_args.name = sweep_run_name(parameters)
 
     def instantiate_classes(self) -> None:
         """Build the model, the data and the Trainer; for ``fit``, resolve ``"auto"`` settings before any callback

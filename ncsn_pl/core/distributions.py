@@ -67,6 +67,20 @@ class GaussianMixture:
         log_norm = -0.5 * self.dim * torch.log(2 * math.pi * variance)
         return torch.log(self.weights) + log_norm - 0.5 * diff.pow(2).sum(-1) / variance, diff
 
+    def nearest_components(self, x: torch.Tensor) -> torch.Tensor:
+        """The component each point most likely came from, ignoring the weights: ``argmax_k N(x; mu_k, s_k^2 I)``,
+        shape ``(N,)``. With equal stds this is the nearest mean (how the NCSN toy experiment counts the samples
+        of each mode, Song & Ermon 2019, Fig. 3)."""
+        diff = x.double()[:, None, :] - self.means[None]
+        log_likelihood = -self.dim * torch.log(self.stds) - 0.5 * diff.pow(2).sum(-1) / self.stds**2
+        return log_likelihood.argmax(dim=1)
+
+    def component_fractions(self, x: torch.Tensor) -> torch.Tensor:
+        """The fraction of the points ``x`` (``(N, D)``) assigned to each component by :meth:`nearest_components`,
+        shape ``(K,)``, float64; compare it with :attr:`weights`."""
+        counts = torch.bincount(self.nearest_components(x), minlength=len(self.weights)).double()
+        return counts / max(int(x.shape[0]), 1)
+
     def log_prob(self, x: torch.Tensor, sigma: float = 0.0) -> torch.Tensor:
         """``log p_sigma(x)`` of the mixture convolved with N(0, sigma^2 I); ``x`` of shape ``(N, D)``."""
         log_probs, _ = self._component_log_probs(x, sigma)

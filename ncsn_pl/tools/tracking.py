@@ -27,6 +27,7 @@ __all__ = [
     "read_metrics_csv",
     "read_offline_run",
     "summarize_metric",
+    "summary_number",
 ]
 
 History = list[tuple[int, float]]
@@ -45,6 +46,20 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
         else:
             flat[name] = value
     return flat
+
+
+def summary_number(value: Any) -> float | None:
+    """A W&B summary value as a number: itself, or the one value of a ``define_metric`` summary such as
+    ``{"min": 3.2}`` (``min``, ``max``, ``best``, ``last``, ``mean`` in that order of preference); else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Mapping):
+        for key in ("min", "max", "best", "last", "mean"):
+            if isinstance(value.get(key), (int, float)) and not isinstance(value.get(key), bool):
+                return float(value[key])
+    return None
 
 
 def offline_run_dirs(root: str | Path) -> list[Path]:

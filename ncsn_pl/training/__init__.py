@@ -6,5 +6,6 @@ from ncsn_pl.training.module import ScoreModel
 from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.sample_grid import SampleGrid
 from ncsn_pl.training.sample_quality import SampleQualityMonitor
+from ncsn_pl.training.toy_quality import ToySampleQuality
 
-__all__ = ["ResumableCheckpoint", "RunLogger", "SampleGrid", "SampleQualityMonitor", "ScoreModel"]
+__all__ = ["ResumableCheckpoint", "RunLogger", "SampleGrid", "SampleQualityMonitor", "ScoreModel", "ToySampleQuality"]

@@ -12,8 +12,19 @@ from urllib.parse import urlparse
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
-__all__ = ["default_wandb_mode", "log_config", "run_dir", "wandb_has_credentials"]
+from ncsn_pl.core.run_records import METRIC_SUMMARIES, SWEEP_PARAM_PATH, read_sweep_parameters, sweep_run_name
 
+__all__ = [
+    "METRIC_SUMMARIES",
+    "SWEEP_PARAM_PATH",
+    "declare_metric_summaries",
+    "default_wandb_mode",
+    "log_config",
+    "run_dir",
+    "sweep_parameters",
+    "sweep_run_name",
+    "wandb_has_credentials",
+]
 
 def run_dir(trainer: pl.Trainer) -> Path:
     """The folder of this run: the first logger's versioned ``log_dir``, else ``default_root_dir``."""
@@ -44,6 +55,30 @@ def log_config(loggers: Iterable[object], config: Mapping[str, Any]) -> int:
             logger.experiment.config.update(dict(config), allow_val_change=True)
             runs += 1
     return runs
+
+
+def declare_metric_summaries(loggers: Iterable[object]) -> int:
+    """Declare in every W&B run among ``loggers`` that its summary keeps the best value of each metric of
+    :data:`METRIC_SUMMARIES` (``define_metric(name, summary="min")``), plotted against ``trainer/global_step``.
+
+    W&B ranks the runs of a sweep, and shows them in tables, by their summary, which is otherwise the last value
+    logged. Call it on global rank 0 only. Returns how many W&B runs were updated.
+    """
+    runs = 0
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            for name, summary in METRIC_SUMMARIES.items():
+                logger.experiment.define_metric(name, summary=summary, step_metric="trainer/global_step")
+            runs += 1
+    return runs
+
+
+def sweep_parameters(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The swept parameters of this run when it is a sweep trial (``{"model.sigma_max": 10.0, ...}``), else ``None``:
+    the file named by ``WANDB_SWEEP_PARAM_PATH``, which ``wandb agent`` and ``python -m ncsn_pl sweep`` write."""
+    environ = os.environ if environ is None else environ
+    path = environ.get(SWEEP_PARAM_PATH)
+    return read_sweep_parameters(path) if path and Path(path).is_file() else None
 
 
 def wandb_has_credentials(environ: Mapping[str, str] | None = None) -> bool:

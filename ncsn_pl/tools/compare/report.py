@@ -1,5 +1,5 @@
-"""``python -m ncsn_pl compare PATH... [--metric val/fid] [--out DIR]``: the table (``runs.csv``, ``runs.md``)
-and the PNG plots of the metric against each swept setting and over training steps."""
+"""``python -m ncsn_pl compare PATH... [--metric M] [--out DIR]``: the table (``runs.csv``, ``runs.md``) and the PNG
+plots of the metric against each swept setting and over training steps."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.tools.compare.runs import Comparison, collect_runs
+from ncsn_pl.tools.compare.runs import Comparison, RunRow, collect_runs
 
 __all__ = ["compare", "format_table", "main", "plot_runs", "write_tables"]
 
@@ -27,17 +27,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _setting(row: RunRow, key: str) -> Any:
+    """A setting as configured, with the number an ``auto`` resolved to: ``auto (4.74)``."""
+    if key in row.resolved:
+        return f"{_fmt(row.config.get(key))} ({_fmt(row.resolved[key])})"
+    return row.config.get(key)
+
+
 def _table(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
     m = comparison.metric
-    header = ["rank", "run", "status", *comparison.settings, f"best {m}", "best step", f"last {m}", "IS",
-              "loss", "steps", "time (s)"]
+    header = ["rank", "run", "status", *comparison.settings, f"best {m}", "best step", f"last {m}", "samples",
+              "IS", "loss", "steps", "time (s)"]
     body = []
     for rank, row in enumerate(comparison.rows, 1):
         best = row.metric.best if row.metric else None
         body.append([rank if best is not None and math.isfinite(best) else None, row.run, row.status,
-                     *[row.config.get(k) for k in comparison.settings], best,
+                     *[_setting(row, k) for k in comparison.settings], best,
                      row.metric.best_step if row.metric else None, row.metric.last if row.metric else None,
-                     row.inception_score, row.loss, row.steps, row.runtime_s])
+                     row.num_samples, row.inception_score, row.loss, row.steps, row.runtime_s])
     return header, body
 
 
@@ -93,7 +100,7 @@ def plot_runs(comparison: Comparison, out: Path) -> list[Path]:
     metric, files = comparison.metric, []
     scored = [r for r in comparison.rows if r.metric is not None and math.isfinite(r.metric.best)]
     for key in comparison.settings:
-        points = [(r.config.get(key), r.metric.best, r.run) for r in scored if key in r.config]
+        points = [(r.setting(key), r.metric.best, r.run) for r in scored if key in r.config]
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -118,7 +125,7 @@ def plot_runs(comparison: Comparison, out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         shown = comparison.settings[:3]
         for row in curves:
-            label = ", ".join([row.run] + [f"{k.rsplit('.', 1)[-1]}={_fmt(row.config.get(k))}" for k in shown])
+            label = ", ".join([row.run] + [f"{k.rsplit('.', 1)[-1]}={_fmt(_setting(row, k))}" for k in shown])
             ax.plot([s for s, _ in row.history], [v for _, v in row.history], marker="." if len(row.history) < 30
                     else None, label=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -135,9 +142,11 @@ def plot_runs(comparison: Comparison, out: Path) -> list[Path]:
     return files
 
 
-def compare(paths: Sequence[str], metric: str = "val/fid", out: str | Path | None = None,
+def compare(paths: Sequence[str], metric: str | None = None, out: str | Path | None = None,
             goal: str | None = None, plots: bool = True) -> Comparison:
-    """Collect, sort, write ``runs.csv``/``runs.md`` and the plots into ``out``; returns the comparison."""
+    """Collect, sort, write ``runs.csv``/``runs.md`` and the plots into ``out``; returns the comparison.
+
+    ``metric`` defaults to the sweep's own metric when ``paths`` hold a sweep, else ``val/fid``."""
     comparison = collect_runs(paths, metric, goal)
     if out is not None and comparison.rows:
         comparison.files = write_tables(comparison, Path(out))
@@ -152,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Compare runs by a metric: a table (also runs.csv, runs.md) and PNG plots.")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="run folders, sweep folders, offline W&B runs, or entity/project (W&B API, online)")
-    parser.add_argument("--metric", default="val/fid", help="the metric to compare (default: val/fid)")
+    parser.add_argument("--metric", default=None,
+                        help="the metric to compare (default: the sweep's own metric for a sweep folder or a project "
+                             "of sweep runs, else val/fid)")
     parser.add_argument("--goal", choices=("minimize", "maximize"), default=None,
                         help="default: the sweep's goal, else maximize for IS-like metrics, minimize otherwise")
     parser.add_argument("--out", default=None,

@@ -9,6 +9,7 @@ and ``runs.md`` and draws PNG plots of the metric against each swept setting and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ncsn_pl.core.run_records import goal_of
 from ncsn_pl.tools.tracking import (
     MetricSummary,
     find_csv_runs,
@@ -28,11 +30,12 @@ from ncsn_pl.tools.tracking import (
     read_metrics_csv,
     read_offline_run,
     summarize_metric,
+    summary_number,
 )
 
 __all__ = ["Comparison", "RunRow", "collect_runs", "sort_rows"]
 
-INCEPTION_SCORE, LOSS = "val/is", "val/loss"
+INCEPTION_SCORE, LOSS, DEFAULT_METRIC = "val/is", "val/loss", "val/fid"
 # the noise schedule: shown when the runs do not say what was swept
 SCHEDULE_KEYS = ("model.sigma_max", "model.sigma_min", "model.num_scales", "model.step_lr", "model.n_steps_each",
                  "model.anneal_power")
@@ -60,6 +63,9 @@ class RunRow:
         steps: the last step logged; runtime_s: the run time in seconds (W&B's ``_runtime``, a sweep trial's
             wall time, else the time between the run's first and last file writes).
         note: why the run has no metric (a failed trial's error, ...).
+        resolved: the numbers that ``auto`` settings resolved to (``{"model.sigma_max": 4.74}``), read from the run's
+            saved config where the sweep or the config said ``auto``.
+        num_samples: the samples behind the metric's best value (``sample_quality.jsonl`` of FID and toy metrics).
     """
 
     run: str
@@ -73,6 +79,12 @@ class RunRow:
     steps: int | None = None
     runtime_s: float | None = None
     note: str = ""
+    resolved: dict[str, Any] = field(default_factory=dict)
+    num_samples: int | None = None
+
+    def setting(self, key: str) -> Any:
+        """The value of a setting, the resolved number for an ``auto`` one."""
+        return self.resolved.get(key, self.config.get(key))
 
 
 @dataclass
@@ -118,6 +130,7 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
         row.status, row.note = "no metrics", "no metrics.csv in the run folder"
         return row
     _row_from_metrics(row, read_metrics_csv(csv_path), metric, goal)
+    row.num_samples = _num_samples(run_dir, metric, row.metric)
     first = min((p.stat().st_mtime for p in (run_dir / "hparams.yaml", run_dir / "config.yaml") if p.is_file()),
                 default=None)
     if first is not None:
@@ -125,6 +138,31 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
     if row.metric is None:
         row.status, row.note = f"no {metric}", f"metrics.csv has no {metric} column"
     return row
+
+
+def _num_samples(run_dir: Path, metric: str, summary: MetricSummary | None) -> int | None:
+    """``num_samples`` of the ``sample_quality.jsonl`` record of ``metric`` nearest its best step (the logger may
+    count the step of a validation one lower than the trainer did), else of the last record."""
+    path, key = run_dir / "sample_quality.jsonl", metric.split("/", 1)[-1]
+    if not path.is_file():
+        return None
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            record = json.loads(line)
+            if isinstance(record, dict) and key in record and "num_samples" in record:
+                records.append(record)
+    if not records:
+        return None
+    if summary is None:
+        return int(records[-1]["num_samples"])
+    return int(min(records, key=lambda r: abs(int(r.get("step", 0)) - summary.best_step))["num_samples"])
+
+
+def _auto_resolved(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers a run's saved ``config`` holds for the ``params`` given as ``auto``."""
+    return {key: config[key] for key, value in params.items()
+            if value == "auto" and isinstance(config.get(key), (int, float)) and not isinstance(config[key], bool)}
 
 
 def _wandb_offline_run(run_dir: Path, name: str | None, metric: str, goal: str) -> RunRow:
@@ -136,7 +174,7 @@ def _wandb_offline_run(run_dir: Path, name: str | None, metric: str, goal: str) 
         row.status, row.note = "no metrics", str(error)
         return row
     row.run = name or record.get("name") or run_dir.name
-    row.config = {k: v for k, v in flatten_config(record["config"]).items() if not k.startswith("_")}
+    row.config, row.resolved = _wandb_config(record["config"])
     _row_from_metrics(row, record["history"], metric, goal)
     summary = record["summary"]
     row.steps = summary.get("trainer/global_step", row.steps)
@@ -164,6 +202,7 @@ def _sweep_runs(sweep_dir: Path, metric: str, goal: str, prefix: str) -> tuple[l
         else:
             row = RunRow(run=prefix + trial["name"], path=str(trial_dir), status="no metrics",
                          note="the trial left no run folder")
+        row.resolved = _auto_resolved(trial.get("params", {}), row.config)
         row.config.update(trial.get("params", {}))
         if trial.get("duration_s") is not None:
             row.runtime_s = trial["duration_s"]
@@ -174,7 +213,25 @@ def _sweep_runs(sweep_dir: Path, metric: str, goal: str, prefix: str) -> tuple[l
     sweep_goal = None
     if isinstance(sweep.get("metric"), Mapping) and sweep["metric"].get("name") == metric:
         sweep_goal = sweep["metric"].get("goal", "minimize")
-    return rows, list(sweep.get("parameters") or {}), sweep_goal
+    return rows, _varied(sweep.get("parameters") or {}), sweep_goal
+
+
+def _varied(parameters: Mapping[str, Any]) -> list[str]:
+    """The swept parameters that take more than one value (a ``value:`` is a constant of the sweep)."""
+    return [name for name, spec in parameters.items() if not (isinstance(spec, Mapping) and set(spec) == {"value"})]
+
+
+def _wandb_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A W&B run's config as flat keys, and the numbers of its ``auto`` sweep parameters.
+
+    The run config holds the whole resolved config nested (``log_config``) and, in a sweep, the swept values under
+    their dotted names (``"model.sigma_max": "auto"``, as the agent sets them): the swept values are shown, the
+    nested numbers are what ``auto`` resolved to.
+    """
+    swept = {k: v for k, v in config.items() if "." in k and not k.startswith("_")}
+    nested = {k: v for k, v in flatten_config({k: v for k, v in config.items() if k not in swept}).items()
+              if not k.startswith("_")}
+    return {**nested, **swept}, _auto_resolved(swept, nested)
 
 
 def _wandb_api() -> Any:
@@ -183,17 +240,21 @@ def _wandb_api() -> Any:
     return wandb.Api(timeout=30)
 
 
-def _api_runs(project: str, metric: str, goal: str) -> tuple[list[RunRow], list[str]]:
-    """Runs of ``entity/project`` through the W&B API (needs the network and ``wandb login``)."""
+def _api_project_runs(project: str) -> list[Any]:
+    """The runs of ``entity/project`` through the W&B API (needs the network and ``wandb login``)."""
     try:
-        runs = list(_wandb_api().runs(project))
+        return list(_wandb_api().runs(project))
     except Exception as error:  # no network, no key, no such project: all surface here
         raise LookupError(f"could not read {project} from W&B ({type(error).__name__}: {error}); offline, "
                           "compare the local run or sweep folders instead") from error
+
+
+def _api_runs(project: str, runs: Sequence[Any], metric: str, goal: str) -> tuple[list[RunRow], list[str]]:
+    """Rows of W&B API runs (summaries may be ``define_metric`` dicts such as ``{"min": 31.2}``)."""
     rows, swept = [], []
     for run in runs:
         row = RunRow(run=str(run.name), path=f"{project}/{run.id}", status=str(run.state))
-        row.config = {k: v for k, v in flatten_config(dict(run.config)).items() if not k.startswith("_")}
+        row.config, row.resolved = _wandb_config(dict(run.config))
         keys = [metric, INCEPTION_SCORE, LOSS, "train/loss"]
         metrics: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
         items = list(run.scan_history(keys=[metric, "trainer/global_step"])) or list(run.scan_history(keys=[metric]))
@@ -203,19 +264,21 @@ def _api_runs(project: str, metric: str, goal: str) -> tuple[list[RunRow], list[
                 metrics[metric].append((int(step), float(item[metric])))
         summary = dict(run.summary)
         for key in keys[1:]:
-            if isinstance(summary.get(key), (int, float)):
-                metrics[key] = [(int(summary.get("trainer/global_step", 0)), float(summary[key]))]
+            if summary_number(summary.get(key)) is not None:
+                metrics[key] = [(int(summary.get("trainer/global_step", 0)), summary_number(summary[key]))]
         _row_from_metrics(row, metrics, metric, goal)
         row.steps = summary.get("trainer/global_step", row.steps)
         row.runtime_s = summary.get("_runtime")
         if row.metric is None and row.status == "finished":
             row.status = f"no {metric}"
-        sweep_config = getattr(getattr(run, "sweep", None), "config", None) or {}
-        for name in sweep_config.get("parameters") or {}:
-            if name not in swept:
-                swept.append(name)
+        swept += [name for name in _varied(_sweep_config(run).get("parameters") or {}) if name not in swept]
         rows.append(row)
     return rows, swept
+
+
+def _sweep_config(run: Any) -> dict[str, Any]:
+    config = getattr(getattr(run, "sweep", None), "config", None)
+    return config if isinstance(config, dict) else {}
 
 
 def _local_runs(path: Path, metric: str, goal: str, prefix: str) -> tuple[list[RunRow], list[str], str | None]:
@@ -261,15 +324,31 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _default_goal(metric: str) -> str:
-    return "maximize" if HIGHER_IS_BETTER.search(metric) else "minimize"
+    return goal_of(metric) or ("maximize" if HIGHER_IS_BETTER.search(metric) else "minimize")
 
 
-def collect_runs(paths: Sequence[str], metric: str = "val/fid", goal: str | None = None) -> Comparison:
+def _sweep_metric(paths: Sequence[str], api_runs: Mapping[str, Sequence[Any]]) -> str | None:
+    """The metric of the first sweep found under ``paths`` (``sweep.json``) or among the W&B runs."""
+    for raw in paths:
+        path = Path(raw)
+        files = sorted(path.rglob("sweep.json")) if path.is_dir() else []
+        for file in files:
+            with contextlib.suppress(OSError, json.JSONDecodeError, AttributeError, TypeError):
+                return str(json.loads(file.read_text())["sweep"]["metric"]["name"])
+        for run in api_runs.get(raw, []):
+            name = (_sweep_config(run).get("metric") or {}).get("name")
+            if name:
+                return str(name)
+    return None
+
+
+def collect_runs(paths: Sequence[str], metric: str | None = None, goal: str | None = None) -> Comparison:
     """Read the runs under ``paths`` (see the module docstring) and sort them by ``metric``.
 
     Args:
         paths: run folders, sweep folders, offline W&B runs, or ``entity/project``.
-        metric: the metric to compare (``val/fid``, ``val/loss``, ...).
+        metric: the metric to compare (``val/fid``, ``val/loss``, ...); default: the metric of the sweep found
+            under ``paths`` (its ``sweep.json``, or the W&B sweep of the project's runs), else ``val/fid``.
         goal: ``minimize`` or ``maximize``; default: a sweep's own goal for its metric, else maximize for
             IS-like metrics and minimize otherwise.
 
@@ -277,6 +356,11 @@ def collect_runs(paths: Sequence[str], metric: str = "val/fid", goal: str | None
         FileNotFoundError: a PATH that is neither a folder nor ``entity/project``.
         LookupError: ``entity/project`` could not be read from W&B.
     """
+    for raw in paths:
+        if not Path(raw).exists() and not _PROJECT.match(raw):
+            raise FileNotFoundError(f"{raw!r} is neither a folder nor entity/project.")
+    api_runs = {raw: _api_project_runs(raw) for raw in paths if not Path(raw).exists()}
+    metric = metric or _sweep_metric(paths, api_runs) or DEFAULT_METRIC
     rows: list[RunRow] = []
     swept: list[str] = []
     found_goal = None
@@ -284,12 +368,10 @@ def collect_runs(paths: Sequence[str], metric: str = "val/fid", goal: str | None
     for raw in paths:
         path = Path(raw)
         prefix = f"{path.resolve().name}/" if len(paths) > 1 else ""
-        if path.exists():
-            new_rows, new_swept, sweep_goal = _local_runs(path, metric, reading_goal, prefix)
-        elif _PROJECT.match(raw):
-            (new_rows, new_swept), sweep_goal = _api_runs(raw, metric, reading_goal), None
+        if raw in api_runs:
+            (new_rows, new_swept), sweep_goal = _api_runs(raw, api_runs[raw], metric, reading_goal), None
         else:
-            raise FileNotFoundError(f"{raw!r} is neither a folder nor entity/project.")
+            new_rows, new_swept, sweep_goal = _local_runs(path, metric, reading_goal, prefix)
         rows += new_rows
         swept += [k for k in new_swept if k not in swept]
         found_goal = found_goal or sweep_goal

@@ -1,17 +1,19 @@
-"""``python -m ncsn_pl sweep FILE [--count N] [--out DIR] [--seed S] [--validate] [-- ARGS...]``."""
+"""``python -m ncsn_pl sweep FILE [--count N] [--out DIR] [--seed S] [--validate] [-- ARGS...]``.
+
+Start the same command several times (on one node, or as a SLURM job array on nodes that share the sweep folder)
+to work on one sweep with several workers."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import math
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.tools.sweep.runner import FAILED, FINISHED, STATE_FILE, Sweep, SweepStopped, seeded_call
+from ncsn_pl.core.files import atomic_write_text
+from ncsn_pl.tools.sweep.runner import FAILED, STATE_FILE, Sweep, SweepStopped, seeded_call
 from ncsn_pl.tools.sweep.spec import (
     ROOT_DIR_KEY,
     SweepFileError,
@@ -29,18 +31,24 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ncsn_pl sweep",
         description="Run a W&B sweep file with no W&B server: the sweeps engine suggests, each trial is the file's "
-                    "command in its own process with W&B offline. Rerun the same command to continue a sweep.",
+                    "command in its own process with W&B offline. Rerun the same command to continue a sweep; run "
+                    "it several times at once (one node or many sharing --out) for several workers on one sweep.",
         epilog="Arguments after `--` are added to every trial, e.g. `-- --trainer.max_steps=1000 "
                "--data.init_args.root=/data`.")
     parser.add_argument("file", help="the sweep YAML file (the one `wandb sweep FILE` takes)")
     parser.add_argument("--count", type=int, default=None,
-                        help="trials the sweep should hold in total, finished and failed (default: the whole grid, "
-                             "or the file's run_cap); rerunning with the same count continues a stopped sweep")
+                        help="trials the sweep should hold in total, of all workers (default: the whole grid, or the "
+                             "file's run_cap); rerunning with the same count continues a stopped sweep")
     parser.add_argument("--out", default=None, help="the sweep folder (default: runs/sweeps/<file name>)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the engine's suggestions (default: 0)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per trial (default: none)")
     parser.add_argument("--wandb-mode", choices=("offline", "disabled"), default="offline",
                         help="WANDB_MODE of the trials (default: offline; `wandb sync` them later)")
+    parser.add_argument("--stale-after", type=float, default=600.0,
+                        help="seconds without a heartbeat after which another worker's trial counts as abandoned: it "
+                             "runs once more, then is recorded as failed (default: 600)")
+    parser.add_argument("--heartbeat", type=float, default=30.0,
+                        help="seconds between a worker's heartbeats (default: 30)")
     parser.add_argument("--validate", action="store_true",
                         help="check the file (and print the first trial's command), run nothing")
     return parser
@@ -80,9 +88,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         print("[sweep] early_terminate is ignored offline: trials run one at a time to the end.", flush=True)
     try:
         sweep = Sweep(raw, out, seed=options.seed, extra_args=extra, sweep_file=options.file,
-                      wandb_mode=options.wandb_mode, timeout=options.timeout)
-        sweep.out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(options.file, sweep.out / "sweep.yaml")
+                      wandb_mode=options.wandb_mode, timeout=options.timeout, stale_after=options.stale_after,
+                      heartbeat=options.heartbeat)
+        atomic_write_text(Path(options.file).read_text(), sweep.out / "sweep.yaml")
         state = sweep.run(options.count)
     except SweepFileError as error:
         print(f"sweep: {error}", file=sys.stderr)
@@ -98,14 +106,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 
 
 def _print_summary(sweep: Sweep) -> None:
-    finished = [t for t in sweep.trials if t["state"] == FINISHED and t.get("metric")]
+    ranked = sweep.ranked()
     failed = [t for t in sweep.trials if t["state"] == FAILED]
-    sign = 1 if sweep.goal == "minimize" else -1
-    finished.sort(key=lambda t: sign * t["metric"]["best"] if math.isfinite(t["metric"]["best"]) else math.inf)
-    sweep._say(f"{len(sweep.trials)} trial(s): {len(finished)} finished, {len(failed)} failed; "
+    sweep._say(f"{len(sweep.trials)} trial(s): {len(ranked)} finished, {len(failed)} failed; "
                f"state in {sweep.state_path}")
-    if finished:
-        best = finished[0]
+    if ranked:
+        best = ranked[0]
         shown = " ".join(f"{k}={v}" for k, v in best["params"].items())
-        sweep._say(f"best: {best['name']} {sweep.metric}={best['metric']['best']:.6g} with {shown}")
+        value = best["metric"].get("summary", best["metric"]["best"])
+        sweep._say(f"best: {best['name']} {sweep.metric}={value:.6g} with {shown}")
         sweep._say(f"compare the runs: python -m ncsn_pl compare {sweep.out}")

@@ -1,24 +1,25 @@
-"""The offline sweep runner: W&B sweeps with no server.
+"""The offline sweep runner: W&B sweeps with no server, with one worker or many on one sweep folder.
 
 The sweep file is the one ``wandb sweep FILE`` takes (:mod:`ncsn_pl.tools.sweep.spec`). Parameters come from
 the ``sweeps`` package, the engine W&B's own controller runs (grid, random, bayes). Each trial is the file's
 ``command``, expanded the way ``wandb agent`` expands it (``${env}``, ``${interpreter}``, ``${args}``, ...), run
-in its own process with W&B offline, ``WANDB_RUN_ID`` set and ``--trainer.default_root_dir=<sweep dir>/trial-NNN``.
-The metric is read back from the trial's ``metrics.csv`` (else from its offline W&B run) and fed to the engine
-for the next suggestion.
+in its own process with W&B offline, ``WANDB_RUN_ID`` and ``WANDB_SWEEP_PARAM_PATH`` set as the agent sets them,
+and ``--trainer.default_root_dir=<sweep dir>/trial-NNN``. The metric is read back from the trial's
+``metrics.csv`` (else from its offline W&B run) and fed to the engine for the next suggestion.
 
-The sweep folder holds ``sweep.json`` (every trial: parameters, state, metric, command, log; rewritten
-atomically after each change), a copy of the sweep file, and one folder per trial with its ``trial.log``.
-A failed trial is recorded as failed and the sweep goes on. Stopping (Ctrl-C, SIGTERM) records the running
-trial as interrupted; the same command again continues: interrupted trials restart, then the engine goes on
-(a grid where it stopped).
+The sweep folder holds ``sweep.json`` (every trial: parameters, state, worker, attempts, metric, command, log),
+a copy of the sweep file, and one folder per trial with its ``trial.log``. Workers share it through
+:mod:`.state`: each takes the next suggestion under the lock (the engine sees the running trials, so no grid
+point runs twice), and ``--count`` counts the trials of all workers. A failed trial is recorded with the tail of
+its log and the sweep goes on. A stopped or preempted worker records its trial as interrupted, and the next
+worker runs it again; a dead worker's trial (no heartbeat for ``stale_after`` seconds, or its process gone from
+this host) runs once more, then is recorded as failed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import json
+import math
 import os
 import random
 import secrets
@@ -27,12 +28,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.core.files import atomic_write_text
+from ncsn_pl.core.run_records import SWEEP_PARAM_PATH, summary_value, sweep_run_name, write_sweep_parameters
+from ncsn_pl.tools.sweep.processes import SweepStopped, log_tail, sigterm_raises, stop_process
 from ncsn_pl.tools.sweep.spec import (
+    DEFAULT_COMMAND,
     ROOT_DIR_KEY,
     SweepFileError,
     expand_command,
@@ -41,59 +44,29 @@ from ncsn_pl.tools.sweep.spec import (
     quiet_engine,
     sweeps_engine,
 )
-from ncsn_pl.tools.tracking import (
-    newest_csv_run,
-    offline_run_dirs,
-    read_metrics_csv,
-    read_offline_run,
-    summarize_metric,
+from ncsn_pl.tools.sweep.state import (
+    FAILED,
+    FINISHED,
+    HEARTBEAT_FILE,
+    INTERRUPTED,
+    RUNNING,
+    STATE_FILE,
+    Heartbeat,
+    abandoned,
+    fs_now,
+    locked_state,
+    now,
+    worker_identity,
 )
+from ncsn_pl.tools.sweep.trial_metric import read_trial_metric
+from ncsn_pl.tools.tracking import summarize_metric
 
 __all__ = ["FAILED", "FINISHED", "STATE_FILE", "Sweep", "SweepStopped", "read_trial_metric", "seeded_call"]
 
-STATE_FILE = "sweep.json"
 TRIAL_LOG = "trial.log"
-# states of a trial in sweep.json; "running" and "interrupted" trials restart when the sweep continues
-FINISHED, FAILED, RUNNING, INTERRUPTED = "finished", "failed", "running", "interrupted"
+PARAMS_FILE = "sweep-params.yaml"
 # how a preempted trial ends: ``python -m ncsn_pl fit`` exits 128 + SIGTERM after its checkpoint; killed outright: -15
 PREEMPTED = (128 + signal.SIGTERM, -signal.SIGTERM)
-
-
-class SweepStopped(Exception):
-    """Raised in the runner when SIGTERM arrives (SIGINT raises ``KeyboardInterrupt``)."""
-
-
-def read_trial_metric(trial_dir: str | Path, metric: str, run_id: str | None = None) -> tuple[list, str]:
-    """The ``[(step, value), ...]`` of ``metric`` logged by the run in ``trial_dir``, and where it was read.
-
-    The trial's ``metrics.csv`` (the newest, if the trial holds several runs) is read first; without the metric
-    there, the offline W&B run (``wandb/offline-run-*-<run_id>``) is read with ``wandb leet``.
-    Returns ``([], reason)`` when neither has it.
-    """
-    trial_dir = Path(trial_dir)
-    run = newest_csv_run(trial_dir)
-    if run is not None:
-        history = read_metrics_csv(run / "metrics.csv").get(metric, [])
-        if history:
-            return history, str(run.relative_to(trial_dir) / "metrics.csv")
-    wandb_runs = [p for p in offline_run_dirs(trial_dir) if run_id is None or p.name.endswith(f"-{run_id}")]
-    if wandb_runs:
-        try:
-            record = read_offline_run(wandb_runs[-1], history_keys=[metric])
-        except RuntimeError as error:
-            return [], f"no {metric} in metrics.csv, and the W&B run could not be read: {error}"
-        history = record["history"].get(metric) or []
-        if not history and isinstance(record["summary"].get(metric), (int, float)):
-            history = [(int(record["summary"].get("trainer/global_step", 0)), float(record["summary"][metric]))]
-        if history:
-            return history, str(wandb_runs[-1].relative_to(trial_dir))
-    where = "metrics.csv" if run is not None else "no metrics.csv"
-    return [], f"the run logged no {metric!r} ({where}{', no W&B run' if not wandb_runs else ', W&B run'})"
-
-
-# ---------------------------------------------------------------------------------------------- the runner
-def _now() -> str:
-    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def seeded_call(seed: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -115,17 +88,20 @@ def seeded_call(seed: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 class Sweep:
-    """An offline sweep in a folder: its state (``sweep.json``), the engine, and the trials.
+    """One worker of an offline sweep in a folder: the shared state (``sweep.json``), the engine, the trials.
 
     Args:
         config: the sweep config as read from the file (validated by :func:`validate_sweep`).
-        out: the sweep folder.
+        out: the sweep folder (shared by all workers).
         seed: seeds the engine's suggestions (trial ``i`` draws with ``seed * 100003 + i``).
         extra_args: arguments added to every trial's command (e.g. ``--trainer.max_steps=100``).
         sweep_file: where the config came from (recorded).
         wandb_mode: ``WANDB_MODE`` of the trials: ``offline`` or ``disabled``.
         timeout: seconds allowed per trial (``None`` = no limit); a trial over it fails.
         stream: where progress lines go.
+        stale_after: seconds without a heartbeat after which another worker's running trial counts as abandoned.
+        heartbeat: seconds between this worker's heartbeats.
+        max_attempts: attempts of a trial whose worker died before it is recorded as failed.
     """
 
     def __init__(
@@ -138,27 +114,34 @@ class Sweep:
         wandb_mode: str = "offline",
         timeout: float | None = None,
         stream: Any = None,
+        stale_after: float = 600.0,
+        heartbeat: float = 30.0,
+        max_attempts: int = 2,
     ) -> None:
         if wandb_mode not in ("offline", "disabled"):
             raise ValueError(f"wandb_mode must be 'offline' or 'disabled', got {wandb_mode!r}.")
+        if not 0 < heartbeat < stale_after:
+            raise ValueError(f"need 0 < heartbeat < stale_after, got {heartbeat} and {stale_after}.")
         self.out = Path(out).resolve()
         self.wandb_mode = wandb_mode
         self.timeout = timeout
         self.stream = stream if stream is not None else sys.stdout
+        self.stale_after, self.heartbeat, self.max_attempts = stale_after, heartbeat, max_attempts
         self.state_path = self.out / STATE_FILE
+        self.worker = worker_identity()
         wanted = {"sweep": json.loads(json.dumps(dict(config))), "seed": int(seed), "extra_args": list(extra_args)}
-        if self.state_path.is_file():
-            self.state = json.loads(self.state_path.read_text())
+        with locked_state(self.out) as box:
+            if box["state"] is None:
+                name = str(config.get("name") or (Path(sweep_file).stem if sweep_file else self.out.name))
+                box["state"] = {"format": 2, "name": name, "sweep_id": secrets.token_hex(4), "created": now(),
+                                "sweep_file": str(sweep_file) if sweep_file else None, **wanted, "trials": []}
             for key, value in wanted.items():
-                if self.state.get(key) != value:
+                if box["state"].get(key) != value:
                     raise SweepFileError(
                         f"{self.out} holds a sweep with another {key.replace('_', ' ')} "
-                        f"({self.state.get(key)!r} there, {value!r} now): rerun it with the same file and options, "
-                        "or give another --out.")
-        else:
-            name = str(config.get("name") or (Path(sweep_file).stem if sweep_file else self.out.name))
-            self.state = {"format": 1, "name": name, "sweep_id": secrets.token_hex(4), "created": _now(),
-                          "sweep_file": str(sweep_file) if sweep_file else None, **wanted, "trials": []}
+                        f"({box['state'].get(key)!r} there, {value!r} now): rerun it with the same file and "
+                        "options, or give another --out.")
+            self.state = box["state"]
         with quiet_engine():  # the engine's filled-in config (distributions named)
             self.config = dict(sweeps_engine().SweepConfig(dict(config)))
         self.metric = str(config["metric"]["name"])
@@ -167,12 +150,14 @@ class Sweep:
     # ---------------------------------------------------------------- state
     @property
     def trials(self) -> list[dict[str, Any]]:
+        """The trials as this worker last read them."""
         return self.state["trials"]
 
-    def save(self) -> None:
-        """Write ``sweep.json`` atomically (a reader never sees half a file)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps(self.state, indent=1, default=plain) + "\n", self.state_path)
+    def refresh(self) -> dict[str, Any]:
+        """Read ``sweep.json`` again (under the lock); returns the state."""
+        with locked_state(self.out) as box:
+            self.state = box["state"]
+        return self.state
 
     def _say(self, message: str) -> None:
         print(f"[sweep] {message}", file=self.stream, flush=True)
@@ -186,24 +171,25 @@ class Sweep:
         return int(cap) if cap else None
 
     def engine_runs(self) -> list[Any]:
-        """The finished and failed trials as the engine's ``SweepRun`` records."""
+        """Every trial as the engine's ``SweepRun``: finished and failed ones with their metric (the summary is the
+        value the run's W&B summary holds), the others as running, so that the engine suggests no grid point
+        twice and bayes treats them as pending."""
         sweeps = sweeps_engine()
+        states = {FINISHED: sweeps.RunState.finished, FAILED: sweeps.RunState.failed}
         runs = []
         with quiet_engine():
             for trial in self.trials:
-                if trial["state"] not in (FINISHED, FAILED):
-                    continue
                 history = [{self.metric: value} for _, value in trial.get("history", [])]
-                summary = {self.metric: trial["metric"]["last"]} if trial.get("metric") else {}
+                metric = trial.get("metric") or {}
+                summary = {self.metric: metric["summary"]} if metric.get("summary") is not None else {}
                 runs.append(sweeps.SweepRun(
-                    name=trial["run_id"],
-                    state=sweeps.RunState.finished if trial["state"] == FINISHED else sweeps.RunState.failed,
+                    name=trial["run_id"], state=states.get(trial["state"], sweeps.RunState.running),
                     config={k: {"value": v} for k, v in trial["params"].items()},
                     summary_metrics=summary, history=history))
         return runs
 
     def suggest(self) -> dict[str, Any] | None:
-        """The engine's next parameters (``None`` when a grid is exhausted)."""
+        """The engine's next parameters given every trial (``None`` when a grid is exhausted)."""
         sweeps = sweeps_engine()
         index = len(self.trials)
         with quiet_engine():
@@ -212,41 +198,97 @@ class Sweep:
             return None
         return {name: plain(spec["value"]) for name, spec in run.config.items()}
 
-    # ---------------------------------------------------------------- trials
-    def new_trial(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        index = len(self.trials)
-        trial = {"index": index, "name": f"trial-{index:03d}", "run_id": f"{self.state['sweep_id']}{index:03d}",
-                 "params": dict(params), "state": RUNNING}
-        self.trials.append(trial)
-        return trial
+    def _reclaim_abandoned(self) -> None:
+        """Running trials whose worker died: run them again (``interrupted``), or record them as failed after
+        ``max_attempts`` attempts."""
+        fs_time = fs_now(self.out)
+        for trial in self.trials:
+            if trial["state"] != RUNNING or (trial.get("worker") or {}).get("id") == self.worker["id"]:
+                continue
+            reason = abandoned(trial, self.out / trial["name"], fs_time, self.stale_after)
+            if reason is None:
+                continue
+            attempts = int(trial.get("attempts", 1))
+            if attempts >= self.max_attempts:
+                trial.update(state=FAILED, ended=now(), error=f"{reason} (attempt {attempts} of {self.max_attempts})")
+            else:
+                trial.update(state=INTERRUPTED, error=f"{reason}; it runs again")
+            self._say(f"{trial['name']}: {trial['error']}")
 
+    def claim(self, count: int) -> dict[str, Any] | None:
+        """Take the next trial under the lock: an interrupted one first, else a new suggestion while the sweep holds
+        fewer than ``count`` trials. Returns a copy of the claimed trial, or ``None`` when there is nothing to do."""
+        with locked_state(self.out) as box:
+            self.state = box["state"]
+            self._reclaim_abandoned()
+            pending = [t for t in self.trials if t["state"] == INTERRUPTED]
+            if pending:
+                trial = pending[0]
+            elif len(self.trials) >= count:
+                return None
+            else:
+                params = self.suggest()
+                if params is None:
+                    return None
+                index = len(self.trials)
+                trial = {"index": index, "name": f"trial-{index:03d}", "run_id": f"{self.state['sweep_id']}{index:03d}",
+                         "run_name": sweep_run_name(params), "params": params, "attempts": 0}
+                self.trials.append(trial)
+            trial.update(state=RUNNING, worker=self.worker, attempts=int(trial.get("attempts", 0)) + 1,
+                         claimed=now(), error=None)
+            # the trial's folder and first heartbeat exist as soon as it is claimed (so a worker that dies right
+            # away is noticed); an earlier attempt's folder is moved aside here and deleted after the lock
+            trial_dir, old = self.out / trial["name"], None
+            if trial_dir.exists():
+                old = trial_dir.rename(self.out / f".{trial['name']}.old-{secrets.token_hex(3)}")
+            trial_dir.mkdir(parents=True)
+            (trial_dir / HEARTBEAT_FILE).touch()
+            claimed = json.loads(json.dumps(trial, default=plain))
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return claimed
+
+    def _record(self, trial: dict[str, Any]) -> bool:
+        """Write this worker's ``trial`` into ``sweep.json`` unless another worker took it over meanwhile."""
+        with locked_state(self.out) as box:
+            self.state = box["state"]
+            current = self.trials[trial["index"]]
+            mine = (current.get("worker") or {}).get("id") == self.worker["id"]
+            if not mine or current.get("attempts") != trial.get("attempts"):
+                self._say(f"{trial['name']} was taken over by another worker; its outcome here is not recorded")
+                return False
+            self.trials[trial["index"]] = trial
+            return True
+
+    # ---------------------------------------------------------------- trials
     def command(self, trial: Mapping[str, Any]) -> list[str]:
+        """The trial's command, as ``wandb agent`` would expand it, plus its ``--trainer.default_root_dir``."""
         trial_dir = self.out / trial["name"]
-        json_file = str(trial_dir / "args.json")
-        cmd = expand_command(self.config.get("command") or ["${env}", "${interpreter}", "${program}", "${args}"],
+        cmd = expand_command(self.config.get("command") or DEFAULT_COMMAND,
                              trial["params"], extra_args=self.state["extra_args"],
-                             program=self.config.get("program"), args_json_file=json_file)
+                             program=self.config.get("program"), args_json_file=str(trial_dir / "args.json"))
         return [*cmd, f"--{ROOT_DIR_KEY}={trial_dir}"]
 
     def run_trial(self, trial: dict[str, Any]) -> None:
-        """Run one trial in its own process and record the outcome (the state is saved before and after)."""
+        """Run one claimed trial in its own process and record the outcome."""
         trial_dir = self.out / trial["name"]
-        if trial_dir.exists():  # an interrupted attempt: start over
-            shutil.rmtree(trial_dir)
-        trial_dir.mkdir(parents=True)
+        trial_dir.mkdir(parents=True, exist_ok=True)
         command = self.command(trial)
         (trial_dir / "args.json").write_text(json.dumps(trial["params"]))
+        write_sweep_parameters(trial_dir / PARAMS_FILE, trial["params"])
         log_path = trial_dir / TRIAL_LOG
         env = {**os.environ, "WANDB_MODE": self.wandb_mode, "WANDB_RUN_ID": trial["run_id"],
-               "WANDB_RUN_GROUP": self.state["name"], "PYTHONUNBUFFERED": "1"}
+               "WANDB_RUN_GROUP": self.state["name"], SWEEP_PARAM_PATH: str(trial_dir / PARAMS_FILE),
+               "PYTHONUNBUFFERED": "1"}
         trial.update(state=RUNNING, command=command, dir=trial["name"], log=f"{trial['name']}/{TRIAL_LOG}",
-                     started=_now(), ended=None, duration_s=None, returncode=None, error=None, metric=None,
+                     started=now(), ended=None, duration_s=None, returncode=None, error=None, metric=None,
                      history=[], metric_source=None)
-        self.save()
+        if not self._record(trial):
+            return
         shown = " ".join(f"{k}={v}" for k, v in trial["params"].items())
-        self._say(f"{trial['name']}: {shown}")
+        self._say(f"{trial['name']}: {shown}" + (f" (attempt {trial['attempts']})" if trial["attempts"] > 1 else ""))
         start = time.monotonic()
-        with open(log_path, "w") as log:
+        with open(log_path, "w") as log, Heartbeat(trial_dir, self.heartbeat):
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -254,50 +296,55 @@ class Sweep:
             try:
                 returncode = process.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
-                _stop_process(process)
+                stop_process(process)
                 returncode = None
             except BaseException:
-                trial.update(state=INTERRUPTED, ended=_now(), duration_s=round(time.monotonic() - start, 2))
-                self.save()
-                _stop_process(process)
+                trial.update(state=INTERRUPTED, ended=now(), duration_s=round(time.monotonic() - start, 2),
+                             error="the worker was stopped; the trial runs again")
+                self._record(trial)
+                stop_process(process)
                 raise
-        trial["duration_s"] = round(time.monotonic() - start, 2)
-        trial["ended"] = _now()
-        trial["returncode"] = returncode
+        self._finish(trial, returncode, round(time.monotonic() - start, 2))
+
+    def _finish(self, trial: dict[str, Any], returncode: int | None, duration: float) -> None:
+        trial_dir = self.out / trial["name"]
+        trial.update(duration_s=duration, ended=now(), returncode=returncode)
         history, source = read_trial_metric(trial_dir, self.metric, trial["run_id"])
         trial["history"] = [[int(s), float(v)] for s, v in history]
         summary = summarize_metric(history, self.goal)
         if summary is not None:
             trial["metric"] = {"name": self.metric, "best": summary.best, "best_step": summary.best_step,
-                               "last": summary.last, "last_step": summary.last_step}
+                               "last": summary.last, "last_step": summary.last_step,
+                               "summary": summary_value(self.metric, [v for _, v in history])}
             trial["metric_source"] = source
         if returncode in PREEMPTED:
-            # the trial was preempted (it wrote a checkpoint and exited 128 + SIGTERM): the sweep stops with it
+            # the trial was preempted (it wrote a checkpoint and exited 128 + SIGTERM): this worker stops with it
             trial.update(state=INTERRUPTED, error=f"preempted (SIGTERM); see {trial['log']}")
-            self.save()
+            self._record(trial)
             self._say(f"{trial['name']} was preempted; run the same sweep command again to continue")
             raise SweepStopped
         if returncode is None:
             trial.update(state=FAILED, error=f"timed out after {self.timeout} s; see {trial['log']}")
         elif returncode != 0:
-            tail = _tail(log_path)
+            tail = log_tail(self.out / trial["log"])
             trial.update(state=FAILED, error=f"exit code {returncode}; see {trial['log']}" + (f": {tail}" if tail
                                                                                              else ""))
         elif summary is None:
             trial.update(state=FAILED, error=f"{source}; see {trial['log']}")
         else:
             trial["state"] = FINISHED
-        self.save()
+        if not self._record(trial):
+            return
         if trial["state"] == FINISHED:
-            self._say(f"{trial['name']} finished in {trial['duration_s']:.1f} s: {self.metric} best "
-                      f"{summary.best:.6g} (step {summary.best_step}), last {summary.last:.6g}")
+            self._say(f"{trial['name']} finished in {duration:.1f} s: {self.metric} best {summary.best:.6g} "
+                      f"(step {summary.best_step}), last {summary.last:.6g}")
         else:
-            self._say(f"{trial['name']} FAILED after {trial['duration_s']:.1f} s: {trial['error']}")
+            self._say(f"{trial['name']} FAILED after {duration:.1f} s: {trial['error']}")
 
     def run(self, count: int | None = None) -> dict[str, Any]:
-        """Run trials until the sweep holds ``count`` finished or failed trials (or the grid is exhausted).
+        """Take and run trials until the sweep holds ``count`` trials, all taken (or the grid is exhausted).
 
-        Interrupted trials of an earlier invocation restart first. Returns the state (also in ``sweep.json``).
+        Interrupted trials (of this or another worker) run first. Returns the state (also in ``sweep.json``).
         """
         count = count if count is not None else self.default_count()
         if count is None:
@@ -305,79 +352,27 @@ class Sweep:
                                  "(or `run_cap` in the sweep file).")
         if count < 1:
             raise SweepFileError(f"--count must be >= 1, got {count}.")
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.save()
-        with _lock(self.out), _sigterm_raises():
-            done = [t for t in self.trials if t["state"] in (FINISHED, FAILED)]
-            if done:
-                self._say(f"continuing {self.out}: {len(done)} trial(s) done")
-            while True:
-                pending = [t for t in self.trials if t["state"] in (RUNNING, INTERRUPTED)]
-                if pending:
-                    trial = pending[0]
-                elif len(self.trials) >= count:
-                    break
-                else:
-                    params = self.suggest()
-                    if params is None:
-                        self._say(f"the grid is exhausted after {len(self.trials)} trial(s)")
-                        break
-                    trial = self.new_trial(params)
+        done = [t for t in self.trials if t["state"] in (FINISHED, FAILED)]
+        if done:
+            self._say(f"continuing {self.out}: {len(done)} trial(s) done")
+        with sigterm_raises():
+            while (trial := self.claim(count)) is not None:
                 self.run_trial(trial)
-        return self.state
+        state = self.refresh()
+        running = [t["name"] for t in self.trials if t["state"] == RUNNING]
+        if running:
+            self._say(f"nothing left to take; other workers still run {', '.join(running)}")
+        elif len(self.trials) < count and self.config["method"] == "grid":
+            self._say(f"the grid is exhausted after {len(self.trials)} trial(s)")
+        return state
 
+    def ranked(self) -> list[dict[str, Any]]:
+        """The finished trials with a metric, best first, by the value the W&B summary holds (as W&B ranks runs)."""
+        sign = 1.0 if self.goal == "minimize" else -1.0
+        scored = [t for t in self.trials if t["state"] == FINISHED and t.get("metric")]
 
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])[-600:]
+        def key(trial: Mapping[str, Any]) -> float:
+            value = trial["metric"].get("summary", trial["metric"]["best"])
+            return sign * value if value is not None and math.isfinite(value) else math.inf
 
-
-def _stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM the trial's process group (Lightning writes its checkpoint); SIGKILL it after 30 s, or at once
-    on a second Ctrl-C / SIGTERM, so no trial outlives the runner."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt, SweepStopped):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@contextlib.contextmanager
-def _lock(folder: Path) -> Iterator[None]:
-    """Hold ``<folder>/.sweep.lock``: two runners on one sweep folder would run the same trials."""
-    import fcntl
-
-    with open(folder / ".sweep.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise SweepFileError(f"another `ncsn_pl sweep` is running in {folder}; wait for it or stop it.") from error
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """In the main thread, turn SIGTERM (a preempted job) into :class:`SweepStopped` while the sweep runs."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SweepStopped(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return sorted(scored, key=key)

@@ -1,9 +1,10 @@
-"""Sweep files: read one, check it as W&B and the command's own parser would, and expand its command.
+"""Sweep files: read one and check it as W&B, its agent and the command's own parser would.
 
-The sweep file is the one ``wandb sweep FILE`` takes (method, metric, flat dotted ``parameters``, ``command``).
-:func:`validate_sweep` runs the sweep engine's schema check (the ``sweeps`` package, which W&B's controller
-runs) and dry-parses the command with LightningCLI's parser for every listed value, so a bad file fails before
-any trial starts and names every problem.
+The sweep file is the one ``wandb sweep FILE`` takes (method, metric, ``program``, flat dotted ``parameters``,
+``command``). :func:`validate_sweep` runs the sweep engine's schema check (the ``sweeps`` package, which W&B's
+controller runs), dry-parses the command with LightningCLI's parser for every listed value, and checks that the
+configured run logs the sweep's metric (:mod:`.checks`), so a bad file fails before any trial starts and names
+every problem. The command is expanded as ``wandb agent`` expands it (:mod:`.expand`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import copy
 import difflib
 import io
 import os
-import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ncsn_pl.core.run_records import goal_of
+from ncsn_pl.tools.sweep.checks import check_command_starts, check_metric_logged, check_not_forced_offline
+from ncsn_pl.tools.sweep.expand import expand_command
 
 __all__ = [
     "METHODS",
@@ -38,6 +42,8 @@ __all__ = [
 
 METHODS = ("grid", "random", "bayes")
 ROOT_DIR_KEY = "trainer.default_root_dir"
+# what `wandb agent` runs for a sweep file without `command`
+DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
 
 
 class SweepFileError(ValueError):
@@ -95,7 +101,8 @@ def check_sweep_config(config: Mapping[str, Any]) -> list[str]:
     a method the engine runs (grid, random, bayes), a metric with a name, flat parameters (nested
     ``parameters`` blocks are dropped by the engine's validation: use dotted keys such as ``model.sigma_max``),
     no YAML ``null`` values (the agent passes them as ``None``, which LightningCLI rejects: write ``"null"``),
-    and a ``command`` with ``${args}`` (or a ``program``).
+    a ``program`` (``wandb agent`` reads it from every run command), a goal that matches a metric of known
+    direction (:data:`~ncsn_pl.core.run_records.METRIC_SUMMARIES`), and a ``command`` with ``${args}``.
     """
     sweeps = sweeps_engine()
     problems: list[str] = []
@@ -111,6 +118,11 @@ def check_sweep_config(config: Mapping[str, Any]) -> list[str]:
     metric = config.get("metric")
     if not isinstance(metric, Mapping) or not metric.get("name"):
         problems.append("no `metric`: add `metric: {name: val/fid, goal: minimize}` (the value to optimise).")
+    else:
+        known, goal = goal_of(str(metric["name"])), metric.get("goal", "minimize")
+        if known is not None and goal != known:
+            problems.append(f"metric {metric['name']!r} with goal {goal!r}: it is better when {known[:-3]}al, and "
+                            f"each run's W&B summary keeps that value; use goal: {known}.")
     parameters = config.get("parameters")
     if not isinstance(parameters, Mapping) or not parameters:
         problems.append("no `parameters`: list the config keys to sweep, e.g. `model.sigma_max: {values: [1, 50]}`.")
@@ -127,6 +139,9 @@ def check_sweep_config(config: Mapping[str, Any]) -> list[str]:
                             "rejects; write the string \"null\" (quoted).")
         if name == ROOT_DIR_KEY:
             problems.append(f"parameter {name!r} cannot be swept: each trial gets its own {ROOT_DIR_KEY}.")
+    if not config.get("program"):
+        problems.append("no `program`: `wandb agent` reads it from every run the sweep sends (command[\"program\"]) "
+                        "even when the command does not use it; add `program: ncsn_pl/__main__.py`.")
     command = config.get("command")
     if command is None:
         if not config.get("program"):
@@ -206,13 +221,17 @@ def _parse_uncached(cli_args: list[str]) -> tuple[dict[str, Any] | None, str]:
 
 
 def _config_keys(config: Mapping[str, Any], prefix: str = "") -> set[str]:
-    """Every dotted key of a nested config, the group keys included (``model``, ``model.sigma_max``, ...)."""
+    """Every dotted key of a nested config, the group keys included (``model``, ``model.sigma_max``, ...), and each
+    key of a subclass's ``init_args`` also without it (``data.seed`` for ``data.init_args.seed``: LightningCLI's
+    parser takes both)."""
     keys: set[str] = set()
     for key, value in config.items():
         name = f"{prefix}{key}"
         keys.add(name)
         if isinstance(value, Mapping):
             keys |= _config_keys(value, name + ".")
+            if isinstance(value.get("init_args"), Mapping) and "class_path" in value:
+                keys |= _config_keys(value["init_args"], name + ".")
     return keys
 
 
@@ -241,9 +260,10 @@ def check_command_config(
 
     Parses the command's ncsn_pl arguments (``fit --config ...``) with LightningCLI's own parser
     (``--print_config``, nothing instantiated): every parameter must be a key of the resolved config, and
-    (``probe_values``) each listed value, or each end of a distribution, must be accepted by the parser.
-    With ``check_logging`` the config must log under ``trainer.default_root_dir`` (where the offline
-    runner reads the metric back). A command that does not run ``-m ncsn_pl`` is not checked.
+    (``probe_values``) each listed value, or each end of a distribution, must be accepted by the parser; the
+    run must log the sweep's metric (:func:`~ncsn_pl.tools.sweep.checks.check_metric_logged`) and must not
+    force W&B offline. With ``check_logging`` the config must log under ``trainer.default_root_dir`` (where the
+    offline runner reads the metric back). A command that does not run ``-m ncsn_pl`` is not checked.
 
     Args:
         config: the sweep config (already schema-checked).
@@ -254,7 +274,7 @@ def check_command_config(
     command = config.get("command") or []
     ncsn = _ncsn_args(command)
     if ncsn is None:
-        return []
+        return check_command_starts(command or DEFAULT_COMMAND, config.get("program"))
     parameters: Mapping[str, Mapping[str, Any]] = config.get("parameters") or {}
     probe_root = "/nonexistent/ncsn-sweep-probe"
 
@@ -275,6 +295,11 @@ def check_command_config(
     if check_logging and not _logs_under_root(base, probe_root):
         problems.append(f"`{' '.join(ncsn)}` logs nowhere under {ROOT_DIR_KEY}, so a trial's metric cannot be read "
                         f"back: give its CSVLogger (or WandbLogger) save_dir: ${{{ROOT_DIR_KEY}}}.")
+    metric = (config.get("metric") or {}).get("name")
+    shown = " ".join(t for t in [*ncsn, *extra_args] if not t.startswith("${"))
+    if metric and ncsn[:1] == ["fit"]:
+        problems += check_metric_logged(base, str(metric), shown)
+    problems += [f"`{shown}`: {problem}" for problem in check_not_forced_offline(base)]
     if problems or not probe_values:
         return problems
     values = {name: _probe_values(name, spec) for name, spec in parameters.items()}
@@ -327,42 +352,3 @@ def grid_size(config: Mapping[str, Any]) -> int:
         elif spec.get("distribution") == "q_uniform":
             size *= len(np.arange(spec["min"], spec["max"], spec["q"]))
     return size
-
-
-# ---------------------------------------------------------------------------------------------- commands
-def expand_command(
-    command: Sequence[Any],
-    params: Mapping[str, Any],
-    extra_args: Sequence[str] = (),
-    interpreter: str | None = None,
-    program: str | None = None,
-    args_json_file: str | None = None,
-) -> list[str]:
-    """Expand a sweep ``command`` the way ``wandb agent`` does.
-
-    ``${env}`` -> ``/usr/bin/env``, ``${interpreter}`` -> this Python (the agent uses ``python`` from PATH),
-    ``${program}``, ``${args}`` -> ``--key=value``, and the other ``${args_*}`` forms and ``${envvar:NAME}``
-    through wandb's own ``create_sweep_command_args``/``create_sweep_command``. ``extra_args`` go just before
-    the first ``${args...}`` (so the swept values win over an overlay ``--config``).
-    """
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
-
-    sweep_vars: dict[str, Any] = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
-    sweep_vars["interpreter"] = [interpreter or sys.executable]
-    sweep_vars["env"] = ["/usr/bin/env"]
-    sweep_vars["program"] = [program] if program else []
-    sweep_vars["args_json_file"] = [args_json_file] if args_json_file else []
-    expanded: list[str] = []
-    extras_placed = False
-    for token in create_sweep_command([str(c) for c in command]):
-        token = str(token)
-        if token.startswith("${") and token.endswith("}"):
-            if token.startswith("${args") and not extras_placed:
-                expanded += list(extra_args)
-                extras_placed = True
-            expanded += [str(v) for v in sweep_vars.get(token[2:-1]) or []]
-        else:
-            expanded.append(token)
-    if not extras_placed:
-        expanded += list(extra_args)
-    return expanded

@@ -1,0 +1,92 @@
+"""What a run records about itself for the trackers, with no framework: which value of each metric the project logs
+is the best one (the W&B summary each run declares, a sweep's goal, how the offline runner and ``compare`` rank
+runs), and a sweep trial's parameters file and run name (written by ``wandb agent`` or ``python -m ncsn_pl sweep``,
+read by the trial)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "METRIC_SUMMARIES",
+    "SWEEP_PARAM_PATH",
+    "goal_of",
+    "read_sweep_parameters",
+    "summary_value",
+    "sweep_run_name",
+    "write_sweep_parameters",
+]
+
+# The value a run's W&B summary keeps for each metric, as W&B's ``define_metric(name, summary=...)``: the best one,
+# not the last one (W&B's default), so a sweep ranks its runs by their best value.
+METRIC_SUMMARIES = {
+    "val/loss": "min",
+    "val/fid": "min",
+    "val/kid": "min",
+    "val/is": "max",
+    "val/precision": "max",
+    "val/recall": "max",
+    "val/sliced_wasserstein": "min",
+    "val/mode_weight_error": "min",
+}
+
+
+def goal_of(metric: str) -> str | None:
+    """``"minimize"`` or ``"maximize"`` for a metric of :data:`METRIC_SUMMARIES`, else ``None``."""
+    summary = METRIC_SUMMARIES.get(metric)
+    return None if summary is None else {"min": "minimize", "max": "maximize"}[summary]
+
+
+def summary_value(metric: str, values: Sequence[float]) -> float | None:
+    """The value W&B's run summary holds for ``metric`` after ``values`` were logged (in order): the min or max of
+    the finite values for a metric of :data:`METRIC_SUMMARIES` (``nan`` when none is finite), else the last one."""
+    if not values:
+        return None
+    summary = METRIC_SUMMARIES.get(metric)
+    if summary is None:
+        return float(values[-1])
+    finite = [float(v) for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan
+    return min(finite) if summary == "min" else max(finite)
+
+
+# the environment variable naming a sweep trial's parameters file (wandb's ``config-<run id>.yaml``: a line
+# ``wandb_version: 1``, then ``{key: {"value": v}}`` YAML); ``wandb agent`` sets it, and so does the offline runner
+SWEEP_PARAM_PATH = "WANDB_SWEEP_PARAM_PATH"
+
+
+def write_sweep_parameters(path: str | Path, parameters: Mapping[str, Any]) -> None:
+    """Write a trial's parameters as ``wandb agent`` does (wandb's ``config_util.save_config_file_from_dict``)."""
+    import yaml
+
+    body = yaml.safe_dump({key: {"value": value} for key, value in parameters.items()}, sort_keys=False)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("wandb_version: 1\n\n" + body)
+
+
+def read_sweep_parameters(path: str | Path) -> dict[str, Any]:
+    """The ``{key: value}`` of a parameters file written by ``wandb agent`` or :func:`write_sweep_parameters`."""
+    import yaml
+
+    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    return {
+        key: value["value"] if isinstance(value, Mapping) and "value" in value else value
+        for key, value in loaded.items()
+        if key != "wandb_version"
+    }
+
+
+def sweep_run_name(parameters: Mapping[str, Any]) -> str:
+    """A readable run name from a trial's swept values, unique within the sweep: ``sigma_max=10 num_scales=20``.
+
+    Keys are shortened to their last part unless two parameters share it (``model.seed``, ``data.seed``); floats
+    keep 6 significant digits.
+    """
+    last = [key.rsplit(".", 1)[-1] for key in parameters]
+    shown = [short if last.count(short) == 1 else key for key, short in zip(parameters, last, strict=True)]
+    values = [f"{v:.6g}" if isinstance(v, float) else str(v) for v in parameters.values()]
+    return " ".join(f"{name}={value}" for name, value in zip(shown, values, strict=True))

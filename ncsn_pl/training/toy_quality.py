@@ -1,0 +1,125 @@
+"""Sample quality on data of known density (the toy mixture): a schedule-independent number for sweeps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ncsn_pl.core.distributions import GaussianMixture
+from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.core.seeding import step_seed
+from ncsn_pl.metrics.sample_distances import mode_weight_error, sliced_wasserstein
+from ncsn_pl.training.ema import ema_at_validation_epoch_end
+from ncsn_pl.training.runs import run_dir
+
+__all__ = ["ToySampleQuality"]
+
+log = logging.getLogger(__name__)
+
+
+class ToySampleQuality(Callback):
+    """Scores the model's samples against the data's known distribution at the end of validation, logged as
+    ``val/sliced_wasserstein`` and ``val/mode_weight_error``.
+
+    The training loss is weighted by each schedule's own sigmas, so its value does not compare between noise
+    schedules; these do. The model draws ``num_samples`` samples with its sampler (:meth:`ScoreModel.sample`,
+    sample ``k`` seeded by ``step_seed(seed, k)``, the EMA weights when an ``EMAWeightAveraging`` callback is
+    present), and they are compared with as many exact samples of the DataModule's ``distribution`` (a
+    :class:`~ncsn_pl.core.distributions.GaussianMixture`, as ``ToyDataModule`` has):
+
+    - ``sliced_wasserstein``: the sliced 2-Wasserstein distance between the two sets
+      (:func:`~ncsn_pl.metrics.sample_distances.sliced_wasserstein`), in the data's units;
+    - ``mode_weight_error``: the total variation between the share of samples at each mode and the mixture's
+      weights (:func:`~ncsn_pl.metrics.sample_distances.mode_weight_error`), the NCSN paper's toy finding.
+
+    Both are lower-is-better. A sampler that diverges scores ``inf`` (and up to 1) instead of stopping the run.
+    Every evaluation is also appended to ``<run dir>/sample_quality.jsonl`` with its ``num_samples``.
+
+    Args:
+        num_samples: model samples (and exact samples) per evaluation.
+        every_n_epochs: evaluate at the validation of every n-th epoch.
+        seed: seeds the model's samples, the exact samples and the projections.
+        num_projections: directions of the sliced Wasserstein distance.
+        batch_size: samples per sampler call (``None`` = all at once).
+        sampler: annealed Langevin settings of the samples; unset ones are the model's.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 1000,
+        every_n_epochs: int = 1,
+        seed: int = 0,
+        num_projections: int = 256,
+        batch_size: int | None = None,
+        sampler: LangevinSettings = LangevinSettings(),
+    ) -> None:
+        super().__init__()
+        if num_samples < 2:
+            raise ValueError(f"ToySampleQuality.num_samples must be >= 2, got {num_samples}.")
+        if every_n_epochs < 1:
+            raise ValueError(f"ToySampleQuality.every_n_epochs must be >= 1, got {every_n_epochs}.")
+        if num_projections < 1 or (batch_size is not None and batch_size < 1):
+            raise ValueError("ToySampleQuality.num_projections and batch_size must be >= 1.")
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
+        self.num_projections = num_projections
+        self.batch_size = batch_size
+        self.sampler = sampler
+        self.last_results: dict[str, float] = {}
+
+    @staticmethod
+    def _distribution(trainer: pl.Trainer) -> GaussianMixture:
+        distribution = getattr(trainer.datamodule, "distribution", None)
+        if not isinstance(distribution, GaussianMixture):
+            raise ValueError(
+                "ToySampleQuality compares samples with the data's known distribution: it needs a DataModule with a "
+                f"GaussianMixture `distribution` (ncsn_pl.data.ToyDataModule), got {type(trainer.datamodule).__name__}."
+            )
+        return distribution
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage in ("fit", "validate"):
+            self._distribution(trainer)  # fail when the run starts, not at the first validation
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs and trainer.state.fn == "fit":
+            return
+        results = self.evaluate(trainer, ema_at_validation_epoch_end(trainer, pl_module, self))
+        for name, value in results.items():
+            pl_module.log(f"val/{name}", value, prog_bar=name == "sliced_wasserstein")
+
+    def evaluate(self, trainer: pl.Trainer, model: pl.LightningModule) -> dict[str, float]:
+        """Draw the samples with ``model`` and return ``{"sliced_wasserstein": ..., "mode_weight_error": ...}``."""
+        distribution = self._distribution(trainer)
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                samples = model.sample(self.num_samples, seed=self.seed, sampler=self.sampler,
+                                       batch_size=self.batch_size).cpu()
+        except FloatingPointError as error:  # a diverged sampler is the worst schedule, not a crashed run
+            log.warning("ToySampleQuality: %s", error)
+            samples = torch.full((self.num_samples, distribution.dim), math.nan)
+        exact = distribution.sample(self.num_samples, generator=torch.Generator().manual_seed(step_seed(self.seed, 1)))
+        projections = torch.Generator().manual_seed(step_seed(self.seed, 2))
+        results = {
+            "sliced_wasserstein": float(sliced_wasserstein(samples, exact, self.num_projections, projections)),
+            "mode_weight_error": float(mode_weight_error(samples, distribution)),
+        }
+        self.last_results = results
+        if trainer.is_global_zero:
+            record = {"epoch": trainer.current_epoch, "step": trainer.global_step, **results,
+                      "num_samples": self.num_samples, "seconds": round(time.perf_counter() - start, 3)}
+            path = run_dir(trainer) / "sample_quality.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        return results
