@@ -35,16 +35,18 @@ mock.patch("torchvision.datasets.cifar.check_integrity", return_value=True).star
 def smoke_overlay(folder: Path, toy: bool) -> Path:
     """The overlay after `--`: the run settings and a cheap metric callback (tiny FID, or 50 toy samples), whose
     samples take one Langevin step per level whatever the file sweeps (``sampler`` overrides the model's)."""
+    one_step = {"class_path": "ncsn_pl.core.samplers.AnnealedLangevin",
+                "init_args": {"n_steps_each": 1, "step_lr": 0.1 if toy else 2e-5}}  # the configs' step_lr
     if toy:
         monitor = {"class_path": "ncsn_pl.training.ToySampleQuality",
-                   "init_args": {"num_samples": 50, "every_n_epochs": 1, "sampler": {"n_steps_each": 1}}}
+                   "init_args": {"num_samples": 50, "every_n_epochs": 1, "sampler": one_step}}
         overlay = {"trainer": {**RUN, "callbacks": [monitor]}, "model": {"n_steps_each": 1},
                    "data": {"init_args": {"num_train": 64, "num_val": 64}}}
     else:
         quality = {"feature_extractor": {"class_path": "tiny_models.TinyFeatures"}, "cache_dir": str(folder / "stats")}
         monitor = {"class_path": "ncsn_pl.training.SampleQualityMonitor",
                    "init_args": {"num_samples": 8, "num_real": 30, "batch_size": 8, "progress_bar": False,
-                                 "quality": quality, "sampler": {"n_steps_each": 1}}}
+                                 "quality": quality, "sampler": one_step}}
         overlay = {"trainer": {**RUN, "callbacks": [monitor], "val_check_interval": None,
                                "check_val_every_n_epoch": 1},
                    "model": {"score_net": {"init_args": {"ngf": 8}}, "n_steps_each": 1},

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ncsn_pl.core.distributions import GaussianMixture
-from ncsn_pl.core.samplers import LangevinSettings
+from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.core.seeding import step_seed
 from ncsn_pl.metrics.sample_distances import mode_weight_error, sliced_wasserstein
 from ncsn_pl.training.ema import ema_at_validation_epoch_end
@@ -47,7 +47,7 @@ class ToySampleQuality(Callback):
         seed: seeds the model's samples, the exact samples and the projections.
         num_projections: directions of the sliced Wasserstein distance.
         batch_size: samples per sampler call (``None`` = all at once).
-        sampler: annealed Langevin settings of the samples; unset ones are the model's.
+        sampler: the sampler of the samples (``None``: the model's).
     """
 
     def __init__(
@@ -57,7 +57,7 @@ class ToySampleQuality(Callback):
         seed: int = 0,
         num_projections: int = 256,
         batch_size: int | None = None,
-        sampler: LangevinSettings = LangevinSettings(),
+        sampler: Sampler | None = None,
     ) -> None:
         super().__init__()
         if num_samples < 2:

@@ -12,7 +12,7 @@ The Gaussian noise ``z`` comes from ``noise_fn(x)`` (default ``torch.randn_like`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -39,34 +39,6 @@ __all__ = [
     "seeded_annealed_langevin",
     "step_sizes",
 ]
-
-
-class LangevinSettings:
-    """Settings of annealed Langevin dynamics (NCSN Algorithm 1); ``None`` keeps the model's own value.
-
-    Args:
-        n_steps_each: T, the steps per noise level (100 in NCSN, 5 in NCSNv2 CIFAR-10).
-        step_lr: epsilon in the official code's convention (2e-5 in NCSN, 6.2e-6 in NCSNv2 CIFAR-10).
-        denoise: NCSNv2's final denoising step.
-    """
-
-    n_steps_each: int | None = None
-    step_lr: float | None = None
-    denoise: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.n_steps_each is not None and (isinstance(self.n_steps_each, bool) or self.n_steps_each < 1):
-            raise ValueError(f"n_steps_each must be an integer >= 1 (null: the model's), got {self.n_steps_each}.")
-        if self.step_lr is not None and not self.step_lr > 0:
-            raise ValueError(f"step_lr must be positive (or null for the model's), got {self.step_lr}.")
-
-    def over(self, defaults: LangevinSettings) -> LangevinSettings:
-        """These settings with every ``None`` taken from ``defaults``."""
-        return replace(defaults, **self.as_kwargs())
-
-    def as_kwargs(self) -> dict[str, int | float | bool]:
-        """The settings that are set, as keyword arguments of :func:`annealed_langevin_dynamics`."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 def step_sizes(sigmas: torch.Tensor, step_lr: float) -> torch.Tensor:
