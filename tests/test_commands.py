@@ -69,8 +69,9 @@ def test_sample_writes_pngs_a_grid_and_an_npz_of_the_ema_weights(sampled, checkp
                                  "init_args": {"n_steps_each": 1, "step_lr": 2e-5, "denoise": False}}  # fmt: skip
     assert record["nfe"] == 10  # L x T
     assert record["num_samples"] == 5 and record["world_size"] == 1 and record["finite"]
-    assert record["files"] == {"npz": "samples.npz", "grid": "grid.png", "images": "images/"}
-    assert (record["num_scales"], record["sigma_max"]) == (10, 1.0)
+    assert record["files"] == {"npz": "samples.npz", "grid": "grid.png", "images": "images/", "shards": "shards/"}
+    assert record["complete"] is True and record["drawn_by_this_run"] == 5
+    assert record["schedule"] == {"sigma_max": 1.0, "sigma_min": pytest.approx(0.01), "num_scales": 10}
 
     # the checkpoint's state_dict holds the EMA weights (the raw ones are in current_model_state) ...
     saved = torch.load(checkpoint, weights_only=True)
@@ -253,10 +254,13 @@ def test_sample_keeps_one_sample_set_per_folder_and_fid_scores_only_that_set(che
         main([*args, "--num_samples=5", "--seed=4"])
     with pytest.raises(ValueError, match=r"holds another sample set \(sampler .*'n_steps_each': 1.* there, .*2.* here"):
         main([*args, "--num_samples=5", "--seed=3", "--sampler=AnnealedLangevin", "--sampler.n_steps_each=2"])
-    main([*args, "--num_samples=3", "--seed=3"])  # the same set, fewer of its samples: redrawn in place
-    assert len(list((out / "images").iterdir())) == 5
+    with pytest.raises(ValueError, match=r"holds 5 samples of this set .* more than --num_samples 3: pass "
+                                         r"--num_samples 5 or more .* Nothing was deleted"):  # fmt: skip
+        main([*args, "--num_samples=3", "--seed=3"])
+    assert len(list((out / "images").iterdir())) == 5 and len(list((out / "shards").iterdir())) == 1
+    (out / "images" / "000009.png").write_bytes((out / "images" / "000000.png").read_bytes())  # not of the set
     main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))
-    assert json.loads((tmp_path / "fid.json").read_text())["num_fake"] == 3  # only the set sample.json lists
+    assert json.loads((tmp_path / "fid.json").read_text())["num_fake"] == 5  # only the set sample.json lists
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     with pytest.raises(ValueError, match="is not empty and is not a sample folder"):

@@ -50,8 +50,7 @@ def test_streamed_statistics_equal_those_of_the_stacked_split_a_batch_at_a_time(
     with skip_md5_checks():
         assert streamed.load_or_compute_real(lambda: real.shard(0, 1, batch_size=4), **real.cache_key()) is False
     assert extractor.batches == [4, 4, 3]  # memory bounded by the batch, not by the split
-    assert streamed.real_source == {**real.cache_key(), "feature_extractor": streamed.feature_extractor_id,
-                                    "from_cache": False}  # fmt: skip
+    assert streamed.real_source == {**real.cache_key(), "from_cache": False}
 
     direct = SampleQuality(QualityOptions(feature_extractor=TinyFeatures()))
     direct.update_real(stacked)

@@ -351,7 +351,7 @@ class SampleQuality:
         key = self.real_stats_key(dataset, split, image_size, num_images)
         cache_dir = cache_dir if cache_dir is not None else self.options.cache_dir
         cached = load_or_compute_real_stats(self, images, key, cache_dir)
-        self.real_source = {**asdict(key), "from_cache": cached}
+        self.real_source = {**{k: v for k, v in asdict(key).items() if k != "feature_extractor"}, "from_cache": cached}
         return cached
 
     # --- reference statistics files
