@@ -6,6 +6,7 @@ Inception network only in the slow test).
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +96,13 @@ def test_fid_of_a_checkpoint_equals_fid_of_its_samples_written_as_pngs(sampled, 
                                  "from_cache": False}  # fmt: skip
     assert from_ckpt["num_fake"] == 5 and from_ckpt["source"]["ema"] is True
 
-    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))
+    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))  # the sample folder's shards
     from_folder = json.loads((tmp_path / "fid.json").read_text())
     assert from_folder["real"]["from_cache"] is True
     assert from_folder["fid"] == pytest.approx(from_ckpt["fid"], rel=1e-6)
+    shutil.copytree(out / "images", tmp_path / "pngs")  # the PNG files alone
+    main(fid_args(tmp_path, "--images", str(tmp_path / "pngs"), "--dataset=digits"))
+    assert json.loads((tmp_path / "fid.json").read_text())["fid"] == pytest.approx(from_ckpt["fid"], rel=1e-6)
 
     # and both equal the metric computed by hand on the .npz samples
     quality = SampleQuality(QualityOptions(feature_extractor=TinyFeatures()))
