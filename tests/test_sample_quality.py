@@ -271,8 +271,10 @@ def test_fid_callback_without_validation_evaluates_at_epoch_end_and_train_end(tm
     ).fit(tiny_model(), digits())
     records = [json.loads(s) for s in (tmp_path / "run" / "sample_quality.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in records] == [(1, 2), (3, 3)]  # in epoch 1 (the 2nd), then at train end
-    assert logger.metrics[-1] == (3, {"val/fid": pytest.approx(records[-1]["fid"]), "val/nfe": 2})  # L x T = 2 x 1
-    assert records[-1]["sampler"] == "AnnealedLangevin(n_steps_each=1, step_lr=0.05, denoise=False)"
+    assert logger.metrics[-1] == (3, {"val/fid": pytest.approx(records[-1]["fid"]), "val/nfe": 2,  # L x T = 2 x 1
+                                      "val/fid_num_samples": 4, "val/fid_num_real": 20})  # fmt: skip
+    assert records[-1]["sampler"] == {"seed": 0, "class_path": "ncsn_pl.core.samplers.langevin.AnnealedLangevin",
+                                      "init_args": {"n_steps_each": 1, "step_lr": 0.05, "denoise": False}, "nfe": 2}
 
 
 def test_fid_callback_checks_counts_and_data():

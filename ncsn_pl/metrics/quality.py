@@ -63,7 +63,8 @@ class SampleQuality:
     Args:
         options: the metrics (FID, KID, IS, precision/recall), their parameters and the feature extractor. A custom
             ``feature_extractor`` receives float images: quantised to the 256 levels (``uint8 / 255``) when
-            ``quantize`` is True, the raw input otherwise; its output also serves as the Inception Score's logits.
+            ``quantize`` is True, the raw input otherwise; the Inception Score takes its ``logits(features)`` (a
+            classifier head, ``num_classes`` wide) when it has one, else its features.
         device: device of the feature extractor and the metric states.
         quantize: round images to 8 bits as ``save_image`` does; only a custom extractor may set it False.
         feature_extractor_id: names a custom extractor in real-statistics cache keys (default: its class name
@@ -108,7 +109,8 @@ class SampleQuality:
                     "A custom feature_extractor needs its feature dimension: pass num_features=d or give the "
                     "module an int attribute num_features."
                 )
-            num_logits = d
+            # a classifier head (``logits(features)``, ``num_classes``) feeds the Inception Score, else the features
+            num_logits = int(getattr(options.feature_extractor, "num_classes", d))
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
@@ -206,7 +208,10 @@ class SampleQuality:
         return features
 
     def _logits(self, features: Tensor) -> Tensor:
-        return self.extractor.logits(features) if self.uses_inception else features
+        """The Inception Score's logits: the extractor's classifier head (``logits(features)``) when it has one, else
+        the features themselves."""
+        head = getattr(self.extractor, "logits", None)
+        return head(features) if callable(head) else features
 
     # --- accumulation
     def update_real(self, images: Tensor) -> None:

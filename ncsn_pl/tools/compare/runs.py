@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ncsn_pl.tools.compare.quality import run_quality
 from ncsn_pl.tools.tracking import (
     MetricSummary,
     find_csv_runs,
@@ -60,6 +61,8 @@ class RunRow:
         steps: the last step logged; runtime_s: the run time in seconds (W&B's ``_runtime``, a sweep trial's
             wall time, else the time between the run's first and last file writes).
         note: why the run has no metric (a failed trial's error, ...).
+        quality: what the metric's sample quality was computed from, at its best step (samples, real images, NFE,
+            feature extractor, precision, recall; :func:`~ncsn_pl.tools.compare.quality.run_quality`).
     """
 
     run: str
@@ -73,6 +76,7 @@ class RunRow:
     steps: int | None = None
     runtime_s: float | None = None
     note: str = ""
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +121,9 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
     if not csv_path.is_file():
         row.status, row.note = "no metrics", "no metrics.csv in the run folder"
         return row
-    _row_from_metrics(row, read_metrics_csv(csv_path), metric, goal)
+    metrics = read_metrics_csv(csv_path)
+    _row_from_metrics(row, metrics, metric, goal)
+    row.quality = run_quality(metrics, row.metric.best_step if row.metric else None, run_dir)
     first = min((p.stat().st_mtime for p in (run_dir / "hparams.yaml", run_dir / "config.yaml") if p.is_file()),
                 default=None)
     if first is not None:
@@ -139,6 +145,7 @@ def _wandb_offline_run(run_dir: Path, name: str | None, metric: str, goal: str) 
     row.config = {k: v for k, v in flatten_config(record["config"]).items() if not k.startswith("_")}
     _row_from_metrics(row, record["history"], metric, goal)
     summary = record["summary"]
+    row.quality = run_quality({k: [(0, v)] for k, v in summary.items() if isinstance(v, (int, float))}, None)
     row.steps = summary.get("trainer/global_step", row.steps)
     row.runtime_s = summary.get("_runtime")
     if record.get("state") not in (None, "finished"):
