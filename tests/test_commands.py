@@ -63,7 +63,8 @@ def test_sample_writes_pngs_a_grid_and_an_npz_of_the_ema_weights(sampled, checkp
     for k in range(5):
         png = np.asarray(Image.open(out / "images" / f"{k:06d}.png"))
         assert np.array_equal(png, quantize_images(samples[k, 0]).numpy())
-    assert Image.open(out / "grid.png").size == (2 + 2 * 10, 2 + 3 * 10)  # (width, height): 2 per row, 3 rows
+    # (width, height): 2 per row, 3 rows of 8 px images enlarged 8x to 64 px, 2 px padding
+    assert Image.open(out / "grid.png").size == (2 + 2 * 66, 2 + 3 * 66)
     record = json.loads((out / "sample.json").read_text())
     assert record["ema"] is True and record["global_step"] == 2
     assert record["sampler"] == {"class_path": "ncsn_pl.core.samplers.langevin.AnnealedLangevin",
