@@ -151,3 +151,25 @@ def test_compare_shows_counts_extractor_and_precision_recall_at_the_best_step(tm
     assert [(r["samples"], r["real"], r["precision"]) for r in table] == [("50000", "50000", "0.7"),
                                                                           ("1000", "50000", "0.7")]  # fmt: skip
     assert Path(tmp_path / "out" / "runs.md").read_text().count("inception-v3-compat-pool3-tf1resize") == 2
+
+
+def test_the_callback_scores_against_a_papers_reference_statistics(tmp_path):
+    features = SampleQuality(QualityOptions(feature_extractor=TinyFeatures())).extract(
+        ImageDataModule("digits").train_data(25)
+    )
+    np.savez(tmp_path / "stats.npz", pool_3=features.numpy())  # score_sde layout: 25 feature vectors
+    options = QualityOptions(feature_extractor=TinyFeatures())
+    monitor = SampleQualityMonitor(num_samples=6, batch_size=6, ref_stats=str(tmp_path / "stats.npz"),
+                                   quality=options, progress_bar=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = ScoreModel(NCSN(channels=1, ngf=4, num_scales=2), sigma_max=1.0, sigma_min=0.5, num_scales=2,
+                       n_steps_each=1, step_lr=0.05, data_shape=(1, 8, 8))  # fmt: skip
+    trainer = Trainer(accelerator="cpu", devices=1, limit_val_batches=1, logger=False, callbacks=[monitor],
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.validate(model, ImageDataModule("digits"))
+    assert monitor.last_results["fid_num_real"] == 25
+    assert monitor.quality.real_source["layout"] == "score_sde"
+    expected = SampleQuality(QualityOptions(feature_extractor=TinyFeatures()))
+    expected.update_real(ImageDataModule("digits").train_data(25))
+    expected.update_fake(model.sample(range(6)))
+    assert monitor.last_results["fid"] == pytest.approx(expected.compute()["fid"], rel=1e-5)

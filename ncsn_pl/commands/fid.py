@@ -123,6 +123,13 @@ def fid(
         opened = open_sample_set(images)
         if opened is not None:
             store, num_items = opened
+            size = store.record.get("data_shape", [None])[-1]
+            if real is not None and size not in (None, real.image_size):
+                raise ValueError(
+                    f"The samples in {store.folder} are {size}x{size} but the real images ({real.dataset}) are "
+                    f"{real.image_size}x{real.image_size}: compare with data of their size (e.g. "
+                    f"--data.init_args.image_size {size})."
+                )
         else:
             files = sample_set_files(images) or find_images(images)
             if real is not None:

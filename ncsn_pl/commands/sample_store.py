@@ -14,7 +14,8 @@ The work is cut into batches the same way whatever the number of processes: the 
 order, ``batch_size`` at a time; process ``r`` of ``W`` draws batches ``r, r + W, ...``. Sample ``k`` is seeded
 by ``step_seed(seed, k)`` and the batches of a rerun are those an uninterrupted run would have drawn (the shards
 on disk are whole batches), so a rerun after a preemption ends with the same samples bit for bit, with any number of
-processes; with another ``batch_size`` they are the same up to float rounding.
+processes (on the same kind of device with the same threads per process); with another ``batch_size`` (or a
+``num_samples`` raised past a size that is not a multiple of it) they are the same up to float rounding.
 """
 
 from __future__ import annotations
