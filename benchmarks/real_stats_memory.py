@@ -1,7 +1,8 @@
 """Peak memory of the real-data statistics of FID against the size of the data set.
 
 For each size N a fake CelebA in the real on-disk layout (``<root>/celeba/img_align_celeba/*.jpg`` of 178x218 px,
-the five annotation files; all N images in the train split) is written, then a fresh process computes the real
+the five annotation files as wide as the real ones; N images in the train split, 2 in valid and 2 in test) is
+written, then a fresh process computes the real
 statistics of its train split the way ``fid`` and ``SampleQualityMonitor`` do on a cache miss
 (``SampleQuality.load_or_compute_real``, CelebA's ``CenterCrop(140) -> Resize(64)``) and reports:
 
@@ -75,7 +76,12 @@ def write_celeba(root: Path, n: int, seed: int = 0) -> Path:
         os.link(pool[i % POOL], images / name)
     splits = [0] * n + [1, 1, 2, 2]
     (folder / "identity_CelebA.txt").write_text("".join(f"{a} {i + 1}\n" for i, a in enumerate(names)))
-    (folder / "list_attr_celeba.txt").write_text(f"{total}\nSmiling\n" + "".join(f"{a} 1\n" for a in names))
+    # as wide as the real files (40 attributes): torchvision reads them whole, whatever the split
+    attributes = [f"attribute_{i:02d}" for i in range(40)]
+    row = " ".join(["1", "-1"] * 20)
+    (folder / "list_attr_celeba.txt").write_text(
+        f"{total}\n{' '.join(attributes)}\n" + "".join(f"{a} {row}\n" for a in names)
+    )
     (folder / "list_bbox_celeba.txt").write_text(
         f"{total}\nimage_id x_1 y_1 width height\n" + "".join(f"{a} 95 71 226 313\n" for a in names)
     )

@@ -28,6 +28,12 @@ def _has_group(args: Sequence[str], group: str) -> bool:
     return any(a == group or a.startswith((group + "=", group + ".")) for a in args)
 
 
+def _gives_data(args: Sequence[str]) -> bool:
+    """Whether ``args`` give a whole DataModule (``--data X``, ``--data=...``, ``--data.class_path``), not only
+    options of one."""
+    return any(a == "--data" or a.startswith(("--data=", "--data.class_path")) for a in args)
+
+
 def complete_command_args(args: Sequence[str]) -> list[str]:
     """Fill in the model and the data of ``sample`` / ``fid`` when no ``--config`` gives them.
 
@@ -88,7 +94,7 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
                 "fid needs --ckpt_path CKPT or --official_ckpt FILE.pth (to draw samples of a model) or --images DIR "
                 "(a folder)."
             )
-    if not _has_group(options, "--data"):
+    if not _gives_data(options):  # dotted --data.init_args.* options refine the DataModule built here
         dataset = _option(options, "--dataset") if command == "fid" else None
         stored = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
         if dataset:
