@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.predict import batch_loader, run_predict, show_progress
 from ncsn_pl.commands.sample_store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
-from ncsn_pl.core.samplers import Sampler
+from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
@@ -211,8 +211,6 @@ def prepare_sample_set(
 ) -> tuple[SampleStore, list[list[int]]]:  # fmt: skip
     """The sample set of a command in ``folder``: checked against what is there (nothing is deleted), its record
     written (``complete: false`` until the last sample), and the batches still to draw."""
-    from ncsn_pl.core.samplers import describe_sampler
-
     sample_set = {
         "checkpoint_sha256": loaded["checkpoint_sha256"],
         "seed": seed,
@@ -228,10 +226,9 @@ def prepare_sample_set(
         "sample_set_keys": list(sample_set),
     }
     store = SampleStore(folder, sample_set, record)
-    on_disk = store.check(num_samples, what)
-    done = store.scan()
+    done = store.check(num_samples, what)
     if is_global_zero:
-        store.write_record(complete=False, num_drawn=on_disk)
+        store.write_record(complete=False, num_drawn=len(done))
     return store, missing_batches(done, num_samples, batch_size)
 
 

@@ -98,9 +98,9 @@ class SampleStore:
         return self.folder / SHARDS
 
     # ------------------------------------------------------------------ checks
-    def check(self, num_samples: int, what: str) -> int:
+    def check(self, num_samples: int, what: str) -> set[int]:
         """Check that the folder holds nothing but this sample set, with at most ``num_samples`` samples; returns
-        how many of its samples are on disk. Reads only; deletes nothing.
+        the indices of its samples on disk. Reads only; deletes nothing.
 
         Args:
             num_samples: the samples asked for.
@@ -112,7 +112,7 @@ class SampleStore:
         """
         folder = self.folder
         if not folder.exists() or not any(folder.iterdir()):
-            return 0
+            return set()
         record_path = folder / RECORD
         if not record_path.is_file():
             raise ValueError(
@@ -132,7 +132,7 @@ class SampleStore:
                 f"--num_samples {num_samples}: pass --num_samples {max(done) + 1} or more to use (and complete) "
                 "them, or give a new folder. Nothing was deleted."
             )
-        return len(done)
+        return done
 
     def scan(self) -> set[int]:
         """The indices on disk (whole shards only); every shard must belong to this set.
