@@ -6,6 +6,7 @@ Inception network only in the slow test).
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,15 +63,17 @@ def test_sample_writes_pngs_a_grid_and_an_npz_of_the_ema_weights(sampled, checkp
     for k in range(5):
         png = np.asarray(Image.open(out / "images" / f"{k:06d}.png"))
         assert np.array_equal(png, quantize_images(samples[k, 0]).numpy())
-    assert Image.open(out / "grid.png").size == (2 + 2 * 10, 2 + 3 * 10)  # (width, height): 2 per row, 3 rows
+    # (width, height): 2 per row, 3 rows of 8 px images enlarged 8x to 64 px, 2 px padding
+    assert Image.open(out / "grid.png").size == (2 + 2 * 66, 2 + 3 * 66)
     record = json.loads((out / "sample.json").read_text())
     assert record["ema"] is True and record["global_step"] == 2
     assert record["sampler"] == {"class_path": "ncsn_pl.core.samplers.langevin.AnnealedLangevin",
                                  "init_args": {"n_steps_each": 1, "step_lr": 2e-5, "denoise": False}}  # fmt: skip
     assert record["nfe"] == 10  # L x T
     assert record["num_samples"] == 5 and record["world_size"] == 1 and record["finite"]
-    assert record["files"] == {"npz": "samples.npz", "grid": "grid.png", "images": "images/"}
-    assert (record["num_scales"], record["sigma_max"]) == (10, 1.0)
+    assert record["files"] == {"npz": "samples.npz", "grid": "grid.png", "images": "images/", "shards": "shards/"}
+    assert record["complete"] is True and record["drawn_by_this_run"] == 5
+    assert record["schedule"] == {"sigma_max": 1.0, "sigma_min": pytest.approx(0.01), "num_scales": 10}
 
     # the checkpoint's state_dict holds the EMA weights (the raw ones are in current_model_state) ...
     saved = torch.load(checkpoint, weights_only=True)
@@ -94,10 +97,13 @@ def test_fid_of_a_checkpoint_equals_fid_of_its_samples_written_as_pngs(sampled, 
                                  "from_cache": False}  # fmt: skip
     assert from_ckpt["num_fake"] == 5 and from_ckpt["source"]["ema"] is True
 
-    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))
+    main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))  # the sample folder's shards
     from_folder = json.loads((tmp_path / "fid.json").read_text())
     assert from_folder["real"]["from_cache"] is True
     assert from_folder["fid"] == pytest.approx(from_ckpt["fid"], rel=1e-6)
+    shutil.copytree(out / "images", tmp_path / "pngs")  # the PNG files alone
+    main(fid_args(tmp_path, "--images", str(tmp_path / "pngs"), "--dataset=digits"))
+    assert json.loads((tmp_path / "fid.json").read_text())["fid"] == pytest.approx(from_ckpt["fid"], rel=1e-6)
 
     # and both equal the metric computed by hand on the .npz samples
     quality = SampleQuality(QualityOptions(feature_extractor=TinyFeatures()))
@@ -253,10 +259,13 @@ def test_sample_keeps_one_sample_set_per_folder_and_fid_scores_only_that_set(che
         main([*args, "--num_samples=5", "--seed=4"])
     with pytest.raises(ValueError, match=r"holds another sample set \(sampler .*'n_steps_each': 1.* there, .*2.* here"):
         main([*args, "--num_samples=5", "--seed=3", "--sampler=AnnealedLangevin", "--sampler.n_steps_each=2"])
-    main([*args, "--num_samples=3", "--seed=3"])  # the same set, fewer of its samples: redrawn in place
-    assert len(list((out / "images").iterdir())) == 5
+    with pytest.raises(ValueError, match=r"holds 5 samples of this set .* more than --num_samples 3: pass "
+                                         r"--num_samples 5 or more .* Nothing was deleted"):  # fmt: skip
+        main([*args, "--num_samples=3", "--seed=3"])
+    assert len(list((out / "images").iterdir())) == 5 and len(list((out / "shards").iterdir())) == 1
+    (out / "images" / "000009.png").write_bytes((out / "images" / "000000.png").read_bytes())  # not of the set
     main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))
-    assert json.loads((tmp_path / "fid.json").read_text())["num_fake"] == 3  # only the set sample.json lists
+    assert json.loads((tmp_path / "fid.json").read_text())["num_fake"] == 5  # only the set sample.json lists
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     with pytest.raises(ValueError, match="is not empty and is not a sample folder"):

@@ -121,14 +121,14 @@ def test_a_sweep_folder_is_compared_by_its_own_metric_with_auto_values_and_sampl
     assert auto.config["model.sigma_max"] == "auto" and auto.resolved == {"model.sigma_max": 4.74}
     assert auto.setting("model.sigma_max") == 4.74 and fixed.resolved == {}
     printed = capsys.readouterr().out
-    assert "auto (4.74)" in printed and "samples" in printed
+    assert "auto (4.74)" in printed
     with open(tmp_path / "out" / "runs.csv", newline="") as file:
         table = list(csv.DictReader(file))
     assert table[0]["model.sigma_max"] == "auto (4.74)" and table[1]["model.sigma_max"] == "1.0"
-    assert [t["samples"] for t in table] == ["", ""]  # val/loss is no sample metric
+    assert "samples" not in table[0]  # val/loss is no metric of samples
     by_fid = collect_runs([str(sweep)], metric="val/fid")
     # the samples behind each best FID: the record at the best step
-    assert [(r.run, r.metric.best, r.num_samples) for r in by_fid.rows] == [("trial-001", 40.0, 1000),
+    assert [(r.run, r.metric.best, r.quality["samples"]) for r in by_fid.rows] == [("trial-001", 40.0, 1000),
                                                                           ("trial-000", 50.0, 1000)]
     assert (tmp_path / "out" / "val_loss_vs_model_sigma_max.png").read_bytes().startswith(PNG)
 

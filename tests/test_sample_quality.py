@@ -18,6 +18,7 @@ from torchvision.utils import make_grid
 from ncsn_pl.core.samplers import AnnealedLangevin, seeded_annealed_langevin, step_sizes
 from ncsn_pl.core.seeding import PerSampleNoise, shard_indices, step_seed
 from ncsn_pl.data import ImageDataModule
+from ncsn_pl.data.image_files import upscale_nearest
 from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
 from ncsn_pl.training import SampleGrid, SampleQualityMonitor, ScoreModel
 
@@ -188,7 +189,7 @@ def test_grid_callback_writes_and_logs_a_grid_drawn_with_the_ema_weights(tmp_pat
     assert path.is_file() and grid_cb.last_path == path
     ((key, (logged,), caption, step),) = logger.images
     assert (key, caption, step) == ("samples", ["epoch_0000"], 2)
-    assert logged.shape == (3, 2 + 3 * 10, 2 + 2 * 10)  # 5 images of 8 px, 2 per row, 2 px padding
+    assert logged.shape == (3, 2 + 3 * 66, 2 + 2 * 66)  # 5 images of 8 px shown at 64 px, 2 per row, 2 px padding
 
     # the checkpoint of that epoch: state_dict holds the EMA weights, current_model_state the raw ones
     saved = torch.load(checkpoint.last_model_path, weights_only=True)
@@ -199,7 +200,7 @@ def test_grid_callback_writes_and_logs_a_grid_drawn_with_the_ema_weights(tmp_pat
         copy = tiny_model()
         copy.load_state_dict(weights)
         samples = copy.sample(range(5), seed=1, batch_size=2)
-        return make_grid(samples.clamp(0, 1), nrow=2, padding=2)
+        return make_grid(upscale_nearest(samples.clamp(0, 1), 8), nrow=2, padding=2)
 
     torch.testing.assert_close(logged, grid_of(ema), rtol=0, atol=1e-6)
     assert (logged - grid_of(raw)).abs().max() > 1e-3
@@ -271,8 +272,10 @@ def test_fid_callback_without_validation_evaluates_at_epoch_end_and_train_end(tm
     ).fit(tiny_model(), digits())
     records = [json.loads(s) for s in (tmp_path / "run" / "sample_quality.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in records] == [(1, 2), (3, 3)]  # in epoch 1 (the 2nd), then at train end
-    assert logger.metrics[-1] == (3, {"val/fid": pytest.approx(records[-1]["fid"]), "val/nfe": 2})  # L x T = 2 x 1
-    assert records[-1]["sampler"] == "AnnealedLangevin(n_steps_each=1, step_lr=0.05, denoise=False)"
+    assert logger.metrics[-1] == (3, {"val/fid": pytest.approx(records[-1]["fid"]), "val/nfe": 2,  # L x T = 2 x 1
+                                      "val/fid_num_samples": 4, "val/fid_num_real": 20})  # fmt: skip
+    assert records[-1]["sampler"] == {"seed": 0, "class_path": "ncsn_pl.core.samplers.langevin.AnnealedLangevin",
+                                      "init_args": {"n_steps_each": 1, "step_lr": 0.05, "denoise": False}, "nfe": 2}
 
 
 def test_fid_callback_checks_counts_and_data():

@@ -110,7 +110,7 @@ def test_compare_over_the_sweep_folder(toy_sweep, capsys):
     assert [r.run for r in result.rows] == sorted(best, key=best.get)
     assert [r.metric.best for r in result.rows] == sorted(best.values())
     assert result.settings == ["model.sigma_max"] and result.goal == "minimize"
-    assert all(r.steps == 1 and r.loss is not None and r.num_samples == 200 for r in result.rows)
+    assert all(r.steps == 1 and r.loss is not None and r.quality["samples"] == 200 for r in result.rows)
     pngs = {p.name for p in (out / "compare").glob("*.png")}
     assert pngs == {"val_sliced_wasserstein_vs_model_sigma_max.png", "val_sliced_wasserstein_over_steps.png"}
     assert all((out / "compare" / p).read_bytes().startswith(b"\x89PNG") for p in pngs)

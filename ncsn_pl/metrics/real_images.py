@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
 
 __all__ = ["RealImages", "real_images"]
 
@@ -31,13 +32,30 @@ class RealImages:
     datamodule: Any
 
     def load(self) -> Tensor:
-        """The images, a float tensor ``(num_images, C, H, W)`` in [0, 1], without augmentation."""
+        """The images, a float tensor ``(num_images, C, H, W)`` in [0, 1], without augmentation (all in memory:
+        for small sets; the statistics stream :meth:`shard` instead)."""
         return getattr(self.datamodule, f"{self.split}_data")(self.num_images)
 
+    def image_dataset(self) -> Dataset | None:
+        """The split as a data set read item by item (``datamodule.image_dataset(split)``), or None when the
+        DataModule only gives whole tensors."""
+        image_dataset = getattr(self.datamodule, "image_dataset", None)
+        return image_dataset(self.split) if callable(image_dataset) else None
+
     def shard(self, rank: int, world_size: int, batch_size: int = 256) -> Iterator[Tensor]:
-        """Batches of the images ``rank, rank + world_size, ...`` (each process adds its own share)."""
-        images = self.load()[rank::world_size]
-        yield from images.split(batch_size)
+        """Batches of the images ``rank, rank + world_size, ...`` (each process adds its own share), read from disk
+        a batch at a time: memory is bounded by ``batch_size``, not by the size of the data set.
+
+        The DataModule's ``num_workers`` decode the images in parallel. A DataModule without ``image_dataset``
+        falls back to :meth:`load` (the whole split in memory).
+        """
+        dataset = self.image_dataset()
+        if dataset is None:
+            yield from self.load()[rank::world_size].split(batch_size)
+            return
+        shard = Subset(dataset, range(rank, self.num_images, world_size))
+        num_workers = int(getattr(self.datamodule, "num_workers", 0) or 0)
+        yield from DataLoader(shard, batch_size=batch_size, num_workers=num_workers)
 
     def cache_key(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`SampleQuality.load_or_compute_real` that name these images."""
@@ -53,7 +71,8 @@ def real_images(datamodule: Any, split: str = "train", max_images: int | None = 
     """The first ``max_images`` un-augmented images of a split of ``datamodule`` (all when None).
 
     Works with any DataModule that has ``train_data(max_items)`` / ``val_data(max_items)``, ``train_set`` /
-    ``val_set`` and ``data_shape`` (:class:`~ncsn_pl.data.ImageDataModule`). A folder data set is named by its
+    ``val_set`` and ``data_shape`` (:class:`~ncsn_pl.data.ImageDataModule`); with ``image_dataset(split)`` too,
+    the images are streamed instead of stacked (:meth:`RealImages.shard`). A folder data set is named by its
     absolute path in the cache key.
 
     Raises:

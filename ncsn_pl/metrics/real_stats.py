@@ -14,9 +14,10 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -24,7 +25,11 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from ncsn_pl.core.files import atomic_torch_save
-from ncsn_pl.metrics.distributed import compact, world
+from ncsn_pl.metrics.distributed import compact, global_count, world
+from ncsn_pl.metrics.inception_weights import default_cache_dir
+
+if TYPE_CHECKING:
+    from ncsn_pl.metrics.quality import SampleQuality
 
 __all__ = [
     "RealStats",
@@ -33,6 +38,7 @@ __all__ = [
     "gather_real_states",
     "install_real_states",
     "load_cached_real_stats",
+    "load_or_compute_real_stats",
     "load_real_stats",
     "save_real_stats",
 ]
@@ -235,3 +241,41 @@ def gather_real_states(fid: Metric | None, feature_metrics: Sequence[Metric], nu
                 features,
             )
     return RealStats.from_features(features)
+
+
+def load_or_compute_real_stats(
+    quality: SampleQuality,
+    images: Iterable[Tensor | tuple | list] | Callable[[], Iterable[Tensor | tuple | list]],
+    key: RealStatsKey,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> bool:
+    """The real statistics of ``quality`` from the cache entry ``key``, or computed from ``images`` and cached (see
+    :meth:`SampleQuality.load_or_compute_real`; collective under DDP). Returns whether they came from the cache."""
+    fid, keepers = quality.fid, quality.real_feature_metrics
+    if fid is None and not keepers:
+        return False
+    path = key.path(cache_dir if cache_dir is not None else default_cache_dir() / "real_stats")
+    stats = load_cached_real_stats(path, key, quality.num_features, bool(keepers))
+    # all ranks take the same branch (the miss path has collectives), e.g. if only some can read the file
+    if global_count(int(stats is not None), quality.device) == world()[1]:
+        install_real_states(fid, keepers, stats, quality.device)
+        return True
+
+    clear_real_states(fid, keepers)
+    # a batch at a time: only the metric states (FID's sums; KID's and precision/recall's features) grow
+    for batch in images() if callable(images) else images:
+        quality.update_real(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    if global_count(quality.num_real, quality.device) == 0:
+        raise ValueError("load_or_compute_real() got no real images: the images iterable was empty.")
+    stats = gather_real_states(fid, keepers, quality.num_features)
+    if stats.num_samples != key.num_images:
+        warnings.warn(
+            f"Computed real statistics over {stats.num_samples} images but the cache key says num_images="
+            f"{key.num_images}; pass the true count.",
+            stacklevel=3,
+        )
+    if world()[0] == 0:
+        save_real_stats(path, key, stats)
+    # held exactly as a cache hit holds them, so a FID does not depend on where its statistics came from
+    install_real_states(fid, keepers, stats, quality.device)
+    return False

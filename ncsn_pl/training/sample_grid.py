@@ -1,4 +1,5 @@
-"""Grids of samples during training: when to draw them and where they go."""
+"""Pictures of samples during training: when to draw them and where they go (a grid of images, or a scatter of 2-D
+samples over the data's density)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from lightning.pytorch.callbacks import Callback
 
 from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.data.image_files import save_grid
+from ncsn_pl.data.sample_plots import plot_samples_2d
 from ncsn_pl.training.ema import averaged_module
+from ncsn_pl.training.image_logging import log_image
 from ncsn_pl.training.progress import sampling_progress
 from ncsn_pl.training.runs import run_dir
 
@@ -22,7 +25,11 @@ log = logging.getLogger(__name__)
 
 class SampleGrid(Callback):
     """Draw samples every ``every_n_epochs`` epochs (or ``every_n_steps`` steps) and at the end of training, save
-    a PNG grid in ``<run dir>/samples/`` and log it to the loggers that take images.
+    a PNG grid in ``<run dir>/samples/`` and log it to the loggers that take images (W&B, TensorBoard).
+
+    Small images (8x8 digits, 28x28 MNIST) are enlarged by an integer factor, nearest neighbour, to at least
+    ``display_size`` pixels. 2-D data (the toy mixture) are drawn as a scatter over the contours of the data's true
+    log density when the DataModule has it (``datamodule.distribution.log_prob``), else alone.
 
     Uses the EMA weights when an ``EMAWeightAveraging`` callback is present (read from its averaged copy, so the
     order of the callbacks does not matter). Samples are drawn on global rank 0; sample ``k`` is seeded with
@@ -40,6 +47,7 @@ class SampleGrid(Callback):
             ``None`` = all at once.
         seed: seed of the starting points and the noise.
         progress_bar: show a ``levels x steps`` progress bar while sampling.
+        display_size: images smaller than this many pixels are enlarged to at least it (0: never).
     """
 
     def __init__(
@@ -52,6 +60,7 @@ class SampleGrid(Callback):
         max_batch_size: int | None = None,
         seed: int = 0,
         progress_bar: bool = True,
+        display_size: int = 64,
     ) -> None:
         super().__init__()
         if num_samples < 1:
@@ -71,6 +80,9 @@ class SampleGrid(Callback):
         self.max_batch_size = max_batch_size
         self.seed = seed
         self.progress_bar = progress_bar
+        if display_size < 0:
+            raise ValueError(f"SampleGrid.display_size must be >= 0 (0 = never enlarge), got {display_size}.")
+        self.display_size = display_size
         self.last_path: Path | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -86,8 +98,8 @@ class SampleGrid(Callback):
             self.draw(trainer, pl_module, "final")
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> Path | None:
-        """Sample, save ``samples/<name>.png`` and log it; returns the path on rank 0 (nothing under
-        ``fast_dev_run``, which writes nothing, as Lightning's loggers and checkpoints)."""
+        """Sample, save ``samples/<name>.png`` (a grid, or a 2-D scatter) and log it; returns the path on rank 0
+        (nothing under ``fast_dev_run``, which writes nothing, as Lightning's loggers and checkpoints)."""
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return None
         model = averaged_module(trainer, pl_module)
@@ -100,13 +112,18 @@ class SampleGrid(Callback):
             samples = model.sample(
                 self.num_samples, seed=self.seed, sampler=sampler, batch_size=self.max_batch_size, callback=callback
             )
-        if samples.ndim != 4:
-            log.info("SampleGrid: data of shape %s are not images; no grid written.", tuple(samples.shape[1:]))
-            return None
         path = run_dir(trainer) / "samples" / f"{name}.png"
-        grid = save_grid(samples, path)
+        if samples.ndim == 4:
+            picture = save_grid(samples, path, display_size=self.display_size)
+        elif samples.ndim == 2 and samples.shape[1] == 2:
+            density = getattr(trainer.datamodule, "distribution", None)
+            log_prob = getattr(density, "log_prob", None)
+            centres = getattr(density, "means", None)
+            title = f"{name}: {samples.shape[0]} samples" + (" over log p(x)" if log_prob is not None else "")
+            picture = plot_samples_2d(samples, path, log_prob, centres if torch.is_tensor(centres) else None, title)
+        else:
+            log.info("SampleGrid: data of shape %s are neither images nor 2-D; nothing drawn.", samples.shape[1:])
+            return None
         self.last_path = path
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="samples", images=[grid], caption=[name], step=trainer.global_step)
+        log_image(trainer.loggers, "samples", picture, name, trainer.global_step)
         return path

@@ -1,4 +1,5 @@
-"""FID (and KID, Inception Score) during training: when to score the model's samples and where the numbers go."""
+"""FID (and KID, Inception Score, precision and recall) during training: when to score the model's samples and where
+the numbers go, with what they were computed from."""
 
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from ncsn_pl.core.samplers import Sampler
+from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.core.seeding import shard_indices
 from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
 from ncsn_pl.training.progress import sampling_progress
-from ncsn_pl.training.runs import run_dir
+from ncsn_pl.training.runs import log_config, run_dir
 
 __all__ = ["SampleQualityMonitor"]
 
 
 class SampleQualityMonitor(Callback):
-    """FID (and KID, Inception Score) of samples drawn during training, logged as ``val/fid``, ``val/kid``,
-    ``val/is``.
+    """FID (and KID, Inception Score, improved precision and recall) of samples drawn during training, logged as
+    ``val/fid``, ``val/kid``, ``val/is``, ``val/precision``, ``val/recall``, with what they were computed from:
+    ``val/fid_num_samples``, ``val/fid_num_real`` and ``val/nfe``.
 
     At the end of a validation run (or, when the run has no validation, at the end of a training epoch or step)
     the model draws ``num_samples`` samples, split over all processes: sample ``k`` is seeded with
@@ -31,8 +33,11 @@ class SampleQualityMonitor(Callback):
     not depend on the number of processes. The EMA weights are used when an ``EMAWeightAveraging`` callback is
     present. The metrics are :class:`~ncsn_pl.metrics.SampleQuality`'s (torchmetrics, TF-FID settings, offline
     Inception weights) against the first ``num_real`` images of the training data; their statistics are cached
-    on disk, keyed by data set, split, image size, count and feature extractor. Every value is also appended to
-    ``<run dir>/sample_quality.jsonl``.
+    on disk, keyed by data set, split, image size, count and feature extractor (or taken from a paper's reference
+    file, ``ref_stats``). Every value is also appended to ``<run dir>/sample_quality.jsonl`` with the counts, the
+    sampler's settings and NFE, the feature extractor and the real statistics' source; W&B runs get those in their
+    config under ``sample_quality``. Precision and recall (``quality: {precision_recall: true}``; Kynkäänniemi et
+    al. 2019) say whether a worse FID comes from worse samples (precision) or from missing modes (recall).
 
     Because the values are logged in the validation loop, ``ModelCheckpoint(monitor="val/fid", mode="min")``
     works; keep ``every_n_epochs=1`` then, so every validation that saves a checkpoint has a fresh FID (thin the
@@ -51,6 +56,8 @@ class SampleQualityMonitor(Callback):
         batch_size: samples per sampler call on each process.
         seed: sample ``k`` is seeded with ``step_seed(seed, k)``.
         num_real: training images in the real statistics (``None`` = all).
+        ref_stats: a reference statistics file (``.npz``: pytorch-fid / TTUR ``mu``, ``sigma`` or score_sde
+            ``pool_3``) to compare with instead of the training images, for numbers comparable with a paper's.
         sampler: the sampler of the samples (``None``: the model's); its network evaluations per sample are logged
             as ``val/nfe`` and recorded with each FID.
         quality: the metrics and their feature extractor.
@@ -66,6 +73,7 @@ class SampleQualityMonitor(Callback):
         batch_size: int = 100,
         seed: int = 0,
         num_real: int | None = None,
+        ref_stats: str | None = None,
         sampler: Sampler | None = None,
         quality: QualityOptions = QualityOptions(),
         progress_bar: bool = True,
@@ -86,6 +94,7 @@ class SampleQualityMonitor(Callback):
         self.batch_size = batch_size
         self.seed = seed
         self.num_real = num_real
+        self.ref_stats = ref_stats
         self.sampler = sampler
         # fails when the run is configured, not after the first epoch; lists the ways to get the weights
         self.options = quality.with_resolved_weights()
@@ -112,6 +121,9 @@ class SampleQualityMonitor(Callback):
         training data (collective: every rank calls it)."""
         if self.quality is None:
             self.quality = SampleQuality(self.options, device=pl_module.device)
+        if not self._real_loaded and self.ref_stats:
+            self.quality.use_reference_stats(self.ref_stats)
+            self._real_loaded = True
         if not self._real_loaded:
             if trainer.datamodule is None:
                 raise ValueError(
@@ -195,20 +207,27 @@ class SampleQualityMonitor(Callback):
                 with torch.inference_mode(), trainer.precision_plugin.forward_context():
                     samples = model.sample(batch, seed=self.seed, sampler=sampler, callback=bar)
                 quality.update_fake(samples.float().clone())
-        results = {**quality.compute(), "nfe": sampler.nfe(model.num_scales)}
+        real = quality.real_source or {}
+        counts = {"fid_num_samples": self.num_samples}
+        if real.get("num_images") is not None:
+            counts["fid_num_real"] = real["num_images"]
+        results = {**quality.compute(), "nfe": sampler.nfe(model.num_scales), **counts}
         self._last_step, self._last_epoch = trainer.global_step, trainer.current_epoch
         self.last_results = results
         if trainer.is_global_zero:
-            record = {
-                "epoch": trainer.current_epoch,
-                "step": trainer.global_step,
-                **results,
+            described = {
                 "num_samples": self.num_samples,
-                "sampler": str(sampler),
-                "seconds": round(time.perf_counter() - start, 3),
+                "num_real": real.get("num_images"),
+                "real": real,
+                "sampler": {"seed": self.seed, **describe_sampler(sampler), "nfe": sampler.nfe(model.num_scales)},
+                "feature_extractor": quality.feature_extractor_id,
             }
+            record = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+                      **{k: v for k, v in results.items() if k not in counts}, **described,
+                      "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
             path = run_dir(trainer) / "sample_quality.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            log_config(trainer.loggers, {"sample_quality": described})  # W&B: the strings metrics cannot hold
         return results

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ncsn_pl.tools.compare.quality import quality_cells, quality_columns
 from ncsn_pl.tools.compare.runs import Comparison, RunRow, collect_runs
 
 __all__ = ["compare", "format_table", "main", "plot_runs", "write_tables"]
@@ -36,15 +37,17 @@ def _setting(row: RunRow, key: str) -> Any:
 
 def _table(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
     m = comparison.metric
-    header = ["rank", "run", "status", *comparison.settings, f"best {m}", "best step", f"last {m}", "samples",
-              "IS", "loss", "steps", "time (s)"]
+    quality = quality_columns([row.quality for row in comparison.rows])
+    header = ["rank", "run", "status", *comparison.settings, f"best {m}", "best step", *quality, f"last {m}", "IS",
+              "loss", "steps", "time (s)"]
     body = []
     for rank, row in enumerate(comparison.rows, 1):
         best = row.metric.best if row.metric else None
         body.append([rank if best is not None and math.isfinite(best) else None, row.run, row.status,
                      *[_setting(row, k) for k in comparison.settings], best,
-                     row.metric.best_step if row.metric else None, row.metric.last if row.metric else None,
-                     row.num_samples, row.inception_score, row.loss, row.steps, row.runtime_s])
+                     row.metric.best_step if row.metric else None, *quality_cells(row.quality, quality),
+                     row.metric.last if row.metric else None,
+                     row.inception_score, row.loss, row.steps, row.runtime_s])
     return header, body
 
 

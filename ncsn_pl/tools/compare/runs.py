@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ncsn_pl.core.run_records import goal_of
+from ncsn_pl.tools.compare.quality import run_quality
 from ncsn_pl.tools.tracking import (
     MetricSummary,
     find_csv_runs,
@@ -65,7 +66,8 @@ class RunRow:
         note: why the run has no metric (a failed trial's error, ...).
         resolved: the numbers that ``auto`` settings resolved to (``{"model.sigma_max": 4.74}``), read from the run's
             saved config where the sweep or the config said ``auto``.
-        num_samples: the samples behind the metric's best value (``sample_quality.jsonl`` of FID and toy metrics).
+        quality: what the metric's sample quality was computed from, at its best step (samples, real images, NFE,
+            feature extractor, precision, recall; :func:`~ncsn_pl.tools.compare.quality.run_quality`).
     """
 
     run: str
@@ -80,7 +82,7 @@ class RunRow:
     runtime_s: float | None = None
     note: str = ""
     resolved: dict[str, Any] = field(default_factory=dict)
-    num_samples: int | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
 
     def setting(self, key: str) -> Any:
         """The value of a setting, the resolved number for an ``auto`` one."""
@@ -129,8 +131,9 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
     if not csv_path.is_file():
         row.status, row.note = "no metrics", "no metrics.csv in the run folder"
         return row
-    _row_from_metrics(row, read_metrics_csv(csv_path), metric, goal)
-    row.num_samples = _num_samples(run_dir, metric, row.metric)
+    metrics = read_metrics_csv(csv_path)
+    _row_from_metrics(row, metrics, metric, goal)
+    row.quality = run_quality(metrics, row.metric.best_step if row.metric else None, run_dir, metric)
     first = min((p.stat().st_mtime for p in (run_dir / "hparams.yaml", run_dir / "config.yaml") if p.is_file()),
                 default=None)
     if first is not None:
@@ -138,25 +141,6 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
     if row.metric is None:
         row.status, row.note = f"no {metric}", f"metrics.csv has no {metric} column"
     return row
-
-
-def _num_samples(run_dir: Path, metric: str, summary: MetricSummary | None) -> int | None:
-    """``num_samples`` of the ``sample_quality.jsonl`` record of ``metric`` nearest its best step (the logger may
-    count the step of a validation one lower than the trainer did), else of the last record."""
-    path, key = run_dir / "sample_quality.jsonl", metric.split("/", 1)[-1]
-    if not path.is_file():
-        return None
-    records = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            record = json.loads(line)
-            if isinstance(record, dict) and key in record and "num_samples" in record:
-                records.append(record)
-    if not records:
-        return None
-    if summary is None:
-        return int(records[-1]["num_samples"])
-    return int(min(records, key=lambda r: abs(int(r.get("step", 0)) - summary.best_step))["num_samples"])
 
 
 def _auto_resolved(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,6 +161,8 @@ def _wandb_offline_run(run_dir: Path, name: str | None, metric: str, goal: str) 
     row.config, row.resolved = _wandb_config(record["config"])
     _row_from_metrics(row, record["history"], metric, goal)
     summary = record["summary"]
+    row.quality = run_quality({k: [(0, v)] for k, v in summary.items() if isinstance(v, (int, float))}, None,
+                              metric=metric)
     row.steps = summary.get("trainer/global_step", row.steps)
     row.runtime_s = summary.get("_runtime")
     if record.get("state") not in (None, "finished"):

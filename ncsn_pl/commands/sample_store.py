@@ -1,0 +1,230 @@
+"""A sample set on disk, written in shards as it is drawn, so that a preempted ``sample`` or ``fid`` continues it.
+
+Layout of a sample folder (``sample --out_dir``, ``fid --sample_dir``)::
+
+    sample.json                   the set (checkpoint and its sha256, seed, sampler, schedule, num_samples) and,
+                                  once every sample is drawn, "complete": true and what the run wrote
+    shards/<first>-<last>-n<count>.npz
+                                  one per batch, written atomically when the batch is drawn: "indices" (n,) int64,
+                                  "samples" (n, *data_shape) float32 (unclamped), "sample_set" (the set, JSON)
+    images/<k>.png                (sample, image data) sample k as an 8-bit PNG, written before its shard
+    samples.npz, grid.png         (sample) all samples in index order and a grid, written at the end
+
+The work is cut into batches the same way whatever the number of processes: the indices not yet on disk, in
+order, ``batch_size`` at a time; process ``r`` of ``W`` draws batches ``r, r + W, ...``. Sample ``k`` is seeded
+by ``step_seed(seed, k)`` and the batches of a rerun are those an uninterrupted run would have drawn (the shards
+on disk are whole batches), so a rerun after a preemption ends with the same samples bit for bit, with any number of
+processes (on the same kind of device with the same threads per process); with another ``batch_size`` (or a
+``num_samples`` raised past a size that is not a multiple of it) they are the same up to float rounding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ncsn_pl.core.files import atomic_write
+
+__all__ = ["RECORD", "SHARDS", "SampleStore", "file_sha256", "missing_batches", "write_npz"]
+
+RECORD = "sample.json"
+SHARDS = "shards"
+_CACHED_SHARDS = 8
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes (names a checkpoint in a sample set: a ``last.ckpt`` overwritten by more training
+    is another checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def missing_batches(done: set[int] | Sequence[int], num_samples: int, batch_size: int) -> list[list[int]]:
+    """The indices of ``range(num_samples)`` not in ``done``, in order, cut into batches of ``batch_size``."""
+    done = set(done)
+    missing = [k for k in range(num_samples) if k not in done]
+    return [missing[i : i + batch_size] for i in range(0, len(missing), batch_size)]
+
+
+def _describe(key: str, value: Any, record: Mapping[str, Any]) -> str:
+    if key == "checkpoint_sha256":
+        return f"{record.get('checkpoint')} (sha256 {str(value)[:12]})"
+    return repr(value)
+
+
+def _differences(found: Mapping[str, Any], wanted: Mapping[str, Any], found_record: Mapping[str, Any],
+                 wanted_record: Mapping[str, Any]) -> str:  # fmt: skip
+    return ", ".join(
+        f"{key} {_describe(key, found.get(key), found_record)} there, {_describe(key, value, wanted_record)} here"
+        for key, value in wanted.items()
+        if found.get(key) != value
+    )
+
+
+class SampleStore:
+    """One sample set in a folder (see the module docstring for the layout).
+
+    Args:
+        folder: the sample folder.
+        sample_set: what makes two sample sets the same (checkpoint sha256, seed, sampler, schedule); the shards
+            carry it, and a folder of another set is refused.
+        record: the set's ``sample.json`` (``sample_set`` plus descriptions such as the checkpoint's path).
+    """
+
+    def __init__(
+        self, folder: str | os.PathLike[str], sample_set: Mapping[str, Any], record: Mapping[str, Any]
+    ) -> None:
+        self.folder = Path(folder)
+        self.sample_set = dict(sample_set)
+        self.record = dict(record)
+        self._index: dict[int, tuple[Path, int]] = {}
+        self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.folder / SHARDS
+
+    # ------------------------------------------------------------------ checks
+    def check(self, num_samples: int, what: str) -> set[int]:
+        """Check that the folder holds nothing but this sample set, with at most ``num_samples`` samples; returns
+        the indices of its samples on disk. Reads only; deletes nothing.
+
+        Args:
+            num_samples: the samples asked for.
+            what: the option naming the folder, for messages (``--out_dir``).
+
+        Raises:
+            ValueError: the folder holds other files, another sample set (its ``sample.json`` or a shard), or more
+                samples of this set than ``num_samples``; the message says what was found and what to do.
+        """
+        folder = self.folder
+        if not folder.exists() or not any(folder.iterdir()):
+            return set()
+        record_path = folder / RECORD
+        if not record_path.is_file():
+            raise ValueError(
+                f"{what} {folder} is not empty and is not a sample folder (no {RECORD}): give a new folder."
+            )
+        previous = json.loads(record_path.read_text())
+        differ = _differences(previous, self.sample_set, previous, self.record)
+        if differ:
+            raise ValueError(
+                f"{what} {folder} holds another sample set ({differ}); give a new folder, or delete it to replace "
+                "them. Nothing was changed."
+            )
+        done = self.scan()
+        if done and max(done) >= num_samples:
+            raise ValueError(
+                f"{what} {folder} holds {len(done)} samples of this set with indices up to {max(done)}, more than "
+                f"--num_samples {num_samples}: pass --num_samples {max(done) + 1} or more to use (and complete) "
+                "them, or give a new folder. Nothing was deleted."
+            )
+        return done
+
+    def scan(self) -> set[int]:
+        """The indices on disk (whole shards only); every shard must belong to this set.
+
+        Raises:
+            ValueError: a shard of another sample set or an unreadable shard (named, with what to do).
+        """
+        self._index = {}
+        if not self.shard_dir.is_dir():
+            return set()
+        for path in sorted(self.shard_dir.glob("*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as shard:
+                    indices = shard["indices"].tolist()
+                    found = json.loads(str(shard["sample_set"]))
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+                raise ValueError(
+                    f"Shard {path} cannot be read ({type(err).__name__}: {err}); move it out of {self.shard_dir} "
+                    "(its samples are drawn again) and rerun."
+                ) from err
+            differ = _differences(found, self.sample_set, found, self.record)
+            if differ:
+                raise ValueError(
+                    f"Shard {path} belongs to another sample set ({differ}); the folder mixes two sets: give a new "
+                    "folder. Nothing was deleted."
+                )
+            for row, k in enumerate(indices):
+                self._index.setdefault(int(k), (path, row))
+        return set(self._index)
+
+    # ------------------------------------------------------------------ writing
+    def write_record(self, **extra: Any) -> Path:
+        """Write ``sample.json``: the set, its description and ``extra``."""
+        path = self.folder / RECORD
+        with atomic_write(path, "w") as file:
+            file.write(json.dumps({**self.record, **self.sample_set, **extra}, indent=2) + "\n")
+        return path
+
+    def write_shard(self, indices: Sequence[int], samples: Tensor) -> Path:
+        """Write one drawn batch atomically (a killed process leaves no partial shard under a shard name)."""
+        indices = [int(k) for k in indices]
+        path = self.shard_dir / f"{indices[0]:08d}-{indices[-1]:08d}-n{len(indices)}.npz"
+        with atomic_write(path) as file:
+            np.savez(
+                file,
+                indices=np.asarray(indices, dtype=np.int64),
+                samples=samples.detach().float().cpu().numpy(),
+                sample_set=np.asarray(json.dumps(self.sample_set, sort_keys=True)),
+            )
+        return path
+
+    # ------------------------------------------------------------------ reading
+    def read(self, indices: Sequence[int]) -> Tensor:
+        """Samples ``indices`` (float32, in the given order) from the shards; call :meth:`scan` first."""
+        rows = []
+        for k in indices:
+            if k not in self._index:
+                raise FileNotFoundError(f"Sample {k} is not in {self.shard_dir}: rerun the command to draw it.")
+            path, row = self._index[k]
+            rows.append(self._samples(path)[row])
+        return torch.from_numpy(np.stack(rows))
+
+    def _samples(self, path: Path) -> np.ndarray:
+        if path not in self._cache:
+            with np.load(path, allow_pickle=False) as shard:
+                self._cache[path] = shard["samples"]
+            if len(self._cache) > _CACHED_SHARDS:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(path)
+        return self._cache[path]
+
+    def batches(self, num_samples: int, batch_size: int) -> Iterator[tuple[list[int], Tensor]]:
+        """``(indices, samples)`` of ``range(num_samples)`` in order, ``batch_size`` at a time."""
+        for first in range(0, num_samples, batch_size):
+            indices = list(range(first, min(first + batch_size, num_samples)))
+            yield indices, self.read(indices)
+
+
+def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, tuple[tuple[int, ...], np.dtype, Iterator[np.ndarray]]]
+              ) -> Path:  # fmt: skip
+    """Write an ``.npz`` that ``np.load`` reads, each array streamed from chunks (memory: one chunk).
+
+    Args:
+        path: the file (written atomically).
+        arrays: name -> (shape, dtype, chunks): the C-ordered chunks of the array, concatenated along axis 0.
+    """
+    with atomic_write(path) as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, (shape, dtype, chunks) in arrays.items():
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                      "shape": tuple(shape)}  # fmt: skip
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_2_0(member, header)
+                for chunk in chunks:
+                    member.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+    return Path(path)
