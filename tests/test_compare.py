@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ncsn_pl.tools.compare import collect_runs, main
-from ncsn_pl.tools.compare import runs as compare_module
+from ncsn_pl.tools.compare import wandb_runs as compare_module
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -166,7 +166,7 @@ def test_entity_project_through_the_wandb_api(monkeypatch, tmp_path):
                 rows=[{"val/fid": 30.0, "trainer/global_step": 10}, {"val/fid": 35.0, "trainer/global_step": 20}]),
     ]
     seen = []
-    monkeypatch.setattr(compare_module, "_wandb_api",
+    monkeypatch.setattr(compare_module, "wandb_api",
                         lambda: SimpleNamespace(runs=lambda path: seen.append(path) or runs))
     comparison = main(["me/ncsn-pl", "--out", str(tmp_path)])
     assert seen == ["me/ncsn-pl"]  # read once
@@ -181,7 +181,7 @@ def test_entity_project_through_the_wandb_api(monkeypatch, tmp_path):
     def offline():
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(compare_module, "_wandb_api", offline)
+    monkeypatch.setattr(compare_module, "wandb_api", offline)
     with pytest.raises(SystemExit) as exit_info:
         main(["me/ncsn-pl", "--out", str(tmp_path)])
     assert exit_info.value.code == 2

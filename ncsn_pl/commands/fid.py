@@ -18,6 +18,7 @@ from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import find_images
 from ncsn_pl.metrics import QualityOptions, RealImages, real_images
 from ncsn_pl.training import ScoreModel
+from ncsn_pl.training.runs import log_to_sweep_run
 
 __all__ = ["fid"]
 
@@ -62,7 +63,7 @@ def fid(
     sampler: Sampler | None = None,
     sample_dir: str | None = None,
     quality: QualityOptions = QualityOptions(),
-    out: str = "fid.json",
+    out: str | None = None,
 ) -> dict[str, Any]:
     """Compute FID / KID / IS / precision-recall of a checkpoint's samples or of a folder of images; resumable.
 
@@ -75,6 +76,9 @@ def fid(
     checkpoint or images, it only exports). A checkpoint's samples are kept in ``--sample_dir`` in shards as they are
     drawn: rerunning the same command after a preemption draws only the missing ones and gives the same numbers.
     Images are scored as 8-bit PNGs with the TF-FID Inception network (offline weights, see ``ncsn_pl.metrics``).
+    In a sweep trial (``wandb agent``, ``python -m ncsn_pl sweep``) the numbers are also logged to the trial's W&B run
+    (``fid``, ``kid``, ``is``, ``precision``, ``recall`` as in the JSON, with ``nfe`` and ``num_samples``), so a sweep
+    of sampler settings on one checkpoint samples only.
 
     Args:
         trainer: the Trainer the CLI built (accelerator, devices, strategy, precision).
@@ -100,8 +104,10 @@ def fid(
         sample_dir: where the samples are kept (default: ``out`` without its suffix, plus ``_samples``).
         quality: the metrics (``--quality.kid true``, ``--quality.precision_recall true``, ...), the feature extractor
             and the statistics cache.
-        out: the JSON file to write.
+        out: the JSON file to write (default: ``fid.json`` in ``--trainer.default_root_dir``, the working folder
+            unless set; a sweep gives each trial its own).
     """
+    out = out or str(Path(trainer.default_root_dir) / "fid.json")
     draws = bool(ckpt_path or official_ckpt)
     if draws and images:
         raise ValueError("fid scores either --ckpt_path CKPT (samples of a model) or --images DIR, not both.")
@@ -175,4 +181,5 @@ def fid(
     result = json.loads(Path(out).read_text())
     if trainer.is_global_zero:
         print(json.dumps(result, indent=2))
+        log_to_sweep_run(result, trainer.default_root_dir)
     return result

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "FID_COMMAND_GOALS",
     "METRIC_SUMMARIES",
     "SWEEP_PARAM_PATH",
     "goal_of",
@@ -32,11 +33,14 @@ METRIC_SUMMARIES = {
     "val/sliced_wasserstein": "min",
     "val/mode_weight_error": "min",
 }
+# the numbers of the ``fid`` command (its JSON keys, logged once by a sweep trial that scores a checkpoint)
+FID_COMMAND_GOALS = {"fid": "min", "kid": "min", "is": "max", "precision": "max", "recall": "max"}
 
 
 def goal_of(metric: str) -> str | None:
-    """``"minimize"`` or ``"maximize"`` for a metric of :data:`METRIC_SUMMARIES`, else ``None``."""
-    summary = METRIC_SUMMARIES.get(metric)
+    """``"minimize"`` or ``"maximize"`` for a metric of :data:`METRIC_SUMMARIES` or :data:`FID_COMMAND_GOALS`, else
+    ``None``."""
+    summary = METRIC_SUMMARIES.get(metric, FID_COMMAND_GOALS.get(metric))
     return None if summary is None else {"min": "minimize", "max": "maximize"}[summary]
 
 

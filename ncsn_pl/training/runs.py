@@ -20,6 +20,7 @@ __all__ = [
     "declare_metric_summaries",
     "default_wandb_mode",
     "log_config",
+    "log_to_sweep_run",
     "run_dir",
     "sweep_parameters",
     "sweep_run_name",
@@ -79,6 +80,38 @@ def sweep_parameters(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     environ = os.environ if environ is None else environ
     path = environ.get(SWEEP_PARAM_PATH)
     return read_sweep_parameters(path) if path and Path(path).is_file() else None
+
+
+# the numbers of a ``fid`` result (its JSON keys) that a sweep trial logs to its W&B run
+FID_RESULT_KEYS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "num_samples", "num_real")
+
+
+def log_to_sweep_run(result: Mapping[str, Any], root: str | os.PathLike[str]) -> bool:
+    """In a sweep trial (``wandb agent`` or ``python -m ncsn_pl sweep``), log a ``fid`` result to the trial's W&B run
+    (under ``root``): its numbers (:data:`FID_RESULT_KEYS` and the sampler's ``nfe``) and what they were computed from
+    in the run's config. Outside a sweep it does nothing and returns ``False``.
+
+    The run is named after the swept values, as a trained trial's; W&B goes offline without credentials.
+    """
+    parameters = sweep_parameters()
+    if parameters is None and not os.environ.get("WANDB_SWEEP_ID"):
+        return False
+    import wandb
+
+    default_wandb_mode()
+    Path(root).mkdir(parents=True, exist_ok=True)
+    sampler = dict(result.get("sampler") or {})
+    numbers = {key: result[key] for key in FID_RESULT_KEYS if isinstance(result.get(key), (int, float))}
+    if isinstance(sampler.get("nfe"), int):
+        numbers["nfe"] = sampler["nfe"]
+    config = {"fid": {key: result.get(key) for key in ("source", "real", "sampler", "feature_extractor")}}
+    run = wandb.init(dir=str(root), job_type="fid", name=sweep_run_name(parameters) if parameters else None,
+                     config=config)  # fmt: skip
+    try:
+        run.log(numbers)
+    finally:
+        run.finish()
+    return True
 
 
 def wandb_has_credentials(environ: Mapping[str, str] | None = None) -> bool:

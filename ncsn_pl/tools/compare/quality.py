@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QUALITY_COLUMNS", "quality_cells", "quality_columns", "run_quality"]
+__all__ = ["QUALITY_COLUMNS", "fid_json_quality", "quality_cells", "quality_columns", "run_quality"]
 
 QUALITY_COLUMNS = ("samples", "real", "NFE", "features", "precision", "recall")
 _LOGGED = {
@@ -94,6 +94,17 @@ def run_quality(metrics: Mapping[str, Sequence[tuple[int, float]]], step: int | 
             quality["NFE"] = record["nfe"]
         if record.get("feature_extractor"):
             quality["features"] = short_extractor(str(record["feature_extractor"]))
+    return {k: v for k, v in quality.items() if v is not None}
+
+
+def fid_json_quality(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of :data:`QUALITY_COLUMNS` a ``fid`` command's JSON record holds."""
+    quality = {name: record.get(key) for name, key in _RECORDED.items()}
+    sampler = record.get("sampler")
+    if isinstance(sampler, Mapping):
+        quality["NFE"] = sampler.get("nfe")
+    if record.get("feature_extractor"):
+        quality["features"] = short_extractor(str(record["feature_extractor"]))
     return {k: v for k, v in quality.items() if v is not None}
 
 

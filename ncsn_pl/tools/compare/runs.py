@@ -14,29 +14,27 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ncsn_pl.core.run_records import goal_of
-from ncsn_pl.tools.compare.quality import run_quality
+from ncsn_pl.tools.compare.quality import fid_json_quality, run_quality
+from ncsn_pl.tools.compare.rows import Comparison, RunRow, auto_resolved, row_from_metrics, varied
+from ncsn_pl.tools.compare.wandb_runs import api_project_runs, api_rows, sweep_config, wandb_offline_run
 from ncsn_pl.tools.tracking import (
-    MetricSummary,
     find_csv_runs,
     flatten_config,
     newest_csv_run,
     offline_run_dirs,
     read_metrics_csv,
-    read_offline_run,
     summarize_metric,
-    summary_number,
 )
 
 __all__ = ["Comparison", "RunRow", "collect_runs", "sort_rows"]
 
-INCEPTION_SCORE, LOSS, DEFAULT_METRIC = "val/is", "val/loss", "val/fid"
+DEFAULT_METRIC = "val/fid"
 # the noise schedule: shown when the runs do not say what was swept
 SCHEDULE_KEYS = ("model.sigma_max", "model.sigma_min", "model.num_scales", "model.step_lr", "model.n_steps_each",
                  "model.anneal_power")
@@ -48,73 +46,7 @@ HIGHER_IS_BETTER = re.compile(r"(^|/)(is|inception_score|acc\w*|precision|recall
 _PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-@dataclass
-class RunRow:
-    """One run of the comparison.
-
-    Attributes:
-        run: a short name (``trial-003``, ``version_0``, a W&B run name).
-        path: the run folder, or the W&B run's path.
-        status: ``finished``, ``failed``, ``interrupted``, ``running``, ``no metrics`` (a run folder without
-            ``metrics.csv``) or ``no <metric>`` (metrics, but not this one).
-        config: the flat (dotted) config, with a sweep trial's parameters.
-        metric: the metric's best and last value, or ``None``.
-        history: the metric's ``[(step, value), ...]``.
-        inception_score: the last ``val/is``; loss: the last ``val/loss`` (else ``train/loss``).
-        steps: the last step logged; runtime_s: the run time in seconds (W&B's ``_runtime``, a sweep trial's
-            wall time, else the time between the run's first and last file writes).
-        note: why the run has no metric (a failed trial's error, ...).
-        resolved: the numbers that ``auto`` settings resolved to (``{"model.sigma_max": 4.74}``), read from the run's
-            saved config where the sweep or the config said ``auto``.
-        quality: what the metric's sample quality was computed from, at its best step (samples, real images, NFE,
-            feature extractor, precision, recall; :func:`~ncsn_pl.tools.compare.quality.run_quality`).
-    """
-
-    run: str
-    path: str
-    status: str
-    config: dict[str, Any] = field(default_factory=dict)
-    metric: MetricSummary | None = None
-    history: list[tuple[int, float]] = field(default_factory=list)
-    inception_score: float | None = None
-    loss: float | None = None
-    steps: int | None = None
-    runtime_s: float | None = None
-    note: str = ""
-    resolved: dict[str, Any] = field(default_factory=dict)
-    quality: dict[str, Any] = field(default_factory=dict)
-
-    def setting(self, key: str) -> Any:
-        """The value of a setting, the resolved number for an ``auto`` one."""
-        return self.resolved.get(key, self.config.get(key))
-
-
-@dataclass
-class Comparison:
-    """Rows sorted by the metric (runs without it last), the settings shown, the metric and its goal."""
-
-    rows: list[RunRow]
-    settings: list[str]
-    metric: str
-    goal: str
-    files: list[Path] = field(default_factory=list)
-
-
 # ---------------------------------------------------------------------------------------------- reading runs
-def _last(history: Sequence[tuple[int, float]] | None) -> float | None:
-    return history[-1][1] if history else None
-
-
-def _row_from_metrics(row: RunRow, metrics: Mapping[str, list[tuple[int, float]]], metric: str, goal: str) -> RunRow:
-    row.history = list(metrics.get(metric, []))
-    row.metric = summarize_metric(row.history, goal)
-    row.inception_score = _last(metrics.get(INCEPTION_SCORE))
-    row.loss = _last(metrics.get(LOSS)) if metrics.get(LOSS) else _last(metrics.get("train/loss"))
-    steps = [step for values in metrics.values() for step, _ in values]
-    row.steps = max(steps) if steps else None
-    return row
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text())
@@ -132,7 +64,7 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
         row.status, row.note = "no metrics", "no metrics.csv in the run folder"
         return row
     metrics = read_metrics_csv(csv_path)
-    _row_from_metrics(row, metrics, metric, goal)
+    row_from_metrics(row, metrics, metric, goal)
     row.quality = run_quality(metrics, row.metric.best_step if row.metric else None, run_dir, metric)
     first = min((p.stat().st_mtime for p in (run_dir / "hparams.yaml", run_dir / "config.yaml") if p.is_file()),
                 default=None)
@@ -143,32 +75,22 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
     return row
 
 
-def _auto_resolved(params: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers a run's saved ``config`` holds for the ``params`` given as ``auto``."""
-    return {key: config[key] for key, value in params.items()
-            if value == "auto" and isinstance(config.get(key), (int, float)) and not isinstance(config[key], bool)}
-
-
-def _wandb_offline_run(run_dir: Path, name: str | None, metric: str, goal: str) -> RunRow:
-    """An offline W&B run read back with ``wandb leet`` (used when no CSV run sits next to it)."""
-    row = RunRow(run=name or run_dir.name, path=str(run_dir), status="finished")
+def _fid_json_run(path: Path, name: str, metric: str, goal: str) -> RunRow:
+    """A sweep trial that ran the ``fid`` command: one value of each number in its JSON (at step 0)."""
+    row = RunRow(run=name, path=str(path.parent), status="finished")
     try:
-        record = read_offline_run(run_dir, history_keys=[metric, INCEPTION_SCORE, LOSS, "train/loss"])
-    except RuntimeError as error:
-        row.status, row.note = "no metrics", str(error)
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        row.status, row.note = "no metrics", f"{path} cannot be read: {error}"
         return row
-    row.run = name or record.get("name") or run_dir.name
-    row.config, row.resolved = _wandb_config(record["config"])
-    _row_from_metrics(row, record["history"], metric, goal)
-    summary = record["summary"]
-    row.quality = run_quality({k: [(0, v)] for k, v in summary.items() if isinstance(v, (int, float))}, None,
-                              metric=metric)
-    row.steps = summary.get("trainer/global_step", row.steps)
-    row.runtime_s = summary.get("_runtime")
-    if record.get("state") not in (None, "finished"):
-        row.status = str(record["state"])
+    numbers = {key: [(0, float(value))] for key, value in record.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}  # fmt: skip
+    row_from_metrics(row, numbers, metric, goal)
+    row.inception_score = record.get("is")
+    row.runtime_s = record.get("seconds")
+    row.quality = fid_json_quality(record)
     if row.metric is None:
-        row.status, row.note = f"no {metric}", f"the W&B run has no {metric}"
+        row.status, row.note = f"no {metric}", f"{path.name} has no {metric}"
     return row
 
 
@@ -183,12 +105,14 @@ def _sweep_runs(sweep_dir: Path, metric: str, goal: str, prefix: str) -> tuple[l
         wandb_runs = offline_run_dirs(trial_dir) if trial_dir.is_dir() else []
         if run is not None:
             row = _csv_run(run, prefix + trial["name"], metric, goal)
+        elif (trial_dir / "fid.json").is_file():
+            row = _fid_json_run(trial_dir / "fid.json", prefix + trial["name"], metric, goal)
         elif wandb_runs:
-            row = _wandb_offline_run(wandb_runs[-1], prefix + trial["name"], metric, goal)
+            row = wandb_offline_run(wandb_runs[-1], prefix + trial["name"], metric, goal)
         else:
             row = RunRow(run=prefix + trial["name"], path=str(trial_dir), status="no metrics",
                          note="the trial left no run folder")
-        row.resolved = _auto_resolved(trial.get("params", {}), row.config)
+        row.resolved = auto_resolved(trial.get("params", {}), row.config)
         row.config.update(trial.get("params", {}))
         if trial.get("duration_s") is not None:
             row.runtime_s = trial["duration_s"]
@@ -199,72 +123,7 @@ def _sweep_runs(sweep_dir: Path, metric: str, goal: str, prefix: str) -> tuple[l
     sweep_goal = None
     if isinstance(sweep.get("metric"), Mapping) and sweep["metric"].get("name") == metric:
         sweep_goal = sweep["metric"].get("goal", "minimize")
-    return rows, _varied(sweep.get("parameters") or {}), sweep_goal
-
-
-def _varied(parameters: Mapping[str, Any]) -> list[str]:
-    """The swept parameters that take more than one value (a ``value:`` is a constant of the sweep)."""
-    return [name for name, spec in parameters.items() if not (isinstance(spec, Mapping) and set(spec) == {"value"})]
-
-
-def _wandb_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A W&B run's config as flat keys, and the numbers of its ``auto`` sweep parameters.
-
-    The run config holds the whole resolved config nested (``log_config``) and, in a sweep, the swept values under
-    their dotted names (``"model.sigma_max": "auto"``, as the agent sets them): the swept values are shown, the
-    nested numbers are what ``auto`` resolved to.
-    """
-    swept = {k: v for k, v in config.items() if "." in k and not k.startswith("_")}
-    nested = {k: v for k, v in flatten_config({k: v for k, v in config.items() if k not in swept}).items()
-              if not k.startswith("_")}
-    return {**nested, **swept}, _auto_resolved(swept, nested)
-
-
-def _wandb_api() -> Any:
-    import wandb
-
-    return wandb.Api(timeout=30)
-
-
-def _api_project_runs(project: str) -> list[Any]:
-    """The runs of ``entity/project`` through the W&B API (needs the network and ``wandb login``)."""
-    try:
-        return list(_wandb_api().runs(project))
-    except Exception as error:  # no network, no key, no such project: all surface here
-        raise LookupError(f"could not read {project} from W&B ({type(error).__name__}: {error}); offline, "
-                          "compare the local run or sweep folders instead") from error
-
-
-def _api_runs(project: str, runs: Sequence[Any], metric: str, goal: str) -> tuple[list[RunRow], list[str]]:
-    """Rows of W&B API runs (summaries may be ``define_metric`` dicts such as ``{"min": 31.2}``)."""
-    rows, swept = [], []
-    for run in runs:
-        row = RunRow(run=str(run.name), path=f"{project}/{run.id}", status=str(run.state))
-        row.config, row.resolved = _wandb_config(dict(run.config))
-        keys = [metric, INCEPTION_SCORE, LOSS, "train/loss"]
-        metrics: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
-        items = list(run.scan_history(keys=[metric, "trainer/global_step"])) or list(run.scan_history(keys=[metric]))
-        for item in items:
-            step = item.get("trainer/global_step", item.get("_step", 0))
-            if isinstance(item.get(metric), (int, float)):
-                metrics[metric].append((int(step), float(item[metric])))
-        summary = dict(run.summary)
-        for key in keys[1:]:
-            if summary_number(summary.get(key)) is not None:
-                metrics[key] = [(int(summary.get("trainer/global_step", 0)), summary_number(summary[key]))]
-        _row_from_metrics(row, metrics, metric, goal)
-        row.steps = summary.get("trainer/global_step", row.steps)
-        row.runtime_s = summary.get("_runtime")
-        if row.metric is None and row.status == "finished":
-            row.status = f"no {metric}"
-        swept += [name for name in _varied(_sweep_config(run).get("parameters") or {}) if name not in swept]
-        rows.append(row)
-    return rows, swept
-
-
-def _sweep_config(run: Any) -> dict[str, Any]:
-    config = getattr(getattr(run, "sweep", None), "config", None)
-    return config if isinstance(config, dict) else {}
+    return rows, varied(sweep.get("parameters") or {}), sweep_goal
 
 
 def _local_runs(path: Path, metric: str, goal: str, prefix: str) -> tuple[list[RunRow], list[str], str | None]:
@@ -272,7 +131,7 @@ def _local_runs(path: Path, metric: str, goal: str, prefix: str) -> tuple[list[R
     if (path / "sweep.json").is_file():
         return _sweep_runs(path, metric, goal, prefix)
     if list(path.glob("run-*.wandb")):
-        return [_wandb_offline_run(path, None, metric, goal)], [], None
+        return [wandb_offline_run(path, None, metric, goal)], [], None
     rows, swept, goal_found = [], [], None
     sweep_dirs = sorted(p.parent for p in path.rglob("sweep.json"))
     for sweep_dir in sweep_dirs:
@@ -300,7 +159,7 @@ def _local_runs(path: Path, metric: str, goal: str, prefix: str) -> tuple[list[R
         if not wandb_dir.is_dir() or in_sweep(root) or root in roots_with_csv:
             continue
         for run_dir in offline_run_dirs(root):
-            rows.append(_wandb_offline_run(run_dir, None, metric, goal))
+            rows.append(wandb_offline_run(run_dir, None, metric, goal))
     return rows, swept, goal_found
 
 
@@ -322,7 +181,7 @@ def _sweep_metric(paths: Sequence[str], api_runs: Mapping[str, Sequence[Any]]) -
             with contextlib.suppress(OSError, json.JSONDecodeError, AttributeError, TypeError):
                 return str(json.loads(file.read_text())["sweep"]["metric"]["name"])
         for run in api_runs.get(raw, []):
-            name = (_sweep_config(run).get("metric") or {}).get("name")
+            name = (sweep_config(run).get("metric") or {}).get("name")
             if name:
                 return str(name)
     return None
@@ -345,7 +204,7 @@ def collect_runs(paths: Sequence[str], metric: str | None = None, goal: str | No
     for raw in paths:
         if not Path(raw).exists() and not _PROJECT.match(raw):
             raise FileNotFoundError(f"{raw!r} is neither a folder nor entity/project.")
-    api_runs = {raw: _api_project_runs(raw) for raw in paths if not Path(raw).exists()}
+    api_runs = {raw: api_project_runs(raw) for raw in paths if not Path(raw).exists()}
     metric = metric or _sweep_metric(paths, api_runs) or DEFAULT_METRIC
     rows: list[RunRow] = []
     swept: list[str] = []
@@ -355,7 +214,7 @@ def collect_runs(paths: Sequence[str], metric: str | None = None, goal: str | No
         path = Path(raw)
         prefix = f"{path.resolve().name}/" if len(paths) > 1 else ""
         if raw in api_runs:
-            (new_rows, new_swept), sweep_goal = _api_runs(raw, api_runs[raw], metric, reading_goal), None
+            (new_rows, new_swept), sweep_goal = api_rows(raw, api_runs[raw], metric, reading_goal), None
         else:
             new_rows, new_swept, sweep_goal = _local_runs(path, metric, reading_goal, prefix)
         rows += new_rows

@@ -4,7 +4,9 @@ A trial that can never report the sweep's metric fails only after it has trained
 before any trial starts. They read the config ``--print_config`` resolves (nothing is built): the model logs
 ``train/loss``; a validation loop adds ``val/loss`` and its per-level parts; ``SampleQualityMonitor`` adds
 ``val/fid`` (and ``val/kid``, ``val/is``, ``val/precision``, ``val/recall`` when its ``quality`` enables them);
-``ToySampleQuality`` adds ``val/sliced_wasserstein`` and ``val/mode_weight_error`` at each validation.
+``ToySampleQuality`` adds ``val/sliced_wasserstein`` and ``val/mode_weight_error`` at each validation. A ``fid``
+trial (a sweep of sampler settings on one checkpoint) reports the numbers of its JSON: ``fid`` and what its
+``quality`` enables (``kid``, ``is``, ``precision``, ``recall``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ from typing import Any
 
 from ncsn_pl.tools.sweep.expand import expand_command
 
-__all__ = ["check_command_starts", "check_metric_logged", "check_not_forced_offline", "logged_metrics"]
+__all__ = [
+    "check_command_starts",
+    "check_fid_trial",
+    "check_metric_logged",
+    "check_not_forced_offline",
+    "fid_metrics",
+    "logged_metrics",
+]
 
 FID_MONITOR = "ncsn_pl.training.SampleQualityMonitor"
 TOY_MONITOR = "ncsn_pl.training.ToySampleQuality"
 # callbacks that log no metric of their own (any other outside ncsn_pl/lightning may log anything)
 KNOWN_PREFIXES = ("ncsn_pl.", "lightning.", "pytorch_lightning.")
+# QualityOptions switches and the keys they add (``val/<key>`` in a training run, ``<key>`` in fid's JSON)
+QUALITY_KEYS = {"fid": ("fid",), "kid": ("kid",), "inception_score": ("is",), "precision_recall": ("precision",
+                                                                                                   "recall")}
 
 
 def _callbacks(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -54,13 +66,7 @@ def logged_metrics(config: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
         if kind.endswith("SampleQualityMonitor"):
             if not (args.get("every_n_epochs", 1) or args.get("every_n_steps") or args.get("on_train_end")):
                 continue  # never evaluates
-            quality = args.get("quality") or {}
-            names = {"fid": ["fid"], "kid": ["kid"], "inception_score": ["is"], "precision_recall": ["precision",
-                                                                                                   "recall"]}
-            defaults = {"fid": True}
-            for option, keys in names.items():
-                if quality.get(option, defaults.get(option, False)):
-                    metrics.update({f"val/{key}": kind for key in keys})
+            metrics.update({f"val/{key}": kind for key in quality_metrics(args.get("quality") or {})})
         elif kind.endswith("ToySampleQuality") and validates:
             metrics.update({"val/sliced_wasserstein": kind, "val/mode_weight_error": kind})
         elif not kind.startswith(KNOWN_PREFIXES):
@@ -95,6 +101,36 @@ def check_metric_logged(config: Mapping[str, Any], metric: str, command: str) ->
         return []
     return [f"the metric {metric!r} is never logged by `{command}`: {_fix(metric, config)}. "
             f"It logs: {', '.join(sorted(metrics))}."]
+
+
+def quality_metrics(quality: Mapping[str, Any]) -> list[str]:
+    """The numbers a sample-quality ``quality`` block computes: ``fid`` unless off, and what it enables."""
+    return [key for option, keys in QUALITY_KEYS.items() if quality.get(option, option == "fid") for key in keys]
+
+
+def fid_metrics(config: Mapping[str, Any]) -> list[str]:
+    """The numbers a ``fid`` command with this resolved config reports (the keys of its JSON)."""
+    return quality_metrics(config.get("quality") or {})
+
+
+def check_fid_trial(config: Mapping[str, Any], metric: str, command: str) -> list[str]:
+    """Problems of a sweep trial that runs ``fid``: it must score a checkpoint, report the sweep's metric, and write
+    its JSON where the runner reads it (``fid.json`` in the trial's ``trainer.default_root_dir``)."""
+    problems = []
+    if not (config.get("ckpt_path") or config.get("official_ckpt")):
+        problems.append(f"`{command}` scores no checkpoint: give --ckpt_path (a sweep of sampler settings samples one "
+                        "trained checkpoint).")
+    reported = fid_metrics(config)
+    if metric and metric not in reported:
+        options = {k: o for o, keys in QUALITY_KEYS.items() for k in keys}
+        fix = (f"enable it with --quality.{options[metric]}=true" if metric in options else
+               f"optimise one of {', '.join(reported)} (the keys of fid's JSON; val/... are metrics of training runs)")
+        problems.append(f"the metric {metric!r} is never reported by `{command}`: {fix}.")
+    for option in ("out", "sample_dir"):
+        if config.get(option):
+            problems.append(f"`{command}` sets --{option}: leave it out, so that each trial writes fid.json and its "
+                            "samples in its own folder (trainer.default_root_dir), where the sweep reads the metric.")
+    return problems
 
 
 def check_not_forced_offline(config: Mapping[str, Any]) -> list[str]:

@@ -22,7 +22,12 @@ from typing import Any
 import yaml
 
 from ncsn_pl.core.run_records import goal_of
-from ncsn_pl.tools.sweep.checks import check_command_starts, check_metric_logged, check_not_forced_offline
+from ncsn_pl.tools.sweep.checks import (
+    check_command_starts,
+    check_fid_trial,
+    check_metric_logged,
+    check_not_forced_offline,
+)
 from ncsn_pl.tools.sweep.expand import expand_command
 
 __all__ = [
@@ -102,7 +107,8 @@ def check_sweep_config(config: Mapping[str, Any]) -> list[str]:
     ``parameters`` blocks are dropped by the engine's validation: use dotted keys such as ``model.sigma_max``),
     no YAML ``null`` values (the agent passes them as ``None``, which LightningCLI rejects: write ``"null"``),
     a ``program`` (``wandb agent`` reads it from every run command), a goal that matches a metric of known
-    direction (:data:`~ncsn_pl.core.run_records.METRIC_SUMMARIES`), and a ``command`` with ``${args}``.
+    direction (:data:`~ncsn_pl.core.run_records.goal_of`), and a ``command`` with ``${args}`` whose
+    ``${envvar:NAME}`` variables are set.
     """
     sweeps = sweeps_engine()
     problems: list[str] = []
@@ -154,6 +160,11 @@ def check_sweep_config(config: Mapping[str, Any]) -> list[str]:
             problems.append("`command` has no ${args}: the parameters would never reach the trial.")
         if "${program}" in command and not config.get("program"):
             problems.append("`command` uses ${program} but the file has no `program`.")
+        from wandb.sdk.launch.sweeps.utils import SWEEP_COMMAND_ENV_VAR_REGEX as env_var
+
+        for name in sorted({m for c in command for m in env_var.findall(str(c))} - set(os.environ)):
+            problems.append(f"`command` reads ${{envvar:{name}}} but {name} is not set: export it (e.g. "
+                            f"`export {name}=...`, as the file's comments say) where the sweep and its agents run.")
     return list(dict.fromkeys(problems))
 
 
@@ -292,13 +303,16 @@ def check_command_config(
             close = difflib.get_close_matches(name, sorted(keys), n=3, cutoff=0.6)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             problems.append(f"parameter {name!r} is not a config key of `{' '.join(ncsn)}`{hint}.")
-    if check_logging and not _logs_under_root(base, probe_root):
+    fid_command = ncsn[:1] == ["fid"]
+    if check_logging and not fid_command and not _logs_under_root(base, probe_root):
         problems.append(f"`{' '.join(ncsn)}` logs nowhere under {ROOT_DIR_KEY}, so a trial's metric cannot be read "
                         f"back: give its CSVLogger (or WandbLogger) save_dir: ${{{ROOT_DIR_KEY}}}.")
     metric = (config.get("metric") or {}).get("name")
     shown = " ".join(t for t in [*ncsn, *extra_args] if not t.startswith("${"))
     if metric and ncsn[:1] == ["fit"]:
         problems += check_metric_logged(base, str(metric), shown)
+    if fid_command:
+        problems += check_fid_trial(base, str(metric or ""), shown)
     problems += [f"`{shown}`: {problem}" for problem in check_not_forced_offline(base)]
     if problems or not probe_values:
         return problems
