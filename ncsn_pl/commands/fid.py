@@ -101,11 +101,11 @@ def fid(
         seed: seed of the sample set (sample k is seeded with step_seed(seed, k)).
         sampler: the sampler, by class and settings (``--sampler AnnealedLangevin --sampler.step_lr 1e-5``);
             ``None``: the checkpoint's. Its network evaluations per sample are recorded (``nfe``).
-        sample_dir: where the samples are kept (default: ``out`` without its suffix, plus ``_samples``).
+        sample_dir: where the samples are kept (default ``out`` without its suffix, plus ``_samples``).
         quality: the metrics (``--quality.kid true``, ``--quality.precision_recall true``, ...), the feature extractor
             and the statistics cache.
-        out: the JSON file to write (default: ``fid.json`` in ``--trainer.default_root_dir``, the working folder
-            unless set; a sweep gives each trial its own).
+        out: the JSON file to write (default ``fid.json`` in ``--trainer.default_root_dir``, which is the working
+            folder unless set, and a sweep trial's own folder in a sweep).
     """
     out = out or str(Path(trainer.default_root_dir) / "fid.json")
     draws = bool(ckpt_path or official_ckpt)
