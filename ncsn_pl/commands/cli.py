@@ -183,7 +183,8 @@ def main(args: list[str] | None = None) -> NCSNCLI | object:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     args = list(args)
     if default_wandb_mode() == "offline" and args[:1] in (["fit"], ["validate"], ["test"]):
-        print("W&B has no API key here, so runs are logged offline (upload them later with `wandb sync`).")
+        print("W&B has no API key here, so runs are logged offline (upload them later with `wandb sync`).",
+              file=sys.stderr)  # stdout is --print_config's
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     try:
         return NCSNCLI(
