@@ -98,7 +98,8 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     for family, values in families.items():
         values.sort()
         axes.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=family)
-    best = min((r for r in results if r.get("label", "").startswith("ALS") and "fid" in r), key=lambda r: r["fid"])
+    als = [r for r in results if r.get("label", "").startswith("ALS") and "fid" in r]
+    best = min(als or [r for r in results if "fid" in r], key=lambda r: r["fid"])
     axes.axhline(best["fid"], color="grey", linestyle=":", linewidth=1, label=f"best ALS ({best['nfe']} NFE)")
     axes.axvline(best["nfe"] / 4, color="grey", linestyle="--", linewidth=1, label="1/4 of its NFE")
     axes.set(xscale="log", xlabel="network evaluations per sample (NFE)", ylabel="FID", title=title)
@@ -116,10 +117,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--batch-size", type=int, default=360)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default="FID against NFE")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                        help="score only these points (labels as in the table, e.g. 'ALS T=10' 'CAS n=1'), e.g. again "
+                             "with another --seed into another --out, to see how much of a difference is noise")
     args = parser.parse_args(argv)
     out = Path(args.out)
     sigmas = torch.load(args.ckpt, map_location="cpu", weights_only=False)["state_dict"]["sigmas"].tolist()
-    results = [run_point(args, *point, out) for point in points(sigmas)]
+    chosen = [p for p in points(sigmas) if args.only is None or p[0] in args.only]
+    if args.only and len(chosen) != len(args.only):
+        parser.error(f"--only: no point named {sorted(set(args.only) - {p[0] for p in chosen})}")
+    results = [run_point(args, *point, out) for point in chosen]
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     write_table(results, out / "results.md")
     if any("fid" in r for r in results):
