@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import wandb
+import yaml
 from lightning.pytorch.loggers import WandbLogger
 
 from ncsn_pl.tools.tracking import (
@@ -107,3 +108,18 @@ def test_wandb_goes_offline_by_itself_only_without_credentials_or_a_chosen_mode(
     assert default_wandb_mode(logged_in) is None and "WANDB_MODE" not in logged_in
     other_host = {"NETRC": str(netrc), "WANDB_BASE_URL": "https://wandb.example.org"}
     assert default_wandb_mode(other_host) == "offline"
+
+
+def test_without_credentials_the_offline_note_leaves_print_config_and_sweep_validation_intact(tmp_path):
+    # the note goes to stderr: --print_config's stdout is what `sweep --validate` parses as YAML
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(NETRC=str(tmp_path / "netrc"), HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "ncsn_pl", "fit", "--config", "configs/quickstart.yaml",
+                           "--print_config"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "runs are logged offline" in done.stderr and "runs are logged offline" not in done.stdout
+    assert yaml.safe_load(done.stdout)["model"]["num_scales"] == 10
+    done = subprocess.run([sys.executable, "-m", "ncsn_pl", "sweep", "experiments/sweeps/toy_grid.yaml", "--validate"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "valid grid sweep" in done.stdout, done.stderr[-2000:]
