@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fid_throughput.py"
 ROW = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+([\d.]+)\s+([+-][\d.]+)%\s+([\d.]+)\s+([\d.]+)$", re.MULTILINE)
@@ -17,11 +16,7 @@ ROW = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+([\d.]+)\s+([+-][\d.]+)%\s+([\d.]+)\s+
 
 @pytest.fixture(scope="module")
 def fid_throughput():
-    spec = importlib.util.spec_from_file_location("bench_fid_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "bench_fid_throughput")
 
 
 def test_tiny_run_prints_images_per_second_and_peak_memory(fid_throughput, tmp_path, capsys):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from scripts import load_script
 
 from ncsn_pl.networks import layers
 
@@ -16,10 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "network_speed.py"
 
 @pytest.fixture(scope="module")
 def network_speed():
-    spec = importlib.util.spec_from_file_location("network_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "bench_network_speed")
 
 
 def test_tiny_run_reports_times_throughput_and_flops(network_speed, tmp_path, capsys):

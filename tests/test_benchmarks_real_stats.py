@@ -3,23 +3,18 @@ a process of its own, about 15 s)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_stats_memory.py"
 
 
 @pytest.fixture(scope="module")
 def real_stats_memory():
-    spec = importlib.util.spec_from_file_location("bench_real_stats_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "bench_real_stats_memory")
 
 
 def test_tiny_run_prints_peak_memory_per_data_set_size(real_stats_memory, tmp_path, capsys):

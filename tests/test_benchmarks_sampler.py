@@ -1,19 +1,15 @@
 """Smoke test of benchmarks/sampler_overhead.py at --size tiny (seconds on a CPU)."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from scripts import load_script
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / f"{name}.py", f"bench_{name}")
 
 
 def test_sampler_overhead_tiny_reports_times_rates_and_overheads(tmp_path, capsys):

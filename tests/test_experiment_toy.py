@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -10,18 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "toy_mixture" / "run.py"
 
 
 @pytest.fixture(scope="module")
 def toy():
-    spec = importlib.util.spec_from_file_location("toy_mixture_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_script(SCRIPT, "toy_mixture_run")
+    sys.modules.pop("toy_mixture_run", None)
 
 
 def _row(rows, score, sampler, convention="ours"):

@@ -15,6 +15,7 @@ from ncsn_pl.core.samplers import (
     Sampler,
     SigmaScore,
     annealed_langevin_dynamics,
+    consistent_ancestral_step_lr,
     consistent_grid,
     consistent_step_lr_range,
     ode_grid,
@@ -147,6 +148,9 @@ def test_grids():
     assert consistent_grid([2.0, 1.0], 2)[1][:2] == (0, 1) and consistent_grid([2.0, 1.0], 2)[-1] == (1, 0, 1.0)
     low, high = consistent_step_lr_range([2.0, 1.0])
     assert (low, high) == pytest.approx((0.5, 1.5))  # 1 -+ 1/gamma with gamma = 2
+    # the ancestral step: eta = 1 - gamma^-2 on the refined grid (gamma = 2^(1/2) with 2 steps per level)
+    assert consistent_ancestral_step_lr([2.0, 1.0]) == pytest.approx(0.75)
+    assert consistent_ancestral_step_lr([4.0, 2.0, 1.0], 2) == pytest.approx(0.5)
     # ODE: every k-th trained level and the last one; a grid of its own with the schedule's ends
     assert ode_grid([8.0, 4.0, 2.0, 1.0, 0.5], level_stride=3) == ([8.0, 1.0, 0.5], [0, 3, 4])
     own, levels = ode_grid([80.0, 0.002], num_steps=18)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ncsn_pl.core.samplers import consistent_grid
+from ncsn_pl.core.samplers import consistent_ancestral_step_lr
 from ncsn_pl.core.sigmas import step_lr_from_variance_rule
 
 SAMPLERS = "ncsn_pl.core.samplers"
@@ -40,9 +40,7 @@ def points(sigmas: list[float]) -> list[tuple[str, str, dict[str, Any]]]:
         settings = {"n_steps_each": steps, "step_lr": step_lr, "denoise": True}
         grid.append((f"ALS T={steps}", "AnnealedLangevin", settings))
     for refine in (1, 2, 4, 8):
-        fine = [s for _, _, s in consistent_grid(sigmas, refine)]
-        ratio = max(a / b for a, b in zip(fine[:-1], fine[1:], strict=True))
-        step_lr = sigma_min**2 * (1 - ratio**-2)
+        step_lr = consistent_ancestral_step_lr(sigmas, refine)
         grid.append((f"CAS n={refine}", "ConsistentAnnealed", {"n_steps_each": refine, "step_lr": step_lr}))
     for correct in (1, 2, 4):
         grid.append((f"PC n={correct}", "PredictorCorrector", {"n_steps_each": correct, "snr": 0.16}))

@@ -12,7 +12,13 @@ from urllib.parse import urlparse
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
-from ncsn_pl.core.run_records import METRIC_SUMMARIES, SWEEP_PARAM_PATH, read_sweep_parameters, sweep_run_name
+from ncsn_pl.core.run_records import (
+    FID_COMMAND_GOALS,
+    METRIC_SUMMARIES,
+    SWEEP_PARAM_PATH,
+    read_sweep_parameters,
+    sweep_run_name,
+)
 
 __all__ = [
     "METRIC_SUMMARIES",
@@ -83,7 +89,7 @@ def sweep_parameters(environ: Mapping[str, str] | None = None) -> dict[str, Any]
 
 
 # the numbers of a ``fid`` result (its JSON keys) that a sweep trial logs to its W&B run
-FID_RESULT_KEYS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "num_samples", "num_real")
+FID_RESULT_KEYS = (*FID_COMMAND_GOALS, "kid_std", "is_std", "num_samples", "num_real")
 
 
 def log_to_sweep_run(result: Mapping[str, Any], root: str | os.PathLike[str]) -> bool:

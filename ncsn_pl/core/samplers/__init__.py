@@ -26,6 +26,7 @@ from ncsn_pl.core.samplers.base import (
 )
 from ncsn_pl.core.samplers.consistent import (
     ConsistentAnnealed,
+    consistent_ancestral_step_lr,
     consistent_annealed_sampling,
     consistent_grid,
     consistent_step_lr_range,
@@ -55,6 +56,7 @@ __all__ = [
     "annealed_langevin_dynamics",
     "check_sampler",
     "check_sigmas",
+    "consistent_ancestral_step_lr",
     "consistent_annealed_sampling",
     "consistent_grid",
     "consistent_step_lr_range",

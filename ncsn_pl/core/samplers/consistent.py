@@ -51,6 +51,15 @@ def consistent_grid(sigmas: list[float], n_steps_each: int) -> list[tuple[int, i
     return [*grid, (len(sigmas) - 1, 0, sigmas[-1])]
 
 
+def consistent_ancestral_step_lr(sigmas: list[float], n_steps_each: int = 1) -> float:
+    """The ``step_lr`` whose ``eta = step_lr / sigma_L^2 = 1 - gamma^-2`` (``gamma`` the largest ratio of the grid):
+    the largest step that keeps the noise consistent, where one CAS step is ancestral sampling between two levels
+    (``beta = sqrt(1 - gamma^-2)``, Jolicoeur-Martineau et al. 2021, Section 4)."""
+    grid = [sigma for _, _, sigma in consistent_grid(sigmas, n_steps_each)]
+    gamma = max(a / b for a, b in zip(grid[:-1], grid[1:], strict=True))
+    return sigmas[-1] ** 2 * (1 - gamma**-2)
+
+
 def consistent_step_lr_range(sigmas: list[float], n_steps_each: int = 1) -> tuple[float, float]:
     """The open interval of ``step_lr`` for which CAS is defined on this schedule.
 
