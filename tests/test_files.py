@@ -1,6 +1,8 @@
 """Files written whole or not at all, and torch files checked before they are unpickled."""
 
 import errno
+import os
+import stat
 
 import pytest
 import torch
@@ -46,3 +48,20 @@ def test_files_that_are_not_torch_files_are_refused_before_unpickling(tmp_path, 
         load_torch_file(tmp_path)
     torch.save({"w": torch.ones(3)}, tmp_path / "ok.pt")
     assert torch.equal(load_torch_file(tmp_path / "ok.pt")["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022])
+def test_written_files_follow_the_umask_as_open_does(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_text("a: 1\n", tmp_path / "config.yaml")
+        atomic_torch_save({"a": torch.ones(1)}, tmp_path / "last.ckpt")
+        with open(tmp_path / "plain.txt", "w") as file:
+            file.write("a")
+        assert files.current_umask() == umask
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
+    for name in ("config.yaml", "last.ckpt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name

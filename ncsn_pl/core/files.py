@@ -25,15 +25,31 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_torch_file",
+    "current_umask",
     "load_torch_file",
 ]
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it, then put back at once
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file next to ``path`` for writing; on success it replaces ``path``, on error it is removed.
 
-    Two processes writing the same path at once both succeed and the last one wins.
+    Two processes writing the same path at once both succeed and the last one wins. The file gets the mode ``open()``
+    would give it (``0666`` less the umask), so a group's shared folder stays readable to the group.
 
     Args:
         path: the destination; its parent folders are created.
@@ -46,6 +62,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; the file gets the mode open() would give
         with os.fdopen(fd, mode) as file:
             yield file
             file.flush()

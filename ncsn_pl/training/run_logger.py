@@ -8,10 +8,9 @@ run starts a new version (its ``metrics.csv`` is split) or, given its old versio
 from __future__ import annotations
 
 import csv
-import fcntl
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -20,6 +19,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from ncsn_pl.core.files import atomic_write_text
+from ncsn_pl.core.locks import LockHeldError, ProcessLock
 
 __all__ = ["RunFolderInUseError", "RunLogger", "claim_version"]
 
@@ -45,24 +45,15 @@ def claim_version(root: str | os.PathLike[str]) -> int:
             version += 1
 
 
-def _hold(folder: Path) -> IO[str]:
+def _hold(folder: Path) -> ProcessLock:
     """Lock ``folder`` for this process (released when the process ends); fail if a live process holds it."""
-    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the life of the run
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
+        return ProcessLock(folder / LOCK_FILE)
+    except LockHeldError as err:
         raise RunFolderInUseError(
-            f"The run folder {folder} is in use by a live run ({holder}); wait for it to end, or start a new run "
+            f"The run folder {folder} is in use by a live run ({err.holder}); wait for it to end, or start a new run "
             "(leave out --ckpt_path, or give another trainer.default_root_dir)."
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}\n")
-    handle.flush()
-    return handle
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -122,7 +113,7 @@ class RunLogger(CSVLogger):
     ) -> None:
         super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
         self._resume_step = resume_step
-        self._lock: IO[str] | None = None
+        self._lock: ProcessLock | None = None
 
     def continue_run(self, ckpt_path: str | os.PathLike[str]) -> bool:
         """Continue the run whose ``version_N/checkpoints/`` holds ``ckpt_path``, if it is one of this logger's runs:
@@ -151,7 +142,7 @@ class RunLogger(CSVLogger):
         """Write what is left and release the run folder (the run has ended, successfully or not)."""
         super().finalize(status)
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
             self._lock = None
 
     @property

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ncsn_pl.core.files import atomic_write_text
+from ncsn_pl.core.locks import exclusive
 from ncsn_pl.tools.sweep.spec import plain
 
 __all__ = [
@@ -65,22 +66,18 @@ def locked_state(folder: Path) -> Iterator[dict[str, Any]]:
     block leaves under ``"state"`` is written back atomically (a reader never sees half a file).
 
     ``flock`` locks are shared across nodes on NFS (Linux emulates them with POSIX locks) and on Lustre mounted
-    with ``-o flock``. The lock is blocking: workers take turns for the few milliseconds of a read-modify-write.
+    with ``-o flock``; where ``flock`` is missing (Lustre without ``-o flock``) an atomic ``mkdir`` takes its place
+    (:func:`~ncsn_pl.core.locks.exclusive`). The lock is blocking: workers take turns for the few milliseconds of a
+    read-modify-write.
     """
-    import fcntl
-
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / STATE_FILE
-    with open(folder / LOCK_FILE, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            state = json.loads(path.read_text()) if path.is_file() else None
-            holder = {"state": state}
-            yield holder
-            if holder["state"] is not None:
-                atomic_write_text(json.dumps(holder["state"], indent=1, default=plain) + "\n", path)
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(folder / LOCK_FILE):
+        state = json.loads(path.read_text()) if path.is_file() else None
+        holder = {"state": state}
+        yield holder
+        if holder["state"] is not None:
+            atomic_write_text(json.dumps(holder["state"], indent=1, default=plain) + "\n", path)
 
 
 def fs_now(folder: Path) -> float:
