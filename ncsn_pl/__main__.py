@@ -2,7 +2,8 @@
 LightningCLI, and the tools (sweep, compare), which need no Lightning and start without importing it.
 
 A mistake in the input (a bad value, a missing file, a full disk, a diverged run) ends the process with one line
-that says what to fix and exit status 1; ``NCSN_DEBUG=1`` shows the whole traceback instead.
+that says what to fix and exit status 1; ``NCSN_DEBUG=1`` shows the whole traceback instead. When every process
+of a multi-process run stops on the same error, only global rank 0 prints it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ if __name__ == "__main__":
     except Exception as error:
         if os.environ.get("NCSN_DEBUG") or not isinstance(error, _user_errors()):
             raise
+        from ncsn_pl.core.errors import reported_by_another_rank
+
+        if reported_by_another_rank(error):  # every process stopped on it; global rank 0 says why
+            sys.exit(1)
         print(f"error: {error}\n(NCSN_DEBUG=1 shows the traceback)", file=sys.stderr)
         sys.exit(1)
     sys.exit(0)

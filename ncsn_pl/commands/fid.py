@@ -123,7 +123,6 @@ def fid(
         record["real"] = {**real.cache_key()}
     channels = int(datamodule.data_shape[0]) if datamodule is not None else 3
     files = store = resolved = None
-    batches: list[list[int]] = []
     num_items = 0
     if images:
         opened = open_sample_set(images)
@@ -146,10 +145,7 @@ def fid(
         loaded = load_sampling_model(model, "fid", ckpt_path, weights_only, official_ckpt, official_config)
         resolved = model.resolve_sampler(sampler)
         folder = Path(sample_dir) if sample_dir else default_sample_dir(out)
-        store, batches = prepare_sample_set(
-            folder, loaded, model, resolved, num_samples=num_samples, seed=seed, batch_size=batch_size,
-            what="--sample_dir", is_global_zero=trainer.is_global_zero,
-        )  # fmt: skip
+        store = prepare_sample_set(folder, loaded, model, resolved, num_samples=num_samples, seed=seed)
         num_items = num_samples
         record["source"] = loaded
         record["sample_dir"] = str(folder.resolve())
@@ -160,7 +156,7 @@ def fid(
     job = QualityRun(
         model if draws else None,
         store,
-        batches,
+        [],
         files=files,
         real=real,
         ref_stats=ref_stats,
@@ -176,6 +172,7 @@ def fid(
         seed=seed,
         sampler=resolved,
         save_png=False,
+        claim="--sample_dir" if draws else None,
     )
     run_predict(trainer, job)
     result = json.loads(Path(out).read_text())

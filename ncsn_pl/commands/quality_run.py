@@ -53,7 +53,7 @@ class QualityRun(DrawSamples):
         options: the metrics.
         out: the JSON record.
         record: what the command knows already (sources, sampler).
-        **draw: ``num_samples``, ``seed``, ``sampler``, ``save_png`` of :class:`DrawSamples`.
+        **draw: ``num_samples``, ``seed``, ``sampler``, ``save_png``, ``claim`` of :class:`DrawSamples`.
     """
 
     def __init__(
@@ -74,7 +74,7 @@ class QualityRun(DrawSamples):
         record: dict[str, Any],
         **draw: Any,
     ) -> None:
-        super().__init__(model, store, batches, **draw)
+        super().__init__(model, store, batches, batch_size=batch_size, **draw)
         self.files, self.real, self.ref_stats, self.export_stats = files, real, ref_stats, export_stats
         self.channels, self.num_items, self.batch_size = channels, num_items, batch_size
         self.options, self.out, self.record = options, out, record
@@ -115,7 +115,7 @@ class QualityRun(DrawSamples):
         results = self.quality.compute() if self.num_items else {}  # collective: every rank gets the values
         if self.export_stats:
             self.quality.export_real_stats(self.export_stats)  # collective; rank 0 writes
-        drawn = int(self.trainer.strategy.reduce(torch.tensor(float(self.drawn), device=self.device), reduce_op="sum"))
+        drawn = self.total_drawn()
         if self.trainer.is_global_zero:
             self.record.update(results)
             self.record["real"] = {**(self.quality.real_source or {}), **self.record.get("real", {})}

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.predict import batch_loader, run_predict, show_progress
 from ncsn_pl.commands.sample_store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
+from ncsn_pl.core.errors import raised_on_every_rank
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.training import ScoreModel
@@ -96,6 +97,9 @@ class DrawSamples(pl.LightningModule):
     """Predict-loop job: draw this rank's batches of the samples not yet on disk, writing each batch as a shard (and
     its PNGs) as soon as it is drawn; a SIGTERM stops it after the batch in hand (exit status 143).
 
+    With ``claim`` (the option naming the folder, for messages) the folder is checked and its record written at
+    set-up by global rank 0 alone, which then broadcasts the batches to draw, or the reason it refused the folder,
+    to every rank: no other process reads the folder while rank 0 writes it, and all stop together on a refusal.
     Subclasses finish the work in :meth:`on_predict_epoch_end` (after :meth:`wait_for_all_shards`).
     """
 
@@ -109,14 +113,28 @@ class DrawSamples(pl.LightningModule):
         seed: int,
         sampler: Sampler | None,
         save_png: bool,
+        batch_size: int = 1,
+        claim: str | None = None,
     ) -> None:
         super().__init__()
         self.model, self.store, self.batches = model, store, batches
         self.num_samples, self.seed, self.sampler, self.save_png = num_samples, seed, sampler, save_png
+        self.batch_size, self.claim = batch_size, claim
         self.drawn, self._start = 0, 0.0
 
     def setup(self, stage: str) -> None:
-        self.batches = self.trainer.strategy.broadcast(self.batches, src=0)  # rank 0's view of the folder
+        outcome: tuple[str, Any] = ("batches", self.batches)
+        if self.trainer.is_global_zero and self.claim is not None:
+            try:
+                done = self.store.check(self.num_samples, self.claim)
+                self.store.write_record(complete=False, num_drawn=len(done))
+                outcome = ("batches", missing_batches(done, self.num_samples, self.batch_size))
+            except ValueError as err:
+                outcome = ("refused", str(err))
+        kind, value = self.trainer.strategy.broadcast(outcome, src=0)  # rank 0's view of the folder
+        if kind == "refused":
+            raise raised_on_every_rank(ValueError(value), self.trainer.global_rank)
+        self.batches = value
 
     def predict_dataloader(self) -> DataLoader:
         return batch_loader(self.batches[self.trainer.global_rank :: self.trainer.world_size])
@@ -145,6 +163,11 @@ class DrawSamples(pl.LightningModule):
         if self.trainer.world_size > 1:
             self.trainer.strategy.barrier()
 
+    def total_drawn(self) -> int:
+        """The samples drawn by all ranks in this run (collective; on the root device, as NCCL requires)."""
+        count = torch.tensor(float(self.drawn), device=self.trainer.strategy.root_device)
+        return int(self.trainer.strategy.reduce(count, reduce_op="sum"))
+
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self._start
@@ -159,7 +182,7 @@ class _SampleRun(DrawSamples):
 
     def on_predict_epoch_end(self) -> None:
         self.wait_for_all_shards()
-        drawn = int(self.trainer.strategy.reduce(torch.tensor(float(self.drawn)), reduce_op="sum"))
+        drawn = self.total_drawn()
         if self.trainer.is_global_zero:
             self._finish(drawn)
         self.wait_for_all_shards()
@@ -206,11 +229,10 @@ class _SampleRun(DrawSamples):
 
 
 def prepare_sample_set(
-    folder: Path, loaded: dict[str, Any], model: ScoreModel, sampler: Sampler, *, num_samples: int, seed: int,
-    batch_size: int, what: str, is_global_zero: bool,
-) -> tuple[SampleStore, list[list[int]]]:  # fmt: skip
-    """The sample set of a command in ``folder``: checked against what is there (nothing is deleted), its record
-    written (``complete: false`` until the last sample), and the batches still to draw."""
+    folder: Path, loaded: dict[str, Any], model: ScoreModel, sampler: Sampler, *, num_samples: int, seed: int
+) -> SampleStore:
+    """The sample set of a command in ``folder``; nothing is read or written here (:class:`DrawSamples` checks the
+    folder against it, on global rank 0, and writes its record, ``complete: false`` until the last sample)."""
     sample_set = {
         "checkpoint_sha256": loaded["checkpoint_sha256"],
         "seed": seed,
@@ -225,11 +247,7 @@ def prepare_sample_set(
         "data_shape": list(model.data_shape),
         "sample_set_keys": list(sample_set),
     }
-    store = SampleStore(folder, sample_set, record)
-    done = store.check(num_samples, what)
-    if is_global_zero:
-        store.write_record(complete=False, num_drawn=len(done))
-    return store, missing_batches(done, num_samples, batch_size)
+    return SampleStore(folder, sample_set, record)
 
 
 def sample(
@@ -284,13 +302,10 @@ def sample(
     loaded = load_sampling_model(model, "sample", ckpt_path, weights_only, official_ckpt, official_config)
     sampler = model.resolve_sampler(sampler)
     out = Path(out_dir)
-    store, batches = prepare_sample_set(
-        out, loaded, model, sampler, num_samples=num_samples, seed=seed, batch_size=batch_size, what="--out_dir",
-        is_global_zero=trainer.is_global_zero,
-    )  # fmt: skip
+    store = prepare_sample_set(out, loaded, model, sampler, num_samples=num_samples, seed=seed)
     job = _SampleRun(
-        model, store, batches, num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
-        grid_size=grid_size,
+        model, store, [], num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
+        grid_size=grid_size, batch_size=batch_size, claim="--out_dir",
     )  # fmt: skip
     run_predict(trainer, job)
     result = json.loads((out / RECORD).read_text())
