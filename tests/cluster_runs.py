@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch.overrides import TorchFunctionMode
 
@@ -126,3 +127,14 @@ def wait_all(processes: list[subprocess.Popen], timeout: float = 300) -> list[tu
         for process in processes:
             process.kill()
     return results
+
+
+class PoisonBatch(Callback):
+    """Fill one rank's batch with NaN at one step (a corrupt file read by one process)."""
+
+    def __init__(self, rank: int = 1, step: int = 1) -> None:
+        self.rank, self.step = rank, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            (batch[0] if isinstance(batch, (list, tuple)) else batch).fill_(float("nan"))

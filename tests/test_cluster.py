@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from cluster_runs import TWO_CPUS, slurm_tasks, torchrun, wait_all
 
@@ -35,19 +36,31 @@ def sample_args(checkpoint: Path, out: Path, num_samples: int = 5) -> list[str]:
             f"--out_dir={out}", *QUIET]  # fmt: skip
 
 
-def test_sample_under_torchrun_on_a_fresh_and_a_half_filled_folder(checkpoint, tmp_path):
-    straight = tmp_path / "straight"
-    main([*sample_args(checkpoint, straight), "--trainer.accelerator=cpu", "--trainer.devices=1"])
-    fresh = torchrun([*sample_args(checkpoint, tmp_path / "fresh"), *TWO_CPUS])
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    record = json.loads((tmp_path / "fresh" / "sample.json").read_text())
-    assert record["complete"] and record["world_size"] == 2 and record["drawn_by_this_run"] == 5
-    half = tmp_path / "half"
-    main([*sample_args(checkpoint, half, num_samples=2), "--trainer.accelerator=cpu", "--trainer.devices=1"])
+def draw_alone(checkpoint: Path, out: Path, num_samples: int = 5) -> Path:
+    main([*sample_args(checkpoint, out, num_samples), "--trainer.accelerator=cpu", "--trainer.devices=1"])
+    return out
+
+
+def test_sample_under_torchrun_continues_a_half_filled_folder(checkpoint, tmp_path):
+    straight = draw_alone(checkpoint, tmp_path / "straight")
+    half = draw_alone(checkpoint, tmp_path / "half", num_samples=2)
     filled = torchrun([*sample_args(checkpoint, half), *TWO_CPUS])
     assert filled.returncode == 0, filled.stderr[-3000:]
-    assert json.loads((half / "sample.json").read_text())["drawn_by_this_run"] == 3
-    for folder in (tmp_path / "fresh", half):
+    record = json.loads((half / "sample.json").read_text())
+    assert record["complete"] and record["world_size"] == 2 and record["drawn_by_this_run"] == 3
+    assert np.array_equal(np.load(half / "samples.npz")["samples"], np.load(straight / "samples.npz")["samples"])
+
+
+@pytest.mark.slow  # about 60 s: two launches
+def test_sample_under_torchrun_and_slurm_on_a_fresh_folder(checkpoint, tmp_path):
+    straight = draw_alone(checkpoint, tmp_path / "straight")
+    fresh = torchrun([*sample_args(checkpoint, tmp_path / "fresh"), *TWO_CPUS])
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    tasks = wait_all(slurm_tasks([*sample_args(checkpoint, tmp_path / "slurm"), *TWO_CPUS]))
+    assert [code for code, _ in tasks] == [0, 0], tasks[0][1][-3000:]
+    for folder in (tmp_path / "fresh", tmp_path / "slurm"):
+        record = json.loads((folder / "sample.json").read_text())
+        assert record["complete"] and record["world_size"] == 2 and record["drawn_by_this_run"] == 5
         assert np.array_equal(np.load(folder / "samples.npz")["samples"], np.load(straight / "samples.npz")["samples"])
 
 
@@ -63,6 +76,7 @@ def test_a_refused_folder_stops_both_tasks_with_one_line(checkpoint, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]  # nothing written
 
 
+@pytest.mark.slow  # about 60 s: two interpreters and the FID
 def test_fid_with_slurm_variables_on_a_fresh_folder(checkpoint, tmp_path):
     out = tmp_path / "fid.json"
     args = ["fid", "--ckpt_path", str(checkpoint), "--num_samples=6", "--batch_size=2", f"--out={out}", *TINY,
@@ -73,6 +87,7 @@ def test_fid_with_slurm_variables_on_a_fresh_folder(checkpoint, tmp_path):
     assert result["world_size"] == 2 and result["drawn_by_this_run"] == 6 and np.isfinite(result["fid"])
 
 
+@pytest.mark.slow  # about 60 s: two interpreters (the poisoned-batch test below also fits under torchrun)
 def test_fit_under_torchrun(tmp_path):
     args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "cpu_smoke.yaml"),
             f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
@@ -87,3 +102,22 @@ def test_fit_under_torchrun(tmp_path):
 def test_a_fresh_sample_folder_never_races_at_start_up(checkpoint, tmp_path, attempt):
     result = torchrun([*sample_args(checkpoint, tmp_path / "s", num_samples=2), *TWO_CPUS])
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def fit_args(root: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "cpu_smoke.yaml"),
+            f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+            "--data.init_args.batch_size=4", "--trainer.limit_val_batches=0", *TWO_CPUS, *extra]  # fmt: skip
+
+
+POISON = '--trainer.callbacks=[{"class_path": "cluster_runs.PoisonBatch", "init_args": {"rank": 1, "step": 1}}]'
+
+
+def test_a_poisoned_batch_on_one_rank_stops_both_with_one_line(tmp_path):
+    result = torchrun(fit_args(tmp_path, POISON, "--trainer.max_steps=3", "--checkpoint.every_n_train_steps=1"),
+                      timeout=240)  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("Non-finite training loss at step 1: noise level(s)") == 1, output[-3000:]
+    steps = [torch.load(p, weights_only=False)["global_step"] for p in tmp_path.rglob("*.ckpt")]
+    assert steps and max(steps) == 1  # the checkpoint of step 1 was written before the bad step; none after

@@ -56,6 +56,7 @@ class ResumableCheckpoint(ModelCheckpoint):
     ) -> None:
         super().__init__(*args, filename=filename, save_last=save_last, save_on_exception=save_on_exception, **kwargs)
         self.last_good: tuple[str, int] | None = None  # (path, global step) of the last checkpoint written
+        self._in_exception = False  # saving on the way out: no collective (another rank may have stopped)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -73,13 +74,24 @@ class ResumableCheckpoint(ModelCheckpoint):
             )
         return finite
 
+    def _check_divergence(self, trainer: pl.Trainer) -> None:
+        """Before a save in the normal course of training (every rank calls it at the same step): stop every rank
+        if any has seen a non-finite loss (``ScoreModel.stop_if_diverged``, a collective)."""
+        stop_if_diverged = getattr(trainer.lightning_module, "stop_if_diverged", None)
+        if callable(stop_if_diverged) and not self._in_exception:
+            stop_if_diverged()
+
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        self._check_divergence(trainer)
         if self._weights_finite(trainer):
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
         # Lightning's own on_train_end saves last.ckpt even under fast_dev_run, which should write nothing
-        if not trainer.fast_dev_run and self._weights_finite(trainer):
+        if trainer.fast_dev_run:
+            return
+        self._check_divergence(trainer)
+        if self._weights_finite(trainer):
             super()._save_last_checkpoint(trainer, monitor_candidates)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
@@ -107,8 +119,12 @@ class ResumableCheckpoint(ModelCheckpoint):
             if trainer.is_global_zero:
                 log.error("Training diverged: no checkpoint written; %s.", self.describe_last_good())
             return
-        if self._weights_finite(trainer):
-            super().on_exception(trainer, pl_module, exception)
+        self._in_exception = True
+        try:
+            if self._weights_finite(trainer):
+                super().on_exception(trainer, pl_module, exception)
+        finally:
+            self._in_exception = False
         if isinstance(exception, SIGTERMException) and trainer.is_global_zero:
             log.warning(
                 "Stopped by SIGTERM at step %d; resume with --ckpt_path %s (exit status %d).",

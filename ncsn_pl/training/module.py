@@ -11,12 +11,14 @@ import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
+from ncsn_pl.core.errors import raised_on_every_rank
 from ncsn_pl.core.losses import dsm_loss
 from ncsn_pl.core.samplers import AnnealedLangevin, LangevinCallback, Sampler, check_sampler, seeded_sample
 from ncsn_pl.core.scores import AnyScoreFn, sigma_scaled_score
 from ncsn_pl.core.seeding import sample_seeds, step_seed
 from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, resolve_auto_schedule
 from ncsn_pl.networks import ScoreNetwork
+from ncsn_pl.training.divergence import DivergenceWatch
 
 __all__ = ["ScoreModel"]
 
@@ -99,6 +101,7 @@ class ScoreModel(pl.LightningModule):
             check_data_shape(self.data_shape)
         self.sigmas: Tensor
         self.register_buffer("sigmas", torch.empty(0))
+        self.divergence, self._checked_step = DivergenceWatch(), -1
         if AUTO not in (sigma_max, num_scales):
             self._install_schedule(geometric_sigmas(float(sigma_max), sigma_min, int(num_scales)))
             if sampler is not None:  # a sampler that cannot run with this network stops the run here
@@ -163,24 +166,42 @@ class ScoreModel(pl.LightningModule):
         generator = self._generator(0, self.global_step, self.global_rank)
         losses = dsm_loss(self.score_net, x, self.sigmas, anneal_power=self.hparams.anneal_power, generator=generator)
         loss = losses.mean()
-        if not torch.isfinite(loss):
-            self._raise_non_finite(losses, generator)
+        self.divergence.note(losses, self.global_step)  # read only at checks: no host sync per step
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
-    def _raise_non_finite(self, losses: Tensor, generator: torch.Generator) -> None:
-        """Stop with the step and the noise levels whose loss is NaN or infinite."""
-        levels = sorted(set(torch.nonzero(~torch.isfinite(losses)).flatten().tolist()))
-        # redraw the same levels to name them: the generator was seeded by the step
-        replay = self._generator(0, self.global_step, self.global_rank)
-        drawn = torch.randint(0, self.num_scales, (losses.shape[0],), device=self.device, generator=replay)
-        bad = sorted({int(drawn[i]) for i in levels})
+    def stop_if_diverged(self) -> None:
+        """Collective, on every rank at the same step: stop all of them together when any rank has seen a NaN or
+        infinite training loss since the start, with the step and the noise levels at fault (printed once).
+
+        Called before every checkpoint is written (``ResumableCheckpoint``), every ``trainer.log_every_n_steps``
+        steps and when training ends, so no checkpoint holds weights updated by a non-finite loss.
+        """
+        if self.trainer is None or self._checked_step == self.global_step:
+            return
+        self._checked_step = self.global_step
+
+        def levels_of(step: int, size: int) -> Tensor:  # drawn again: the generator is keyed by the step and rank
+            replay = self._generator(0, step, self.global_rank)
+            return torch.randint(0, self.num_scales, (size,), device=self.device, generator=replay)
+
+        found = self.divergence.check(self.trainer, levels_of, self.num_scales)
+        if found is None:
+            return
+        step, bad = found
         sigmas = ", ".join(f"{self.sigmas[i].item():.4g}" for i in bad)
-        raise FloatingPointError(
-            f"Non-finite training loss at step {self.global_step}: noise level(s) {bad} (sigma {sigmas}). "
-            f"Training stopped; the last checkpoint written before this step is intact. Try a lower model.lr, "
-            f"gradient clipping (trainer.gradient_clip_val) or check the data for NaN."
-        )
+        raise raised_on_every_rank(FloatingPointError(
+            f"Non-finite training loss at step {step}: noise level(s) {bad} (sigma {sigmas}). "
+            f"Training stopped on every process; the last checkpoint written before this step is intact. Try a lower "
+            f"model.lr, gradient clipping (trainer.gradient_clip_val) or check the data for NaN."
+        ), self.global_rank)  # fmt: skip
+
+    def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self.stop_if_diverged()
+
+    def on_train_end(self) -> None:
+        self.stop_if_diverged()
 
     def validation_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
