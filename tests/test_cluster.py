@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from cluster_runs import TWO_CPUS, slurm_tasks, torchrun, wait_all
 
 from ncsn_pl.commands.cli import main
@@ -89,9 +89,7 @@ def test_fid_with_slurm_variables_on_a_fresh_folder(checkpoint, tmp_path):
 
 @pytest.mark.slow  # about 60 s: two interpreters (the poisoned-batch test below also fits under torchrun)
 def test_fit_under_torchrun(tmp_path):
-    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "cpu_smoke.yaml"),
-            f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--trainer.callbacks=[]", "--data.init_args.batch_size=4", "--trainer.limit_val_batches=1", *TWO_CPUS]  # fmt: skip
+    args = fit_args(tmp_path, "--trainer.callbacks=[]", "--trainer.limit_val_batches=1")
     result = torchrun(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(tmp_path.rglob("config.yaml"))) == 1 and len(list(tmp_path.rglob("last.ckpt"))) == 1
