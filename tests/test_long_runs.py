@@ -1,6 +1,7 @@
 """Runs that never lose or falsify work: run folders, divergence, full disks, resume, overrides, seeds, messages."""
 
 import errno
+import json
 import logging
 import threading
 
@@ -63,6 +64,24 @@ def test_a_resumed_run_continues_its_folder_and_metrics(tmp_path):
     train = [r for r in rows[1:] if r.split(",")[header.index("train/loss")]]
     assert first.trainer.global_step == 2 and len(train) == 4  # steps 1-2 of the first run, 3-4 of the resumed one
     assert steps == sorted(steps)
+
+
+def test_resuming_from_an_earlier_checkpoint_branches_and_keeps_the_run(tmp_path):
+    fit_digits(tmp_path, "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=2", "--checkpoint.save_top_k=-1")
+    (run,) = run_dirs(tmp_path)
+    kept = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and ".run.lock" not in p.name}
+    early = run / "checkpoints" / "epoch=0-step=2.ckpt"
+    branch = fit_digits(tmp_path, "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=2",
+                        f"--ckpt_path={early}", "--model.lr=1e-4")  # fmt: skip
+    assert branch.trainer.global_step == 4
+    assert {name: (run / name).read_bytes() for name in kept} == kept  # metrics, last.ckpt, config: untouched
+    new = next(p for p in run_dirs(tmp_path) if p != run)
+    record = json.loads((new / "branched_from.json").read_text())
+    assert record == {"checkpoint": str(early.resolve()), "step": 2, "run": str(run.resolve()), "run_step": 4}
+    assert torch.load(new / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    # the run's latest checkpoint still continues the run in place
+    fit_digits(tmp_path, "--trainer.max_epochs=3", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert len(run_dirs(tmp_path)) == 2
 
 
 # ------------------------------------------------------------------ divergence

@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.help import CompactHelpFormatter
@@ -154,8 +155,13 @@ class NCSNCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder
             for logger in self.trainer.loggers:
-                if isinstance(logger, RunLogger):
-                    logger.continue_run(ckpt_path)
+                if isinstance(logger, RunLogger) and not logger.continue_run(ckpt_path) and logger.branched_from:
+                    branch = logger.branched_from
+                    rank_zero_info(
+                        f"{ckpt_path} (step {branch['step']}) is earlier than its run's last.ckpt (step "
+                        f"{branch['run_step']}): this run continues in a new folder (branched_from.json says from "
+                        "where); the earlier run is kept as it is."
+                    )
         if self.subcommand == "fit":
             resolved = self.model.resolve_auto_schedule(self.datamodule)
             for key, value in resolved.items():

@@ -8,6 +8,7 @@ run starts a new version (its ``metrics.csv`` is split) or, given its old versio
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ncsn_pl.core.locks import LockHeldError, ProcessLock
 __all__ = ["RunFolderInUseError", "RunLogger", "claim_version"]
 
 LOCK_FILE = ".run.lock"
+BRANCH_RECORD = "branched_from.json"
 
 
 class RunFolderInUseError(RuntimeError):
@@ -54,6 +56,10 @@ def _hold(folder: Path) -> ProcessLock:
             f"The run folder {folder} is in use by a live run ({err.holder}); wait for it to end, or start a new run "
             "(leave out --ckpt_path, or give another trainer.default_root_dir)."
         ) from None
+
+
+def _global_step(path: str | os.PathLike[str]) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -114,19 +120,32 @@ class RunLogger(CSVLogger):
         super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
         self._resume_step = resume_step
         self._lock: ProcessLock | None = None
+        self.branched_from: dict[str, Any] | None = None  # set by continue_run for an earlier checkpoint
 
     def continue_run(self, ckpt_path: str | os.PathLike[str]) -> bool:
-        """Continue the run whose ``version_N/checkpoints/`` holds ``ckpt_path``, if it is one of this logger's runs:
-        log into that folder, its ``metrics.csv`` kept up to the checkpoint's step. Returns whether it is."""
+        """Continue the run whose ``version_N/checkpoints/`` holds ``ckpt_path``, if it is one of this logger's runs
+        and the checkpoint is its latest: log into that folder, its ``metrics.csv`` kept up to the checkpoint's step.
+        Returns whether it does.
+
+        A checkpoint earlier than the run's ``last.ckpt`` (resuming from a snapshot, e.g. with another ``lr``)
+        branches instead: the new run gets a folder of its own, whose ``branched_from.json`` names the checkpoint,
+        its step and the run, so the run's later history (metrics, ``last.ckpt``, config) is kept.
+        """
         checkpoints = Path(ckpt_path).resolve().parent
         run = checkpoints.parent
         if checkpoints.name != "checkpoints" or run.parent != Path(self.root_dir).resolve():
             return False
         if not (run.name.startswith("version_") and run.name[8:].isdigit()):
             return False
+        step = _global_step(ckpt_path)
+        last = checkpoints / "last.ckpt"
+        latest = _global_step(last) if last.is_file() else step
+        if step < latest:
+            self.branched_from = {"checkpoint": str(Path(ckpt_path).resolve()), "step": step, "run": str(run),
+                                  "run_step": latest}  # fmt: skip
+            return False
         self._version = int(run.name[8:])
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-        self._resume_step = int(state.get("global_step", 0))
+        self._resume_step = step
         return True
 
     @property
@@ -154,4 +173,6 @@ class RunLogger(CSVLogger):
             folder.mkdir(parents=True, exist_ok=True)
             self._lock = _hold(folder)
             self._experiment = _ContinuingWriter(self.log_dir, self._resume_step)
+            if self.branched_from is not None:
+                atomic_write_text(json.dumps(self.branched_from, indent=2) + "\n", folder / BRANCH_RECORD)
         return self._experiment
