@@ -47,8 +47,19 @@ from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatu
 from ncsn_pl.metrics.inception_weights import NUM_CLASSES, resolve_inception_weights, state_dict_sha256
 from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.precision_recall import PrecisionRecall
-from ncsn_pl.metrics.real_stats import RealStatsKey, load_or_compute_real_stats
-from ncsn_pl.metrics.reference_stats import ReferenceStats, export_real_stats, use_reference_stats
+from ncsn_pl.metrics.real_stats import (
+    RealStatsKey,
+    add_real_features,
+    install_real_states,
+    load_or_compute_real_stats,
+    real_count,
+)
+from ncsn_pl.metrics.reference_stats import (
+    ReferenceStats,
+    export_real_states,
+    load_reference_stats,
+    require_features,
+)
 
 
 class SampleQuality:
@@ -218,10 +229,7 @@ class SampleQuality:
         """Add real images (for FID/KID/precision-recall; a no-op when only the Inception Score is on)."""
         if self.fid is None and not self.real_feature_metrics:
             return
-        features = self.extract(images)
-        for m in (self.fid, self.kid, self.precision_recall):
-            if m is not None:
-                m.update(features, real=True)
+        add_real_features(self.fid, self.real_feature_metrics, self.extract(images))
 
     def update_fake(self, images: Tensor) -> None:
         """Add generated images."""
@@ -235,10 +243,7 @@ class SampleQuality:
     @property
     def num_real(self) -> int:
         """Real images accumulated on this process."""
-        if self.fid is not None:
-            return int(self.fid.real_features_num_samples)
-        keepers = self.real_feature_metrics
-        return list_count(keepers[0].real_features) if keepers else 0
+        return real_count(self.fid, self.real_feature_metrics)
 
     @property
     def num_fake(self) -> int:
@@ -355,7 +360,9 @@ class SampleQuality:
         """
         key = self.real_stats_key(dataset, split, image_size, num_images)
         cache_dir = cache_dir if cache_dir is not None else self.options.cache_dir
-        cached = load_or_compute_real_stats(self, images, key, cache_dir)
+        cached = load_or_compute_real_stats(
+            self.fid, self.real_feature_metrics, self.extract, self.num_features, images, key, cache_dir
+        )
         self.real_source = {**{k: v for k, v in asdict(key).items() if k != "feature_extractor"}, "from_cache": cached}
         return cached
 
@@ -373,7 +380,11 @@ class SampleQuality:
                 values are wrong, or KID / precision-recall are on and the file holds only ``mu`` and ``sigma``.
                 Nothing is changed then.
         """
-        ref = use_reference_stats(self, path)
+        ref = load_reference_stats(path, self.num_features)
+        named = (("KID", "kid", self.kid), ("precision/recall", "precision_recall", self.precision_recall))
+        require_features(ref, [(name, flag) for name, flag, metric in named if metric is not None])
+        if self.fid is not None or self.real_feature_metrics:
+            install_real_states(self.fid, self.real_feature_metrics, ref.real_stats(), self._device)
         self.real_source = {
             "reference_stats": str(Path(path).resolve()),
             "layout": ref.layout,
@@ -384,4 +395,4 @@ class SampleQuality:
     def export_real_stats(self, path: str | os.PathLike[str]) -> Path:
         """Write the real statistics held (all ranks) as ``mu``, ``sigma`` (float64) in the pytorch-fid layout,
         atomically; collective under DDP (rank 0 writes). See :func:`ncsn_pl.metrics.export_fid_stats`."""
-        return export_real_stats(self, path)
+        return export_real_states(self.fid, self.real_feature_metrics, self.num_features, path)
