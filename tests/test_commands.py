@@ -93,8 +93,10 @@ def test_fid_of_a_checkpoint_equals_fid_of_its_samples_written_as_pngs(sampled, 
     # the checkpoint's own DataModule (digits) gives the real images
     main(fid_args(tmp_path, "--ckpt_path", str(checkpoint), "--num_samples=5", "--batch_size=3", "--seed=3"))
     from_ckpt = json.loads((tmp_path / "fid.json").read_text())
+    settings = from_ckpt["real"].pop("settings")
     assert from_ckpt["real"] == {"dataset": "digits", "split": "train", "image_size": 8, "num_images": 30,
                                  "from_cache": False}  # fmt: skip
+    assert settings["seed"] == 0 and settings["val_fraction"] == 0.1 and settings["data_shape"] == [1, 8, 8]
     assert from_ckpt["num_fake"] == 5 and from_ckpt["source"]["ema"] is True
 
     main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))  # the sample folder's shards

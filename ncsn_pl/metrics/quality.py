@@ -29,11 +29,13 @@ same state tensors.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -319,9 +321,14 @@ class SampleQuality:
         return out
 
     # --- real statistics cache
-    def real_stats_key(self, dataset: str, split: str, image_size: int, num_images: int) -> RealStatsKey:
+    def real_stats_key(
+        self, dataset: str, split: str, image_size: int, num_images: int, settings: Mapping[str, Any] | None = None
+    ) -> RealStatsKey:
         """The cache key of a real data set for this extractor and preprocessing."""
-        return RealStatsKey(dataset, split, int(image_size), int(num_images), self.feature_extractor_id)
+        return RealStatsKey(
+            dataset, split, int(image_size), int(num_images), self.feature_extractor_id,
+            RealStatsKey.settings_json(settings),
+        )  # fmt: skip
 
     def load_or_compute_real(
         self,
@@ -331,6 +338,7 @@ class SampleQuality:
         split: str,
         image_size: int,
         num_images: int,
+        settings: Mapping[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> bool:
         """Set the real statistics from the cache, or compute them from ``images`` and cache them.
@@ -353,17 +361,20 @@ class SampleQuality:
             image_size: image side length for the key.
             num_images: number of real images (all ranks together) for the key; a mismatch with the count seen
                 is warned about.
+            settings: everything else that selects or transforms the images, for the key (the DataModule's settings:
+                :attr:`RealImages.settings`); a changed setting misses.
             cache_dir: directory of the cache (default: ``options.cache_dir``, else ``~/.cache/ncsn_pl/real_stats``).
 
         Returns:
             True when the statistics came from the cache, False when they were computed.
         """
-        key = self.real_stats_key(dataset, split, image_size, num_images)
+        key = self.real_stats_key(dataset, split, image_size, num_images, settings)
         cache_dir = cache_dir if cache_dir is not None else self.options.cache_dir
         cached = load_or_compute_real_stats(
             self.fid, self.real_feature_metrics, self.extract, self.num_features, images, key, cache_dir
         )
-        self.real_source = {**{k: v for k, v in asdict(key).items() if k != "feature_extractor"}, "from_cache": cached}
+        self.real_source = {**{k: v for k, v in asdict(key).items() if k not in ("feature_extractor", "settings")},
+                            "settings": json.loads(key.settings), "from_cache": cached}  # fmt: skip
         return cached
 
     # --- reference statistics files

@@ -3,8 +3,8 @@ into and out of the torchmetrics states.
 
 FID needs only the feature sum, the sum of outer products and the count (torchmetrics' ``real_features_sum``,
 ``real_features_cov_sum``, ``real_features_num_samples``); KID and precision/recall need the feature matrix
-itself. A cache entry is keyed by (dataset, split, image size, number of images, feature extractor id) and written
-atomically.
+itself. A cache entry is keyed by (dataset, split, image size, number of images, feature extractor id, and every other
+setting that selects or transforms the images) and written atomically.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -55,6 +56,8 @@ class RealStatsKey:
         num_images: number of real images the statistics cover.
         feature_extractor: id of the feature extractor, its weights and the preprocessing
             (:attr:`SampleQuality.feature_extractor_id`).
+        settings: the other settings that select or transform the images (the data split's seed, the channels,
+            ...; :func:`~ncsn_pl.metrics.real_images.image_settings`), as canonical JSON (:meth:`settings_json`).
     """
 
     dataset: str
@@ -62,6 +65,12 @@ class RealStatsKey:
     image_size: int
     num_images: int
     feature_extractor: str
+    settings: str = "{}"
+
+    @staticmethod
+    def settings_json(settings: Mapping[str, Any] | None) -> str:
+        """``settings`` as the key holds them: JSON with sorted keys (``{}`` for None)."""
+        return json.dumps(dict(settings or {}), sort_keys=True, default=repr)
 
     def filename(self) -> str:
         """A readable file name plus a hash of the whole key (so distinct keys never share a file)."""
