@@ -11,7 +11,9 @@ Pipeline (as in the NCSNv2 evaluation, ermongroup/ncsnv2 ``evaluation/fid_score.
    ``(x - 128) / 128`` scaling; the 2048-d pool3 features feed FID and KID, and ``features @ fc.weight.T``
    (torch-fidelity's ``logits_unbiased``) feeds the Inception Score;
 3. torchmetrics ``FrechetInceptionDistance``, ``KernelInceptionDistance`` and ``InceptionScore`` (and
-   :class:`~ncsn_pl.metrics.precision_recall.PrecisionRecall`) accumulate those features. They are built on a
+   :class:`~ncsn_pl.metrics.precision_recall.PrecisionRecall`) accumulate those features; KID's subsets and the
+   Inception Score's splits are drawn from a generator seeded by ``options.seed``
+   (:mod:`ncsn_pl.metrics.seeded_metrics`), never from torch's global one. They are built on a
    pass-through feature module, so the 95 MB network exists once instead of once per metric and runs once per batch.
 
 The real statistics come from real images, the cache (:meth:`SampleQuality.load_or_compute_real`) or a paper's
@@ -41,8 +43,6 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from ncsn_pl.metrics.distributed import compact, global_count, list_count
 from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatures, extractor_input
@@ -62,6 +62,7 @@ from ncsn_pl.metrics.reference_stats import (
     load_reference_stats,
     require_features,
 )
+from ncsn_pl.metrics.seeded_metrics import SeededInceptionScore, SeededKernelInceptionDistance
 
 
 class SampleQuality:
@@ -133,17 +134,20 @@ class SampleQuality:
                 else None
             )
             self.kid = (
-                KernelInceptionDistance(
+                SeededKernelInceptionDistance(
                     feature=PrecomputedFeatures(d),
                     subsets=options.kid_subsets,
                     subset_size=options.kid_subset_size,
                     reset_real_features=False,
+                    seed=options.seed,
                 )
                 if options.kid
                 else None
             )
             self.inception_score = (
-                InceptionScore(feature=PrecomputedFeatures(num_logits), splits=options.is_splits)
+                SeededInceptionScore(
+                    feature=PrecomputedFeatures(num_logits), splits=options.is_splits, seed=options.seed
+                )
                 if options.inception_score
                 else None
             )
