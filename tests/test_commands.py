@@ -93,8 +93,10 @@ def test_fid_of_a_checkpoint_equals_fid_of_its_samples_written_as_pngs(sampled, 
     # the checkpoint's own DataModule (digits) gives the real images
     main(fid_args(tmp_path, "--ckpt_path", str(checkpoint), "--num_samples=5", "--batch_size=3", "--seed=3"))
     from_ckpt = json.loads((tmp_path / "fid.json").read_text())
+    settings = from_ckpt["real"].pop("settings")
     assert from_ckpt["real"] == {"dataset": "digits", "split": "train", "image_size": 8, "num_images": 30,
                                  "from_cache": False}  # fmt: skip
+    assert settings["seed"] == 0 and settings["val_fraction"] == 0.1 and settings["data_shape"] == [1, 8, 8]
     assert from_ckpt["num_fake"] == 5 and from_ckpt["source"]["ema"] is True
 
     main(fid_args(tmp_path, "--images", str(out / "images"), "--dataset=digits"))  # the sample folder's shards
@@ -121,6 +123,34 @@ def test_fid_prints_its_json_and_computes_kid_when_asked(sampled, tmp_path, caps
     result = json.loads(printed[printed.index("{") : printed.rindex("}") + 1])
     assert result == json.loads((tmp_path / "fid.json").read_text())
     assert {"fid", "kid", "kid_std"} <= set(result) and result["kid_std"] >= 0
+
+
+def test_the_fid_callback_and_the_fid_command_give_the_same_kid_and_is_for_the_same_samples(sampled, checkpoint,
+                                                                                             tmp_path):
+    from lightning.pytorch import Trainer
+
+    from ncsn_pl.training import SampleQualityMonitor
+
+    options = ["--quality.kid=true", "--quality.kid_subsets=4", "--quality.kid_subset_size=4",
+               "--quality.inception_score=true", "--quality.is_splits=2"]  # fmt: skip
+    torch.manual_seed(1)
+    main(fid_args(tmp_path, "--ckpt_path", str(checkpoint), "--num_samples=6", "--batch_size=4", "--seed=3", *options))
+    command = json.loads((tmp_path / "fid.json").read_text())
+
+    # the same samples (sample k seeded by step_seed(3, k), the checkpoint's EMA weights and sampler), scored by the
+    # training callback after other draws from the global generator
+    quality = QualityOptions(feature_extractor=TinyFeatures(), kid=True, kid_subsets=4, kid_subset_size=4,
+                             inception_score=True, is_splits=2, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    monitor = SampleQualityMonitor(num_samples=6, batch_size=4, seed=3, num_real=30, quality=quality,
+                                   progress_bar=False)  # fmt: skip
+    trainer = Trainer(accelerator="cpu", devices=1, callbacks=[monitor], limit_val_batches=1, logger=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    torch.manual_seed(2)
+    torch.rand(100)
+    trainer.validate(sampled[1].model, ImageDataModule(dataset="digits"))
+    callback = monitor.last_results
+    for name in ("fid", "kid", "kid_std", "is", "is_std"):
+        assert callback[name] == pytest.approx(command[name], rel=1e-4, abs=1e-7), name
 
 
 def write_pngs(folder: Path, n: int, size: int) -> Path:

@@ -51,3 +51,43 @@ def test_the_scans_see_framework_and_upward_imports(tmp_path):
     sample.write_text("import lightning.pytorch as pl\nfrom wandb import init\ndef f():\n    import ncsn_pl.tools.x\n")
     assert {m.split(".")[0] for m in imports(sample)} >= {"lightning", "wandb"}
     assert layer_of("ncsn_pl.tools.x") == "tools" and "ncsn_pl.tools.x" in imports(sample)
+
+
+# the metrics folder top-down: a module may import only the ones before it (FID's pieces first, SampleQuality last)
+METRICS_ORDER = ["distributed", "inception_weights", "options", "features", "precision_recall", "sample_distances",
+                 "seeded_metrics", "real_stats", "reference_stats", "real_images", "quality", "__init__"]
+
+
+def metrics_imports(path: Path) -> set[str]:
+    """The ``ncsn_pl.metrics`` modules ``path`` imports, absolute or relative, under ``TYPE_CHECKING`` too."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x / from .x import y
+                base = "ncsn_pl.metrics" + (f".{base}" if base else "")
+            modules = [base] if node.module else [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        names |= {m.split(".")[2] for m in modules if m.startswith("ncsn_pl.metrics.")}
+    return names
+
+
+def test_the_metrics_folder_reads_top_down_with_no_circle():
+    modules = sorted(p.stem for p in (PACKAGE / "metrics").glob("*.py"))
+    assert modules == sorted(METRICS_ORDER), "place every metrics module in METRICS_ORDER"
+    later = {}
+    for index, name in enumerate(METRICS_ORDER):
+        after = metrics_imports(PACKAGE / "metrics" / f"{name}.py") & set(METRICS_ORDER[index:])
+        if after:
+            later[name] = after
+    assert not later, f"modules importing themselves or a module after them: {later}"
+
+
+def test_the_metrics_scan_sees_relative_and_type_checking_imports(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ncsn_pl.metrics.quality import Q\n"
+                      "from . import real_stats\nfrom .features import f\nimport ncsn_pl.metrics.options\n")
+    assert metrics_imports(sample) == {"quality", "real_stats", "features", "options"}

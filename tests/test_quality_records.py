@@ -97,8 +97,9 @@ def test_the_callback_logs_counts_precision_recall_and_records_what_the_fid_is(t
     (line,) = (tmp_path / "run" / "sample_quality.jsonl").read_text().splitlines()
     record = json.loads(line)
     assert (record["num_samples"], record["num_real"]) == (8, 40)
-    assert record["real"] == {"dataset": "digits", "split": "train", "image_size": 8, "num_images": 40,
-                              "from_cache": False}  # fmt: skip
+    assert record["real"]["settings"]["seed"] == 0  # the data settings of the cache key
+    assert {k: v for k, v in record["real"].items() if k != "settings"} == {
+        "dataset": "digits", "split": "train", "image_size": 8, "num_images": 40, "from_cache": False}  # fmt: skip
     assert record["sampler"]["nfe"] == 2 and record["sampler"]["seed"] == 2
     assert record["feature_extractor"].startswith("test_quality_records.TinyClassifier-")
     assert {"precision", "recall", "is", "fid"} <= set(record)

@@ -6,7 +6,7 @@ a FID is the same bit for bit whether its real statistics were computed or read 
 
 import pytest
 import torch
-from fake_datasets import skip_md5_checks, write_fake_celeba
+from fake_datasets import skip_md5_checks, write_fake_celeba, write_images
 from tiny_models import TinyFeatures
 
 from ncsn_pl.data import ImageDataModule
@@ -85,3 +85,57 @@ def test_a_fid_is_the_same_bit_for_bit_from_fresh_or_cached_real_statistics(cele
         torch.manual_seed(0)  # KID draws its subsets from the global generator
         values.append(quality.compute())
     assert values[0] == values[1]  # exact, every metric
+
+
+# ------------------------------------------------------------------ the cache key covers every image setting
+# a changed value for every ImageDataModule setting that selects or transforms the real images (the split's seed and
+# share, the size, the folder's channels)
+CHANGED = {"seed": 1, "val_fraction": 0.2, "image_size": 16, "channels": 1}
+# and for the settings that never change them (NOT_IN_REAL_IMAGES): loading, and the augmentation of training batches
+SAME = {"batch_size": 16, "val_batch_size": 4, "num_workers": 1, "pin_memory": True, "download": True,
+        "random_flip": True, "dequantize": True, "dequantize_val": True}
+
+
+def _cached(tmp_path, dm) -> bool:
+    quality = SampleQuality(QualityOptions(feature_extractor=TinyFeatures(), cache_dir=str(tmp_path / "cache")))
+    real = real_images(dm, "train", max_images=40)
+    return quality.load_or_compute_real(lambda: real.shard(0, 1, batch_size=20), **real.cache_key())
+
+
+def test_the_real_statistics_cache_misses_when_any_image_setting_changes(tmp_path):
+    import inspect
+
+    from ncsn_pl.metrics.real_images import NOT_IN_REAL_IMAGES
+
+    params = set(inspect.signature(ImageDataModule).parameters) - {"dataset"}
+    # every setting is classified: a new DataModule setting must be added to one of the two lists
+    assert params == set(CHANGED) | set(SAME) | {"root"} and set(SAME) | {"root"} == set(NOT_IN_REAL_IMAGES)
+    write_images(tmp_path / "folder", n=8, size=(12, 10))
+    base = {"digits": dict(batch_size=8), "folder": dict(root=str(tmp_path / "folder"), batch_size=8)}
+    for dataset, settings in base.items():
+        images = real_images(ImageDataModule(dataset, **settings), "train", 40).load()
+        assert _cached(tmp_path, ImageDataModule(dataset, **settings)) is False
+        assert _cached(tmp_path, ImageDataModule(dataset, **settings)) is True
+        for name, value in SAME.items():
+            same = ImageDataModule(dataset, **{**settings, name: value})
+            assert torch.equal(real_images(same, "train", 40).load(), images), name  # truly the same images
+            assert _cached(tmp_path, same) is True, name
+        for name, value in CHANGED.items():
+            if name == "channels" and dataset == "digits":
+                continue  # the built-in sets have a fixed channel count
+            changed = ImageDataModule(dataset, **{**settings, name: value})
+            other = real_images(changed, "train", 40).load()
+            assert other.shape != images.shape or not torch.equal(other, images), name  # truly other images
+            assert _cached(tmp_path, changed) is False, f"{dataset}: {name}={value} hit the cache"
+            assert _cached(tmp_path, changed) is True, name
+    # a setting left at its default or given as the value it resolves to: the same entry
+    assert _cached(tmp_path, ImageDataModule("digits", batch_size=8, image_size=8)) is True
+
+
+def test_the_real_statistics_cache_misses_when_a_folder_image_is_replaced(tmp_path):
+    folder = tmp_path / "folder"
+    paths = write_images(folder, n=8, size=(12, 10))
+    assert _cached(tmp_path, ImageDataModule("folder", root=str(folder))) is False
+    assert _cached(tmp_path, ImageDataModule("folder", root=str(folder))) is True
+    write_images(tmp_path / "other", n=8, size=(12, 10), seed=1)[0].replace(paths[0])  # other pixels, same name
+    assert _cached(tmp_path, ImageDataModule("folder", root=str(folder))) is False

@@ -11,6 +11,12 @@ Typical use (in a Callback, never as a LightningModule attribute)::
 or against a paper's reference statistics (``mu``/``sigma`` or score_sde's ``pool_3``)::
 
     quality.use_reference_stats("fid_stats_cifar10_train.npz")
+
+The modules read top-down, each importing only those above it: ``distributed`` (counts across processes),
+``inception_weights``, ``options``, ``features``, ``precision_recall``, ``sample_distances``, ``seeded_metrics``
+(KID and IS with their own generator); ``real_stats`` (the real statistics, their cache and the metric states),
+``reference_stats`` (the papers' files), ``real_images`` (which images); ``quality`` (:class:`SampleQuality`, which
+uses them all).
 """
 
 from ncsn_pl.metrics.features import InceptionFeatureExtractor

@@ -24,6 +24,8 @@ class QualityOptions:
         kid_subsets: KID's number of random subsets.
         kid_subset_size: images per KID subset; needs at least that many real and generated images.
         is_splits: splits of the Inception Score; needs at least that many generated images.
+        seed: seeds KID's random subsets and the Inception Score's shuffle into splits (a generator of their own,
+            never torch's global one), so the same images give the same KID and IS wherever they are scored.
         pr_neighborhood: k of precision/recall's k-NN radii (the paper's k = 3); needs more than k real and
             generated images.
         pr_batch_size: rows of one block of pairwise distances for precision/recall (memory about
@@ -44,6 +46,7 @@ class QualityOptions:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     is_splits: int = 10
+    seed: int = 0
     pr_neighborhood: int = 3
     pr_batch_size: int = 10000
     weights_path: str | None = None
@@ -60,6 +63,8 @@ class QualityOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
         if self.kid and self.kid_subset_size < 2:
             raise ValueError("kid_subset_size must be at least 2 (the MMD estimate divides by m(m-1)), got 1.")
 

@@ -11,7 +11,9 @@ Pipeline (as in the NCSNv2 evaluation, ermongroup/ncsnv2 ``evaluation/fid_score.
    ``(x - 128) / 128`` scaling; the 2048-d pool3 features feed FID and KID, and ``features @ fc.weight.T``
    (torch-fidelity's ``logits_unbiased``) feeds the Inception Score;
 3. torchmetrics ``FrechetInceptionDistance``, ``KernelInceptionDistance`` and ``InceptionScore`` (and
-   :class:`~ncsn_pl.metrics.precision_recall.PrecisionRecall`) accumulate those features. They are built on a
+   :class:`~ncsn_pl.metrics.precision_recall.PrecisionRecall`) accumulate those features; KID's subsets and the
+   Inception Score's splits are drawn from a generator seeded by ``options.seed``
+   (:mod:`ncsn_pl.metrics.seeded_metrics`), never from torch's global one. They are built on a
    pass-through feature module, so the 95 MB network exists once instead of once per metric and runs once per batch.
 
 The real statistics come from real images, the cache (:meth:`SampleQuality.load_or_compute_real`) or a paper's
@@ -29,26 +31,38 @@ same state tensors.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from ncsn_pl.metrics.distributed import compact, global_count, list_count
 from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatures, extractor_input
 from ncsn_pl.metrics.inception_weights import NUM_CLASSES, resolve_inception_weights, state_dict_sha256
 from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.precision_recall import PrecisionRecall
-from ncsn_pl.metrics.real_stats import RealStatsKey, load_or_compute_real_stats
-from ncsn_pl.metrics.reference_stats import ReferenceStats, export_real_stats, use_reference_stats
+from ncsn_pl.metrics.real_stats import (
+    RealStatsKey,
+    add_real_features,
+    install_real_states,
+    load_or_compute_real_stats,
+    real_count,
+)
+from ncsn_pl.metrics.reference_stats import (
+    ReferenceStats,
+    export_real_states,
+    load_reference_stats,
+    require_features,
+)
+from ncsn_pl.metrics.seeded_metrics import SeededInceptionScore, SeededKernelInceptionDistance
 
 
 class SampleQuality:
@@ -120,17 +134,20 @@ class SampleQuality:
                 else None
             )
             self.kid = (
-                KernelInceptionDistance(
+                SeededKernelInceptionDistance(
                     feature=PrecomputedFeatures(d),
                     subsets=options.kid_subsets,
                     subset_size=options.kid_subset_size,
                     reset_real_features=False,
+                    seed=options.seed,
                 )
                 if options.kid
                 else None
             )
             self.inception_score = (
-                InceptionScore(feature=PrecomputedFeatures(num_logits), splits=options.is_splits)
+                SeededInceptionScore(
+                    feature=PrecomputedFeatures(num_logits), splits=options.is_splits, seed=options.seed
+                )
                 if options.inception_score
                 else None
             )
@@ -218,10 +235,7 @@ class SampleQuality:
         """Add real images (for FID/KID/precision-recall; a no-op when only the Inception Score is on)."""
         if self.fid is None and not self.real_feature_metrics:
             return
-        features = self.extract(images)
-        for m in (self.fid, self.kid, self.precision_recall):
-            if m is not None:
-                m.update(features, real=True)
+        add_real_features(self.fid, self.real_feature_metrics, self.extract(images))
 
     def update_fake(self, images: Tensor) -> None:
         """Add generated images."""
@@ -235,10 +249,7 @@ class SampleQuality:
     @property
     def num_real(self) -> int:
         """Real images accumulated on this process."""
-        if self.fid is not None:
-            return int(self.fid.real_features_num_samples)
-        keepers = self.real_feature_metrics
-        return list_count(keepers[0].real_features) if keepers else 0
+        return real_count(self.fid, self.real_feature_metrics)
 
     @property
     def num_fake(self) -> int:
@@ -314,9 +325,14 @@ class SampleQuality:
         return out
 
     # --- real statistics cache
-    def real_stats_key(self, dataset: str, split: str, image_size: int, num_images: int) -> RealStatsKey:
+    def real_stats_key(
+        self, dataset: str, split: str, image_size: int, num_images: int, settings: Mapping[str, Any] | None = None
+    ) -> RealStatsKey:
         """The cache key of a real data set for this extractor and preprocessing."""
-        return RealStatsKey(dataset, split, int(image_size), int(num_images), self.feature_extractor_id)
+        return RealStatsKey(
+            dataset, split, int(image_size), int(num_images), self.feature_extractor_id,
+            RealStatsKey.settings_json(settings),
+        )  # fmt: skip
 
     def load_or_compute_real(
         self,
@@ -326,6 +342,7 @@ class SampleQuality:
         split: str,
         image_size: int,
         num_images: int,
+        settings: Mapping[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> bool:
         """Set the real statistics from the cache, or compute them from ``images`` and cache them.
@@ -348,15 +365,20 @@ class SampleQuality:
             image_size: image side length for the key.
             num_images: number of real images (all ranks together) for the key; a mismatch with the count seen
                 is warned about.
+            settings: everything else that selects or transforms the images, for the key (the DataModule's settings:
+                :attr:`RealImages.settings`); a changed setting misses.
             cache_dir: directory of the cache (default: ``options.cache_dir``, else ``~/.cache/ncsn_pl/real_stats``).
 
         Returns:
             True when the statistics came from the cache, False when they were computed.
         """
-        key = self.real_stats_key(dataset, split, image_size, num_images)
+        key = self.real_stats_key(dataset, split, image_size, num_images, settings)
         cache_dir = cache_dir if cache_dir is not None else self.options.cache_dir
-        cached = load_or_compute_real_stats(self, images, key, cache_dir)
-        self.real_source = {**{k: v for k, v in asdict(key).items() if k != "feature_extractor"}, "from_cache": cached}
+        cached = load_or_compute_real_stats(
+            self.fid, self.real_feature_metrics, self.extract, self.num_features, images, key, cache_dir
+        )
+        self.real_source = {**{k: v for k, v in asdict(key).items() if k not in ("feature_extractor", "settings")},
+                            "settings": json.loads(key.settings), "from_cache": cached}  # fmt: skip
         return cached
 
     # --- reference statistics files
@@ -373,7 +395,11 @@ class SampleQuality:
                 values are wrong, or KID / precision-recall are on and the file holds only ``mu`` and ``sigma``.
                 Nothing is changed then.
         """
-        ref = use_reference_stats(self, path)
+        ref = load_reference_stats(path, self.num_features)
+        named = (("KID", "kid", self.kid), ("precision/recall", "precision_recall", self.precision_recall))
+        require_features(ref, [(name, flag) for name, flag, metric in named if metric is not None])
+        if self.fid is not None or self.real_feature_metrics:
+            install_real_states(self.fid, self.real_feature_metrics, ref.real_stats(), self._device)
         self.real_source = {
             "reference_stats": str(Path(path).resolve()),
             "layout": ref.layout,
@@ -384,4 +410,4 @@ class SampleQuality:
     def export_real_stats(self, path: str | os.PathLike[str]) -> Path:
         """Write the real statistics held (all ranks) as ``mu``, ``sigma`` (float64) in the pytorch-fid layout,
         atomically; collective under DDP (rank 0 writes). See :func:`ncsn_pl.metrics.export_fid_stats`."""
-        return export_real_stats(self, path)
+        return export_real_states(self.fid, self.real_feature_metrics, self.num_features, path)

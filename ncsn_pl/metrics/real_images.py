@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["RealImages", "real_images"]
+from ncsn_pl.data.image_files import find_images
+
+__all__ = ["NOT_IN_REAL_IMAGES", "RealImages", "image_settings", "real_images"]
+
+# DataModule settings that change how images are loaded or how training batches are augmented, never the real images
+# (read without flips or dequantization; a folder is named by its path); every other setting (seed, val_fraction,
+# channels, image_size, ...) is part of the real statistics' cache key
+NOT_IN_REAL_IMAGES = frozenset({"batch_size", "val_batch_size", "num_workers", "pin_memory", "download", "root",
+                                "random_flip", "dequantize", "dequantize_val"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,7 @@ class RealImages:
         image_size: side length of the images.
         num_images: how many images the statistics cover (the first ones of the split).
         datamodule: the DataModule they come from (read only on a cache miss).
+        settings: everything else that selects or transforms the images (:func:`image_settings`).
     """
 
     dataset: str
@@ -30,6 +41,7 @@ class RealImages:
     image_size: int
     num_images: int
     datamodule: Any
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def load(self) -> Tensor:
         """The images, a float tensor ``(num_images, C, H, W)`` in [0, 1], without augmentation (all in memory:
@@ -64,7 +76,32 @@ class RealImages:
             "split": self.split,
             "image_size": self.image_size,
             "num_images": self.num_images,
+            "settings": dict(self.settings),
         }
+
+
+def image_settings(datamodule: Any) -> dict[str, Any]:
+    """The settings of ``datamodule`` that select or transform its images, for the real statistics' cache key.
+
+    Derived from the DataModule's own settings (its ``hparams``: every ``__init__`` argument, as LightningCLI and
+    ``save_hyperparameters`` record them) less :data:`NOT_IN_REAL_IMAGES`, so a new setting is in the key unless
+    declared harmless. Each takes the value the DataModule resolved (its attribute of that name: ``image_size`` 8
+    for the digits' ``None``), so equal images under other spellings share an entry. Plus the ``data_shape`` and, for
+    an image folder, a digest of its files (relative paths, sizes, modification times): added, removed or replaced
+    images miss too.
+    """
+    hparams = dict(getattr(datamodule, "hparams", None) or {})
+    settings = {k: getattr(datamodule, k, v) for k, v in sorted(hparams.items()) if k not in NOT_IN_REAL_IMAGES}
+    settings = json.loads(json.dumps(settings, default=repr))  # plain JSON values, as the cache file keeps them
+    settings["data_shape"] = [int(n) for n in datamodule.data_shape]
+    if getattr(datamodule, "dataset", None) == "folder":
+        root = Path(datamodule.root)
+        digest = hashlib.sha256()
+        for path in find_images(root):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        settings["files"] = digest.hexdigest()[:16]
+    return settings
 
 
 def real_images(datamodule: Any, split: str = "train", max_images: int | None = None) -> RealImages:
@@ -96,4 +133,4 @@ def real_images(datamodule: Any, split: str = "train", max_images: int | None = 
     name = str(getattr(datamodule, "dataset", None) or type(datamodule).__name__)
     if name == "folder":
         name = f"folder:{Path(getattr(datamodule, 'root', '.')).resolve()}"
-    return RealImages(name, split, int(shape[-1]), count, datamodule)
+    return RealImages(name, split, int(shape[-1]), count, datamodule, image_settings(datamodule))

@@ -3,8 +3,8 @@ into and out of the torchmetrics states.
 
 FID needs only the feature sum, the sum of outer products and the count (torchmetrics' ``real_features_sum``,
 ``real_features_cov_sum``, ``real_features_num_samples``); KID and precision/recall need the feature matrix
-itself. A cache entry is keyed by (dataset, split, image size, number of images, feature extractor id) and written
-atomically.
+itself. A cache entry is keyed by (dataset, split, image size, number of images, feature extractor id, and every other
+setting that selects or transforms the images) and written atomically.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,21 +25,20 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from ncsn_pl.core.files import atomic_torch_save
-from ncsn_pl.metrics.distributed import compact, global_count, world
+from ncsn_pl.metrics.distributed import compact, global_count, list_count, world
 from ncsn_pl.metrics.inception_weights import default_cache_dir
-
-if TYPE_CHECKING:
-    from ncsn_pl.metrics.quality import SampleQuality
 
 __all__ = [
     "RealStats",
     "RealStatsKey",
+    "add_real_features",
     "clear_real_states",
     "gather_real_states",
     "install_real_states",
     "load_cached_real_stats",
     "load_or_compute_real_stats",
     "load_real_stats",
+    "real_count",
     "save_real_stats",
 ]
 
@@ -57,6 +56,8 @@ class RealStatsKey:
         num_images: number of real images the statistics cover.
         feature_extractor: id of the feature extractor, its weights and the preprocessing
             (:attr:`SampleQuality.feature_extractor_id`).
+        settings: the other settings that select or transform the images (the data split's seed, the channels,
+            ...; :func:`~ncsn_pl.metrics.real_images.image_settings`), as canonical JSON (:meth:`settings_json`).
     """
 
     dataset: str
@@ -64,6 +65,12 @@ class RealStatsKey:
     image_size: int
     num_images: int
     feature_extractor: str
+    settings: str = "{}"
+
+    @staticmethod
+    def settings_json(settings: Mapping[str, Any] | None) -> str:
+        """``settings`` as the key holds them: JSON with sorted keys (``{}`` for None)."""
+        return json.dumps(dict(settings or {}), sort_keys=True, default=repr)
 
     def filename(self) -> str:
         """A readable file name plus a hash of the whole key (so distinct keys never share a file)."""
@@ -243,31 +250,49 @@ def gather_real_states(fid: Metric | None, feature_metrics: Sequence[Metric], nu
     return RealStats.from_features(features)
 
 
+def add_real_features(fid: Metric | None, feature_metrics: Sequence[Metric], features: Tensor) -> None:
+    """Add the features (N, d) of real images to FID and to the metrics that keep real features."""
+    for metric in (fid, *feature_metrics):
+        if metric is not None:
+            metric.update(features, real=True)
+
+
+def real_count(fid: Metric | None, feature_metrics: Sequence[Metric]) -> int:
+    """Real images FID (else the first feature-keeping metric) holds on this process."""
+    if fid is not None:
+        return int(fid.real_features_num_samples)
+    return list_count(feature_metrics[0].real_features) if feature_metrics else 0
+
+
 def load_or_compute_real_stats(
-    quality: SampleQuality,
+    fid: Metric | None,
+    feature_metrics: Sequence[Metric],
+    extract: Callable[[Tensor], Tensor],
+    num_features: int,
     images: Iterable[Tensor | tuple | list] | Callable[[], Iterable[Tensor | tuple | list]],
     key: RealStatsKey,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> bool:
-    """The real statistics of ``quality`` from the cache entry ``key``, or computed from ``images`` and cached (see
+    """The real statistics of FID and the feature-keeping metrics (KID, precision/recall) from the cache entry
+    ``key``, or computed from ``images`` through ``extract`` (images to (N, ``num_features``) features) and cached (see
     :meth:`SampleQuality.load_or_compute_real`; collective under DDP). Returns whether they came from the cache."""
-    fid, keepers = quality.fid, quality.real_feature_metrics
-    if fid is None and not keepers:
+    if fid is None and not feature_metrics:
         return False
+    device = (fid if fid is not None else feature_metrics[0]).device
     path = key.path(cache_dir if cache_dir is not None else default_cache_dir() / "real_stats")
-    stats = load_cached_real_stats(path, key, quality.num_features, bool(keepers))
+    stats = load_cached_real_stats(path, key, num_features, bool(feature_metrics))
     # all ranks take the same branch (the miss path has collectives), e.g. if only some can read the file
-    if global_count(int(stats is not None), quality.device) == world()[1]:
-        install_real_states(fid, keepers, stats, quality.device)
+    if global_count(int(stats is not None), device) == world()[1]:
+        install_real_states(fid, feature_metrics, stats, device)
         return True
 
-    clear_real_states(fid, keepers)
+    clear_real_states(fid, feature_metrics)
     # a batch at a time: only the metric states (FID's sums; KID's and precision/recall's features) grow
     for batch in images() if callable(images) else images:
-        quality.update_real(batch[0] if isinstance(batch, (tuple, list)) else batch)
-    if global_count(quality.num_real, quality.device) == 0:
+        add_real_features(fid, feature_metrics, extract(batch[0] if isinstance(batch, (tuple, list)) else batch))
+    if global_count(real_count(fid, feature_metrics), device) == 0:
         raise ValueError("load_or_compute_real() got no real images: the images iterable was empty.")
-    stats = gather_real_states(fid, keepers, quality.num_features)
+    stats = gather_real_states(fid, feature_metrics, num_features)
     if stats.num_samples != key.num_images:
         warnings.warn(
             f"Computed real statistics over {stats.num_samples} images but the cache key says num_images="
@@ -277,5 +302,5 @@ def load_or_compute_real_stats(
     if world()[0] == 0:
         save_real_stats(path, key, stats)
     # held exactly as a cache hit holds them, so a FID does not depend on where its statistics came from
-    install_real_states(fid, keepers, stats, quality.device)
+    install_real_states(fid, feature_metrics, stats, device)
     return False

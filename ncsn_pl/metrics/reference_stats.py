@@ -23,28 +23,26 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 
 from ncsn_pl.core.files import atomic_write
 from ncsn_pl.metrics.distributed import global_count, world
-from ncsn_pl.metrics.real_stats import RealStats, gather_real_states, install_real_states
-
-if TYPE_CHECKING:
-    from ncsn_pl.metrics.quality import SampleQuality
+from ncsn_pl.metrics.real_stats import RealStats, gather_real_states, real_count
 
 __all__ = [
     "ReferenceStats",
     "ReferenceStatsError",
     "export_fid_stats",
-    "export_real_stats",
+    "export_real_states",
     "load_reference_stats",
-    "use_reference_stats",
+    "require_features",
 ]
 
 PYTORCH_FID = "pytorch-fid"
@@ -240,20 +238,17 @@ def export_fid_stats(path: str | os.PathLike[str], stats: RealStats) -> Path:
     return Path(path)
 
 
-def _feature_metrics_on(quality: SampleQuality) -> tuple[str, str]:
-    """The names and the option flags of the enabled metrics that need the real features."""
-    metrics = (("KID", "kid", quality.kid), ("precision/recall", "precision_recall", quality.precision_recall))
-    on = [(name, flag) for name, flag, metric in metrics if metric is not None]
-    return " and ".join(n for n, _ in on), " and ".join(f for _, f in on)
+def require_features(ref: ReferenceStats, feature_metrics: Sequence[tuple[str, str]]) -> None:
+    """Fail when metrics that need the real feature vectors are on and ``ref`` holds only ``mu`` and ``sigma``.
 
-
-def use_reference_stats(quality: SampleQuality, path: str | os.PathLike[str]) -> ReferenceStats:
-    """Make a reference statistics file the real statistics of ``quality`` (see
-    :meth:`SampleQuality.use_reference_stats`)."""
-    ref = load_reference_stats(path, quality.num_features)
-    keepers = quality.real_feature_metrics
-    if keepers and ref.features is None:
-        names, flags = _feature_metrics_on(quality)
+    Args:
+        ref: the statistics read from a reference file.
+        feature_metrics: ``(name, option)`` of each enabled metric that keeps real features, e.g.
+            ``("KID", "kid")``.
+    """
+    if feature_metrics and ref.features is None:
+        names = " and ".join(name for name, _ in feature_metrics)
+        flags = " and ".join(flag for _, flag in feature_metrics)
         raise _fail(
             ref.path,
             f"it holds only mu and sigma (pytorch-fid / TTUR layout), but {names} cannot work without the real "
@@ -261,24 +256,22 @@ def use_reference_stats(quality: SampleQuality, path: str | os.PathLike[str]) ->
             f"turn {flags} off to score FID against this file, or use a file with the features (score_sde layout: "
             "pool_3 of shape (N, d))",
         )
-    if quality.fid is not None or keepers:
-        install_real_states(quality.fid, keepers, ref.real_stats(), quality.device)
-    return ref
 
 
-def export_real_stats(quality: SampleQuality, path: str | os.PathLike[str]) -> Path:
-    """Write the real statistics ``quality`` holds in the pytorch-fid layout (see
-    :meth:`SampleQuality.export_real_stats`)."""
-    keepers = quality.real_feature_metrics
-    if quality.fid is None and not keepers:
+def export_real_states(
+    fid: Metric | None, feature_metrics: Sequence[Metric], num_features: int, path: str | os.PathLike[str]
+) -> Path:
+    """Write the real statistics FID and the feature-keeping metrics hold (all ranks) in the pytorch-fid layout
+    (see :meth:`SampleQuality.export_real_stats`; collective under DDP, rank 0 writes)."""
+    if fid is None and not feature_metrics:
         raise ValueError("Only the Inception Score is on: there are no real statistics to export.")
-    n = global_count(quality.num_real, quality.device)
+    n = global_count(real_count(fid, feature_metrics), (fid if fid is not None else feature_metrics[0]).device)
     if n < 2:
         raise ValueError(
             f"export_real_stats() needs the real statistics of at least 2 images, got {n}; call "
             "load_or_compute_real(), use_reference_stats() or update_real() first."
         )
-    stats = gather_real_states(quality.fid, keepers, quality.num_features)
+    stats = gather_real_states(fid, feature_metrics, num_features)
     if world()[0] == 0:
         export_fid_stats(path, stats)
     return Path(path)

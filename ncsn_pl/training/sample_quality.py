@@ -33,7 +33,7 @@ class SampleQualityMonitor(Callback):
     not depend on the number of processes. The EMA weights are used when an ``EMAWeightAveraging`` callback is
     present. The metrics are :class:`~ncsn_pl.metrics.SampleQuality`'s (torchmetrics, TF-FID settings, offline
     Inception weights) against the first ``num_real`` images of the training data; their statistics are cached
-    on disk, keyed by data set, split, image size, count and feature extractor (or taken from a paper's reference
+    on disk, keyed by data set, split, data settings, count and feature extractor (or taken from a paper's reference
     file, ``ref_stats``). Every value is also appended to ``<run dir>/sample_quality.jsonl`` with the counts, the
     sampler's settings and NFE, the feature extractor and the real statistics' source; W&B runs get those in their
     config under ``sample_quality``. Precision and recall (``quality: {precision_recall: true}``; Kynkäänniemi et
