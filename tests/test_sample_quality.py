@@ -120,18 +120,18 @@ def test_seeded_samples_do_not_depend_on_batching_or_on_the_other_samples():
     assert whole.std() > 0.1  # not collapsed: the noise really is drawn
 
 
-def test_each_sample_follows_its_own_generator_like_a_hand_written_loop():
+def test_each_sample_follows_its_own_noise_stream_like_a_hand_written_loop():
     seeds, shape, steps, step_lr, init = [11, 12, 13], (4,), 3, 0.02, (-1.0, 2.0)
     result = seeded_annealed_langevin(
         gaussian_score, SIGMAS, shape, seeds, n_steps_each=steps, step_lr=step_lr, init_range=init
     )
     for row, seed in zip(result, seeds, strict=True):
-        g = torch.Generator().manual_seed(seed)
-        x = init[0] + (init[1] - init[0]) * torch.rand((1, *shape), generator=g)
+        stream = PerSampleNoise([seed])  # this sample's stream alone: its draws in order
+        x = init[0] + (init[1] - init[0]) * stream.rand((1, *shape))
         for level, a in enumerate(step_sizes(SIGMAS, step_lr).tolist()):
             levels = torch.full((1,), level)
             for _ in range(steps):
-                z = torch.randn((1, *shape), generator=g)
+                z = stream.randn((1, *shape))
                 x = x + a * gaussian_score(x, levels) + math.sqrt(2 * a) * z
         torch.testing.assert_close(row, x[0], rtol=0, atol=1e-6)
 
@@ -140,9 +140,9 @@ def test_per_sample_noise_checks_the_batch_and_the_device():
     noise = PerSampleNoise([1, 2])
     with pytest.raises(ValueError, match="leading batch dimension of 2"):
         noise.randn((3, 4))
-    with pytest.raises(ValueError, match="per-sample generators on cpu"):
+    with pytest.raises(ValueError, match="per-sample noise on cpu"):
         noise.randn_like(torch.zeros(2, 3, device="meta"))
-    # row i is generator i's stream: the same seed gives the same row, whatever its neighbours
+    # row i is seed i's stream: the same seed gives the same row, whatever its neighbours
     torch.testing.assert_close(PerSampleNoise([5, 2]).randn((2, 3))[0], PerSampleNoise([5]).randn((1, 3))[0])
 
 

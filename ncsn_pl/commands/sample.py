@@ -25,6 +25,7 @@ from ncsn_pl.commands.predict import batch_loader, run_predict, show_progress
 from ncsn_pl.commands.sample_store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
 from ncsn_pl.core.errors import raised_on_every_rank
 from ncsn_pl.core.samplers import Sampler, describe_sampler
+from ncsn_pl.core.seeding import NOISE
 from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
@@ -236,6 +237,7 @@ def prepare_sample_set(
     sample_set = {
         "checkpoint_sha256": loaded["checkpoint_sha256"],
         "seed": seed,
+        "noise": NOISE,  # the stream of the per-sample noise: another draws other samples
         "sampler": describe_sampler(sampler),
         "schedule": {"sigma_max": model.sigmas[0].item(), "sigma_min": model.sigmas[-1].item(),
                      "num_scales": model.num_scales},  # fmt: skip

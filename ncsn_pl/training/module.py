@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -13,7 +14,14 @@ from torch import Tensor
 
 from ncsn_pl.core.errors import raised_on_every_rank
 from ncsn_pl.core.losses import dsm_loss
-from ncsn_pl.core.samplers import AnnealedLangevin, LangevinCallback, Sampler, check_sampler, seeded_sample
+from ncsn_pl.core.samplers import (
+    AnnealedLangevin,
+    LangevinCallback,
+    RangeWatch,
+    Sampler,
+    check_sampler,
+    seeded_sample,
+)
 from ncsn_pl.core.scores import AnyScoreFn, sigma_scaled_score
 from ncsn_pl.core.seeding import sample_seeds, step_seed
 from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, resolve_auto_schedule
@@ -96,6 +104,7 @@ class ScoreModel(pl.LightningModule):
         self.score_net = score_net.to(memory_format=torch.channels_last) if channels_last else score_net
         self.data_shape = tuple(data_shape) if data_shape is not None else None
         self.sampler = sampler
+        self._warned_range = False
         check_data_shape = getattr(score_net, "check_data_shape", None)
         if self.data_shape is not None and callable(check_data_shape):
             check_data_shape(self.data_shape)
@@ -293,6 +302,7 @@ class ScoreModel(pl.LightningModule):
         was_training = self.score_net.training
         self.score_net.eval()
         batches = [torch.empty((0, *self.data_shape), device=self.sigmas.device, dtype=self.sigmas.dtype)]
+        range_watch = RangeWatch(tuple(self.hparams.init_range), self.sigmas.device)
         try:
             for start in range(0, len(indices), batch_size):
                 batch = indices[start : start + batch_size]
@@ -307,6 +317,7 @@ class ScoreModel(pl.LightningModule):
                             seeds,
                             init_range=tuple(self.hparams.init_range),
                             callback=callback,
+                            range_watch=range_watch,
                         )
                     )
                 except FloatingPointError as err:
@@ -315,6 +326,10 @@ class ScoreModel(pl.LightningModule):
                     ) from err
         finally:
             self.score_net.train(was_training)
+        # read once for all the batches, and say it once per model
+        if not self._warned_range and (message := range_watch.message()) is not None:
+            self._warned_range = True
+            warnings.warn(f"{message} (seed {seed}, {sampler})", RuntimeWarning, stacklevel=3)
         return torch.cat(batches)
 
 

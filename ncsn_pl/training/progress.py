@@ -21,17 +21,28 @@ def sampling_progress(
     batch_size: int | None,
     desc: str = "Langevin",
     enable: bool = True,
-) -> Iterator[LangevinCallback]:
+    postfix_every: int = 25,
+) -> Iterator[LangevinCallback | None]:
     """A tqdm bar over the network evaluations of drawing ``num_samples`` samples in batches of ``batch_size`` (all
-    at once when None); yields the sampler callback that advances it and shows the level, sigma and the SNR."""
+    at once when None); yields the sampler callback that advances it and shows the level, sigma and the SNR.
+
+    The SNR is read from the device (a sync) only when it is shown, every ``postfix_every`` updates; a disabled
+    bar yields ``None``, so the sampler reports nothing at all.
+    """
+    if not enable:
+        yield None
+        return
     calls = math.ceil(num_samples / batch_size) if batch_size else min(num_samples, 1)
     total = sampler.nfe(num_scales) * calls
-    bar = tqdm(total=total, desc=desc, disable=not enable, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    updates = 0
 
     def update(step: LangevinStep) -> None:
+        nonlocal updates
         bar.update(2 if step.kind == "heun" else 1)  # a Heun step evaluates the network twice
-        if step.step == 0:
+        if updates % postfix_every == 0:
             bar.set_postfix(level=step.level, sigma=f"{step.sigma:.3g}", snr=f"{step.snr:.3f}")
+        updates += 1
 
     try:
         yield update

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -19,6 +20,7 @@ __all__ = [
     "LangevinCallback",
     "LangevinStep",
     "NoiseFn",
+    "RangeWatch",
     "Sampler",
     "check_sampler",
     "check_sigmas",
@@ -30,9 +32,11 @@ NoiseFn = Callable[[Tensor], Tensor]
 """``noise_fn(x) -> z``: standard normal noise shaped like ``x`` (``torch.randn_like`` by default)."""
 
 
-@dataclass(frozen=True)
 class LangevinStep:
     """What a sampler reports after each update: where it is and the diagnostics people check.
+
+    The diagnostics (``grad_norm``, ``noise_norm``, ``snr``, and ``step_size`` where it differs per sample) are
+    computed when first read, so a callback that does not read them adds no device sync.
 
     Attributes:
         level: the noise level index i (0 = largest sigma); on a grid of its own (CAS with ``n_steps_each > 1``,
@@ -50,15 +54,39 @@ class LangevinStep:
         kind: which update: ``langevin``, ``consistent``, ``corrector``, ``predictor``, ``euler`` or ``heun``.
     """
 
-    level: int
-    step: int
-    sigma: float
-    step_size: float
-    x: Tensor
-    grad_norm: float
-    noise_norm: float
-    snr: float
-    kind: str = "langevin"
+    def __init__(
+        self,
+        level: int,
+        step: int,
+        sigma: float,
+        step_size: float | Tensor,
+        x: Tensor,
+        score: Tensor,
+        noise: Tensor | None,
+        kind: str = "langevin",
+    ) -> None:
+        self.level, self.step, self.sigma, self.x, self.kind = level, step, sigma, x, kind
+        self._step_size, self._score, self._noise = step_size, score, noise
+
+    @functools.cached_property
+    def step_size(self) -> float:
+        size = self._step_size
+        return size.mean().item() if isinstance(size, Tensor) else float(size)
+
+    @functools.cached_property
+    def grad_norm(self) -> float:
+        return self._score.flatten(1).norm(dim=1).mean().item()
+
+    @functools.cached_property
+    def noise_norm(self) -> float:
+        return self._noise.flatten(1).norm(dim=1).mean().item() if self._noise is not None else 0.0
+
+    @functools.cached_property
+    def snr(self) -> float:
+        return (self.step_size / 2) ** 0.5 * self.grad_norm / self.noise_norm if self.noise_norm > 0 else math.nan
+
+    def __repr__(self) -> str:
+        return f"LangevinStep(kind={self.kind!r}, level={self.level}, step={self.step}, sigma={self.sigma:.4g})"
 
 
 LangevinCallback = Callable[[LangevinStep], None]
@@ -122,11 +150,12 @@ def seeded_sample(
     *,
     init_range: tuple[float, float] = (0.0, 1.0),
     callback: LangevinCallback | None = None,
+    range_watch: RangeWatch | None = None,
 ) -> Tensor:
-    """``len(seeds)`` samples of ``sampler``, sample ``i`` drawn from its own generator ``seeds[i]``.
+    """``len(seeds)`` samples of ``sampler``, sample ``i`` drawn from its own noise stream ``seeds[i]``.
 
-    Sample ``i`` starts from its generator, at ``U[init_range]`` or at ``N(0, sigma_max^2 I)`` as
-    :attr:`Sampler.start` says, and all its noise comes from the same generator
+    Sample ``i`` starts from its stream, at ``U[init_range]`` or at ``N(0, sigma_max^2 I)`` as
+    :attr:`Sampler.start` says, and all its noise comes from the same stream
     (:class:`~ncsn_pl.core.seeding.PerSampleNoise`), so it does not depend on the other seeds of the batch.
 
     Args:
@@ -136,8 +165,10 @@ def seeded_sample(
         sigmas: the descending schedule, shape ``(L,)``.
         data_shape: the shape of one sample, e.g. ``(3, 32, 32)``.
         seeds: one seed per sample (:func:`~ncsn_pl.core.seeding.sample_seeds`).
-        init_range: ``(low, high)`` of a uniform start.
+        init_range: ``(low, high)`` of a uniform start, also the data's range for ``range_watch``.
         callback: called with a :class:`LangevinStep` after every update.
+        range_watch: watches whether the samples end far outside ``init_range`` (:class:`RangeWatch`), for the
+            caller to read once after several batches; without one, this call warns (``RuntimeWarning``) itself.
 
     Returns:
         The samples, shape ``(len(seeds), *data_shape)``, on ``sigmas.device``.
@@ -150,8 +181,19 @@ def seeded_sample(
         low, high = init_range
         x = low + (high - low) * noise.rand(shape, dtype=sigmas.dtype)
     else:
-        x = sigmas[0].item() * noise.randn(shape, dtype=sigmas.dtype)
-    return sampler.sample(score_fn, x, sigmas, noise_fn=noise.randn_like, callback=callback)
+        x = sigmas[:1] * noise.randn(shape, dtype=sigmas.dtype)
+    watch = range_watch if range_watch is not None else RangeWatch(init_range, sigmas.device)
+
+    def watched(step: LangevinStep) -> None:
+        watch(step)
+        if callback is not None:
+            callback(step)
+
+    x = sampler.sample(score_fn, x, sigmas, noise_fn=noise.randn_like, callback=watched)
+    watch.finish(x)
+    if range_watch is None and (message := watch.message()) is not None:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return x
 
 
 def check_sigmas(sigmas: Tensor, sampler: str, min_levels: int = 1) -> list[float]:
@@ -184,38 +226,105 @@ def report(
     level: int,
     step: int,
     sigma: float,
-    step_size: float,
+    step_size: float | Tensor,
     x: Tensor,
     score: Tensor,
     noise: Tensor | None,
 ) -> None:
-    """Compute the diagnostics of one update and pass them to ``callback`` (this syncs the device)."""
-    grad_norm = score.flatten(1).norm(dim=1).mean().item()
-    noise_norm = noise.flatten(1).norm(dim=1).mean().item() if noise is not None else 0.0
-    snr = (step_size / 2) ** 0.5 * grad_norm / noise_norm if noise_norm > 0 else math.nan
-    callback(LangevinStep(level, step, sigma, step_size, x, grad_norm, noise_norm, snr, kind))
+    """Pass one update to ``callback``; its diagnostics are computed (and the device synced) only if read."""
+    callback(LangevinStep(level, step, sigma, step_size, x, score, noise, kind))
 
 
-def track_divergence(first_bad_step: Tensor, x: Tensor, step: int) -> Tensor:
-    """Remember the first step whose samples are not finite, without a device sync."""
-    is_new = (first_bad_step < 0) & ~torch.isfinite(x).all()
-    return torch.where(is_new, torch.full_like(first_bad_step, step), first_bad_step)
+class DivergenceWatch:
+    """The first update whose samples are NaN or infinite, tracked on the device.
+
+    :meth:`update` adds no device sync; :meth:`check` reads the record (one sync) once ``check_every`` updates
+    have passed since the last read, and at the end, so a diverged run stops within ``check_every`` updates.
+
+    Args:
+        x: the samples (for their device).
+        sampler: the sampler's name, for the message.
+        advice: what to try, for the message.
+        check_every: the updates between two reads.
+    """
+
+    def __init__(self, x: Tensor, sampler: str, advice: str, check_every: int = 50) -> None:
+        self.first = torch.full((), -1, dtype=torch.long, device=x.device)  # level * 2^32 + step
+        self.sampler, self.advice, self.check_every = sampler, advice, check_every
+        self.sigmas: dict[int, float] = {}
+        self.unread = 0
+
+    def update(self, x: Tensor, level: int, step: int, sigma: float) -> None:
+        """Remember (level, step) if these are the first samples that are not finite."""
+        self.sigmas.setdefault(level, sigma)
+        self.first.masked_fill_((self.first < 0) & ~torch.isfinite(x).all(), (level << 32) + step)
+        self.unread += 1
+
+    def check(self, final: bool = False) -> None:
+        """Raise a ``FloatingPointError`` naming the sampler, level, sigma and step if the samples diverged: at
+        the end (``final``) always, else once ``check_every`` updates have passed since the last read."""
+        if not final and self.unread < self.check_every:
+            return
+        self.unread = 0
+        code = int(self.first)
+        if code >= 0:
+            level, step = code >> 32, code & 0xFFFFFFFF
+            raise FloatingPointError(
+                f"{self.sampler} diverged: the samples became NaN or infinite at level {level} "
+                f"(sigma={self.sigmas[level]:.4g}), step {step}. {self.advice}"
+            )
 
 
-def raise_if_diverged(
-    first_bad_step: Tensor,
-    level: int,
-    sigma: float,
-    sampler: str = "Langevin sampling",
-    advice: str = "Lower step_lr or check the score network.",
-) -> None:
-    """Raise a ``FloatingPointError`` naming the sampler, level and step if a step of this level diverged (one
-    device sync)."""
-    step = int(first_bad_step)
-    if step >= 0:
-        raise FloatingPointError(
-            f"{sampler} diverged: the samples became NaN or infinite at level {level} (sigma={sigma:.4g}), "
-            f"step {step}. {advice}"
+class RangeWatch:
+    """Samples that end far outside the data's range, and the level where they first strayed, tracked on the
+    device and read once (:meth:`message`).
+
+    With ``c``, ``h`` and ``w`` the centre, half-width and width of ``init_range``, the samples count as strayed at
+    a level when after its first update ``max |x - c| > h + 2 w + 8 sigma``, and the final samples as far out
+    when they leave ``[low - 2 w, high + 2 w]``.
+
+    Args:
+        init_range: ``(low, high)``, the data's range (the uniform start of NCSN's samplers).
+        device: the samples' device.
+    """
+
+    def __init__(self, init_range: tuple[float, float], device: torch.device | str) -> None:
+        self.low, self.high = float(init_range[0]), float(init_range[1])
+        self.first_level = torch.full((), -1, dtype=torch.long, device=device)
+        self.extremes = torch.tensor([math.inf, -math.inf], device=device)  # min and max of the final samples
+        self.sigmas: dict[int, float] = {}
+
+    def __call__(self, step: LangevinStep) -> None:
+        """The sampler callback: checks each level's first update (no device sync)."""
+        if step.step != 0 or step.x.numel() == 0:
+            return
+        width = self.high - self.low
+        strayed = (step.x - (self.low + self.high) / 2).abs().amax() > 2.5 * width + 8 * abs(step.sigma)
+        self.sigmas.setdefault(step.level, step.sigma)
+        self.first_level.masked_fill_((self.first_level < 0) & strayed, step.level)
+
+    def finish(self, x: Tensor) -> None:
+        """Take the final samples ``x`` into account (no device sync)."""
+        if x.numel():
+            low, high = torch.minimum(self.extremes[0], x.amin()), torch.maximum(self.extremes[1], x.amax())
+            self.extremes = torch.stack([low, high])
+
+    def message(self) -> str | None:
+        """What to tell the user if the final samples are far outside the range, else None (one device sync)."""
+        low, high = self.extremes.tolist()
+        width = self.high - self.low
+        if not math.isfinite(low) or (low >= self.low - 2 * width and high <= self.high + 2 * width):
+            return None
+        level = int(self.first_level)
+        where = (
+            f"they first strayed at level {level} (sigma={self.sigmas[level]:.4g})"
+            if level >= 0
+            else "they stayed near it until the last level"
+        )
+        return (
+            f"Samples ended far outside the data's range [{self.low:g}, {self.high:g}]: values from {low:.3g} to "
+            f"{high:.3g}; {where}. The score is probably wrong there: train longer (in particular at the largest "
+            "sigmas), or sample with a smaller step (step_lr) or more steps per level."
         )
 
 

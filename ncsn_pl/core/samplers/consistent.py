@@ -20,14 +20,13 @@ import torch
 from torch import Tensor
 
 from ncsn_pl.core.samplers.base import (
+    DivergenceWatch,
     LangevinCallback,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
-    raise_if_diverged,
     report,
-    track_divergence,
 )
 from ncsn_pl.core.scores import AnyScoreFn, SigmaScore, score_at
 
@@ -140,7 +139,7 @@ def consistent_annealed_sampling(
     noise_fn = noise_fn or torch.randn_like
     grid = consistent_grid(values, n_steps_each)
     eta = step_lr / values[-1] ** 2
-    first_bad_step = torch.tensor(-1, device=x.device)
+    watch = DivergenceWatch(x, NAME, "Check step_lr and the score network.")
     for j, (level, step, sigma) in enumerate(grid):
         last = j == len(grid) - 1
         # score step: eta sigma^2 s, or Tweedie's sigma_L^2 s at the last level with denoise
@@ -154,12 +153,11 @@ def consistent_annealed_sampling(
             beta = math.sqrt(1 - ((1 - eta) * sigma / next_sigma) ** 2)
             noise = noise_fn(x)
             x = x + beta * next_sigma * noise
-        first_bad_step = track_divergence(first_bad_step, x, step)
+        watch.update(x, level, step, sigma)
         if callback is not None:
             report(callback, "consistent", level, step, sigma, step_size, x, score, noise)
-        # one sync per trained level
-        if last or grid[j + 1][0] != level:
-            raise_if_diverged(first_bad_step, level, sigma, NAME, "Check step_lr and the score network.")
+        watch.check()
+    watch.check(final=True)
     return x
 
 

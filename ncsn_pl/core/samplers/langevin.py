@@ -19,14 +19,13 @@ import torch
 
 from ncsn_pl.core.losses import ScoreFn
 from ncsn_pl.core.samplers.base import (
+    DivergenceWatch,
     LangevinCallback,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
-    raise_if_diverged,
     report,
-    track_divergence,
 )
 from ncsn_pl.core.scores import AnyScoreFn, level_score
 from ncsn_pl.core.seeding import PerSampleNoise
@@ -39,6 +38,9 @@ __all__ = [
     "seeded_annealed_langevin",
     "step_sizes",
 ]
+
+
+ADVICE = "Lower step_lr or check the score network."
 
 
 def step_sizes(sigmas: torch.Tensor, step_lr: float) -> torch.Tensor:
@@ -88,13 +90,14 @@ def langevin_dynamics(
     """
     noise_fn = noise_fn or torch.randn_like
     levels = torch.full((x.shape[0],), level, dtype=torch.long, device=x.device)
-    first_bad_step = torch.tensor(-1, device=x.device)
+    watch = DivergenceWatch(x, "Langevin sampling", ADVICE)
     for step in range(n_steps):
         x, score, noise = _langevin_update(score_fn, x, levels, step_size, noise_fn)
-        first_bad_step = track_divergence(first_bad_step, x, step)
+        watch.update(x, level, step, float("nan"))
         if callback is not None:
             report(callback, "langevin", level, step, float("nan"), step_size, x, score, noise)
-    raise_if_diverged(first_bad_step, level, float("nan"))
+        watch.check()
+    watch.check(final=True)
     return x
 
 
@@ -105,7 +108,7 @@ def denoise_step(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor) -> to
     For Gaussian data and the exact score this is the posterior mean ``E[x_0 | x]``.
     """
     levels = torch.full((x.shape[0],), sigmas.shape[0] - 1, dtype=torch.long, device=x.device)
-    return x + sigmas[-1].item() ** 2 * score_fn(x, levels)
+    return x + sigmas[-1:].to(x.dtype) ** 2 * score_fn(x, levels)
 
 
 @torch.no_grad()
@@ -149,17 +152,18 @@ def annealed_langevin_dynamics(
     noise_fn = noise_fn or torch.randn_like
     steps = step_sizes(sigmas, step_lr).tolist()
     sigma_values = sigmas.tolist()
-    first_bad_step = torch.tensor(-1, device=x.device)
+    watch = DivergenceWatch(x, "Langevin sampling", ADVICE)
     for level, (sigma, step_size) in enumerate(zip(sigma_values, steps, strict=True)):
         levels = torch.full((x.shape[0],), level, dtype=torch.long, device=x.device)
         for step in range(n_steps_each):
             # Langevin update at this level
             x, score, noise = _langevin_update(score_fn, x, levels, step_size, noise_fn)
-            first_bad_step = track_divergence(first_bad_step, x, step)
+            watch.update(x, level, step, sigma)
             if callback is not None:
                 report(callback, "langevin", level, step, sigma, step_size, x, score, noise)
-        # one sync per level: stop as soon as a level diverged
-        raise_if_diverged(first_bad_step, level, sigma)
+        # a device sync every few levels: stop soon after the samples diverged
+        watch.check()
+    watch.check(final=True)
     if denoise:
         x = denoise_step(score_fn, x, sigmas)
     return x

@@ -18,14 +18,13 @@ import torch
 from torch import Tensor
 
 from ncsn_pl.core.samplers.base import (
+    DivergenceWatch,
     LangevinCallback,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
-    raise_if_diverged,
     report,
-    track_divergence,
 )
 from ncsn_pl.core.scores import AnyScoreFn, SigmaScore, score_at
 from ncsn_pl.core.sigmas import geometric_sigmas, karras_sigmas
@@ -139,7 +138,7 @@ def probability_flow_ode(
         )
     grid, levels = ode_grid(values, num_steps=num_steps, level_stride=level_stride, rho=rho, spacing=spacing)
     times = [*grid, 0.0] if denoise else grid
-    first_bad_step = torch.tensor(-1, device=x.device)
+    watch = DivergenceWatch(x, NAME, "Use more steps or check the score network.")
     for i, (t_cur, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
         level = levels[i] if levels[i] is not None else i
         # Euler step
@@ -151,12 +150,12 @@ def probability_flow_ode(
             d_next = -t_next * score_at(score_fn, x_next, levels[i + 1], t_next)
             x_next = x + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_next)
         x = x_next
-        first_bad_step = track_divergence(first_bad_step, x, 0)
+        watch.update(x, level, 0, t_cur)
         if callback is not None:
             kind = "heun" if solver == "heun" and t_next > 0 else "euler"
             report(callback, kind, level, 0, t_cur, t_cur * (t_cur - t_next), x, score, None)
-        # one sync per level
-        raise_if_diverged(first_bad_step, level, t_cur, NAME, "Use more steps or check the score network.")
+        watch.check()
+    watch.check(final=True)
     return x
 
 

@@ -16,14 +16,13 @@ import torch
 from torch import Tensor
 
 from ncsn_pl.core.samplers.base import (
+    DivergenceWatch,
     LangevinCallback,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
-    raise_if_diverged,
     report,
-    track_divergence,
 )
 from ncsn_pl.core.scores import AnyScoreFn, score_at
 
@@ -109,7 +108,7 @@ def predictor_corrector(
     _check_settings(snr, n_steps_each, predictor, step_norm)
     values = check_sigmas(sigmas, "PredictorCorrector")
     noise_fn = noise_fn or torch.randn_like
-    first_bad_step = torch.tensor(-1, device=x.device)
+    watch = DivergenceWatch(x, NAME, "Lower snr or check the score network.")
     for level, sigma in enumerate(values):
         next_sigma = values[level + 1] if level + 1 < len(values) else 0.0
         for step in range(n_steps_each):
@@ -118,9 +117,9 @@ def predictor_corrector(
             noise = noise_fn(x)
             step_size = corrector_step_size(score, noise, snr, step_norm)
             x = x + step_size * score + (2 * step_size).sqrt() * noise
-            first_bad_step = track_divergence(first_bad_step, x, step)
+            watch.update(x, level, step, sigma)
             if callback is not None:
-                report(callback, "corrector", level, step, sigma, step_size.mean().item(), x, score, noise)
+                report(callback, "corrector", level, step, sigma, step_size, x, score, noise)
         # predictor: from sigma_i to sigma_{i+1}
         score = score_at(score_fn, x, level, sigma)
         variance = sigma**2 - next_sigma**2
@@ -131,11 +130,11 @@ def predictor_corrector(
         if std > 0 and not (denoise and next_sigma == 0):
             noise = noise_fn(x)
             x = x + std * noise
-        first_bad_step = track_divergence(first_bad_step, x, n_steps_each)
+        watch.update(x, level, n_steps_each, sigma)
         if callback is not None:
             report(callback, "predictor", level, n_steps_each, sigma, variance, x, score, noise)
-        # one sync per level
-        raise_if_diverged(first_bad_step, level, sigma, NAME, "Lower snr or check the score network.")
+        watch.check()
+    watch.check(final=True)
     return x
 
 
