@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ncsn_pl.commands.checkpoints import load_checkpoint
 from ncsn_pl.commands.official import official_command_args
+from ncsn_pl.networks import upgrade_network_config
 
 __all__ = ["complete_command_args"]
 
@@ -84,7 +85,7 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
                     f"{ckpt_path} does not record its network (it was not trained with the ncsn_pl CLI); add "
                     "--config with the model's settings."
                 )
-            extra.append("--model.score_net=" + json.dumps(net))
+            extra.append("--model.score_net=" + json.dumps(upgrade_network_config(net)))
         elif images or (command == "fid" and _option(options, "--export_stats")):
             extra.append("--model.score_net=" + json.dumps(PLACEHOLDER_NET))
         elif command == "sample":

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -22,6 +23,7 @@ from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.help import CompactHelpFormatter
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.core.files import atomic_write_text, check_torch_file
+from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
 from ncsn_pl.training.run_logger import RunLogger
@@ -106,7 +108,7 @@ class NCSNCLI(LightningCLI):
             return super()._parse_ckpt_path()
         given = self.config[subcommand]["model"].as_dict()
         defaults = {k: p.default for k, p in inspect.signature(ScoreModel.__init__).parameters.items()}
-        super()._parse_ckpt_path()
+        self._parse_checkpoint_hyperparameters(subcommand)
         stored = self.config[subcommand]["model"].as_dict()
         changed = {
             key: value
@@ -127,6 +129,26 @@ class NCSNCLI(LightningCLI):
             self.config[subcommand]["model"][key] = value
         if changed:
             print(f"Settings changed from the checkpoint's: {changed}")
+
+    def _parse_checkpoint_hyperparameters(self, subcommand: str) -> None:
+        """Lightning's ``LightningCLI._parse_ckpt_path``: the model's settings from the checkpoint's hyperparameters,
+        with a network config of an older checkpoint brought up to date (:func:`upgrade_network_config`)."""
+        ckpt_path = self.config[subcommand]["ckpt_path"]
+        if not Path(ckpt_path).is_file():
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        elif "score_net" in hparams:
+            hparams["score_net"] = upgrade_network_config(hparams["score_net"])
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["ScoreFn", "sample_levels", "check_levels", "dsm_loss"]
+__all__ = ["ScoreFn", "sample_levels", "spread_levels", "check_levels", "dsm_loss"]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A score function ``score_fn(x, levels) -> score`` with ``levels`` a LongTensor of shape ``(B,)``."""
@@ -17,6 +17,31 @@ def sample_levels(
 ) -> torch.Tensor:
     """Noise levels drawn uniformly from ``{0, ..., L-1}``, one per sample (NCSN's training labels)."""
     return torch.randint(0, num_scales, (batch_size,), device=device, generator=generator)
+
+
+# 2^32 / golden ratio, rounded to an odd integer (Knuth's multiplicative hashing constant)
+_GOLDEN_32 = 2654435769
+
+
+def spread_levels(indices: torch.Tensor, num_scales: int) -> torch.Tensor:
+    """Noise levels for the items ``indices`` of an evaluation, spread over all ``num_scales`` levels.
+
+    Every ``L`` consecutive indices ``mL .. mL + L - 1`` take each level exactly once, and the first ``n < L`` take
+    levels spread evenly over ``0 .. L-1``: position ``r = k mod L`` takes the rank of ``r * g mod 1`` among
+    ``{j * g mod 1 : j < L}`` (``g`` the golden ratio's fractional part, in 32-bit fixed point, so the levels are
+    exact integers on any device). Index 0 takes level 0.
+
+    Args:
+        indices: item indices ``>= 0``, any shape (integer tensor).
+        num_scales: L.
+
+    Returns:
+        Levels in ``[0, L)``, shaped and placed like ``indices``.
+    """
+    keys = torch.arange(num_scales, dtype=torch.int64) * _GOLDEN_32 % (1 << 32)
+    rank = torch.empty(num_scales, dtype=torch.int64)
+    rank[torch.argsort(keys)] = torch.arange(num_scales)
+    return rank.to(indices.device)[indices.long() % num_scales]
 
 
 def check_levels(levels: torch.Tensor, num_scales: int) -> None:

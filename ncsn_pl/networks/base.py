@@ -8,12 +8,15 @@ anything is built around it, the model asks :meth:`ScoreNetwork.check_data_shape
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NoScoreNetwork", "ScoreNetwork", "check_int", "check_score_inputs"]
+__all__ = ["NoScoreNetwork", "ScoreNetwork", "check_int", "check_score_inputs", "upgrade_network_config"]
 
 
 class ScoreNetwork(nn.Module):
@@ -98,3 +101,27 @@ def sizes_near(size: int, multiple: int) -> str:
     """The multiples of ``multiple`` nearest to ``size``, for messages (``"6 or 8"``)."""
     below = size // multiple * multiple
     return f"{below} or {below + multiple}" if below >= multiple else str(multiple)
+
+
+# what networks took before ScoreModel owned the schedule (NCSNv2, NCSNv2Deeper, NCSNv2Deepest: all three; ToyScoreMLP:
+# sigma_max, sigma_min); the model's own settings replaced them then, so they can be dropped
+SCHEDULE_ARGS = ("num_scales", "sigma_max", "sigma_min")
+
+
+def upgrade_network_config(config: Any) -> Any:
+    """A network's ``{"class_path", "init_args"}`` from a checkpoint, without the schedule arguments its class no
+    longer takes (checkpoints written before the model owned the schedule); anything else is returned unchanged."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("init_args"), Mapping):
+        return config
+    init_args, class_path = dict(config["init_args"]), str(config.get("class_path", ""))
+    if not any(key in init_args for key in SCHEDULE_ARGS):
+        return config
+    module, _, name = class_path.rpartition(".")
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module or "ncsn_pl.networks"), name)).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return config  # the parser names what is wrong with it
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return config
+    kept = {key: value for key, value in init_args.items() if key not in SCHEDULE_ARGS or key in parameters}
+    return {**config, "init_args": kept}

@@ -13,7 +13,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
 from ncsn_pl.core.errors import raised_on_every_rank
-from ncsn_pl.core.losses import dsm_loss
+from ncsn_pl.core.losses import dsm_loss, spread_levels
 from ncsn_pl.core.samplers import (
     AnnealedLangevin,
     LangevinCallback,
@@ -23,7 +23,7 @@ from ncsn_pl.core.samplers import (
     seeded_sample,
 )
 from ncsn_pl.core.scores import AnyScoreFn, sigma_scaled_score
-from ncsn_pl.core.seeding import sample_seeds, step_seed
+from ncsn_pl.core.seeding import PerSampleNoise, sample_seeds, step_seed
 from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, resolve_auto_schedule
 from ncsn_pl.networks import ScoreNetwork
 from ncsn_pl.training.divergence import DivergenceWatch
@@ -61,7 +61,8 @@ class ScoreModel(pl.LightningModule):
             draws the sample grids, the FID samples and the ``sample`` / ``fid`` commands' samples.
         init_range: samples start uniform on ``[low, high]`` (NCSN: U[0, 1] for images).
         data_shape: the shape of one data item, e.g. ``(1, 28, 28)``; linked from the DataModule by the CLI.
-        seed: seeds the per-step noise of training and validation (resumable, rank-aware).
+        seed: seeds the noise of training (keyed by step, rank and micro-batch: resumable) and of validation (keyed by
+            the validation item, whatever the batch size or the number of processes).
         auto_max_items: training items read by the ``"auto"`` rules (the distance is exact up to 10,000).
         channels_last: keep the network's 4-D weights in ``torch.channels_last`` memory format; convolutions then
             run and return channels_last, which is faster (README, "Speed").
@@ -170,9 +171,15 @@ class ScoreModel(pl.LightningModule):
     def _generator(self, *counters: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(step_seed(self.hparams.seed, *counters))
 
+    def _noise_counters(self, batch_idx: int) -> tuple[int, ...]:
+        """What keys a training batch's levels and noise: ``(0, step, rank)``, plus the micro-batch's place in the
+        step under ``trainer.accumulate_grad_batches`` (the first keeps the key of a run without accumulation)."""
+        micro = batch_idx % self.trainer.accumulate_grad_batches if self._trainer is not None else 0
+        return (0, self.global_step, self.global_rank) + ((micro,) if micro else ())
+
     def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
         x = _images(batch)
-        generator = self._generator(0, self.global_step, self.global_rank)
+        generator = self._generator(*self._noise_counters(batch_idx))
         losses = dsm_loss(self.score_net, x, self.sigmas, anneal_power=self.hparams.anneal_power, generator=generator)
         loss = losses.mean()
         self.divergence.note(losses, self.global_step)  # read only at checks: no host sync per step
@@ -219,22 +226,50 @@ class ScoreModel(pl.LightningModule):
         self._evaluate(batch, batch_idx, "test")
 
     def _evaluate(self, batch: Tensor | Sequence[Tensor], batch_idx: int, stage: str) -> None:
-        """The loss on fixed noise: levels cycle through the schedule, the noise is seeded by the batch."""
+        """The loss on fixed noise, keyed by each item's index ``k`` in the evaluation set: level
+        ``spread_levels(k, L)`` (every ``L`` items cover all levels once) and noise seeded by ``(seed, 1, k)``. The
+        items of a pass, and so its loss, are the same for any batch size or number of processes."""
         x = _images(batch)
-        generator = self._generator(1, batch_idx, self.global_rank)
-        levels = (torch.arange(x.shape[0], device=self.device) + batch_idx) % self.num_scales
-        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        if batch_idx == 0:
+            self._evaluated = 0
+        first = getattr(self, "_evaluated", 0)
+        self._evaluated = first + x.shape[0]
+        # Lightning's DistributedSampler (not shuffled) gives rank r of W the items r, r + W, r + 2W, ...
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        items = torch.arange(first, first + x.shape[0]) * world_size + self.global_rank
+        levels = spread_levels(items, self.num_scales).to(x.device)
+        seeds = [step_seed(self.hparams.seed, 1, k) for k in items.tolist()]
+        noise = PerSampleNoise(seeds, device=x.device).randn(x.shape, dtype=x.dtype)
         losses = dsm_loss(
             self.score_net, x, self.sigmas, levels=levels, noise=noise, anneal_power=self.hparams.anneal_power
         )
         self.log(f"{stage}/loss", losses.mean(), prog_bar=stage == "val", batch_size=x.shape[0], sync_dist=True)
-        for first, last in _level_groups(self.num_scales):
-            in_group = (levels >= first) & (levels <= last)
-            if in_group.any():
+        # per group of levels: sums and counts, added over all processes at the end of the pass
+        groups = _level_groups(self.num_scales)
+        group_of = torch.cat([torch.full((last - first + 1,), g) for g, (first, last) in enumerate(groups)])
+        index = group_of.to(x.device)[levels]
+        if batch_idx == 0:
+            self._level_sums = torch.zeros(2, len(groups), dtype=torch.float64, device=x.device)
+        self._level_sums[0].index_add_(0, index, losses.detach().double())
+        self._level_sums[1].index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+
+    def _log_level_losses(self, stage: str) -> None:
+        """Log ``stage/loss_level_i`` (or ``loss_levels_i-j``): the mean loss of the pass's items at those levels."""
+        sums = getattr(self, "_level_sums", None)
+        if sums is None:
+            return
+        self._level_sums = None
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        for (first, last), total, count in zip(_level_groups(self.num_scales), *sums.tolist(), strict=True):
+            if count:
                 name = f"level_{first}" if first == last else f"levels_{first}-{last}"
-                self.log(
-                    f"{stage}/loss_{name}", losses[in_group].mean(), batch_size=int(in_group.sum()), sync_dist=True
-                )
+                self.log(f"{stage}/loss_{name}", total / count, sync_dist=True)  # the same on every process
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_level_losses("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_level_losses("test")
 
     def on_train_start(self) -> None:
         """Use this run's optimizer settings also when the optimizer's state was restored from a checkpoint (a resumed
