@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.runs import (
     declare_metric_summaries,
     default_wandb_mode,
+    drop_unset_wandb_settings,
     log_config,
     run_dir,
     sweep_parameters,
@@ -187,6 +189,7 @@ class NCSNCLI(LightningCLI):
         """Build the model, the data and the Trainer; for ``fit``, resolve ``"auto"`` settings before any callback
         copies the model (EMA) and write the numbers into the config the run saves."""
         super().instantiate_classes()
+        drop_unset_wandb_settings(self.trainer.loggers)
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder
             for logger in self.trainer.loggers:
@@ -198,6 +201,20 @@ class NCSNCLI(LightningCLI):
                 self.config[self.subcommand]["model"][key] = value
             if resolved:
                 print(f"NCSNv2 rules applied to the training data: {resolved}")
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drop Lightning's tips to install its cloud services (litlogger, litmodels): every run printed one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip: For seamless cloud")
+
+
+def _quiet_advertisements() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisements) for f in log.filters):
+            log.addFilter(_NoAdvertisements())
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
@@ -223,6 +240,7 @@ def main(args: list[str] | None = None, tools: Mapping[str, str] | None = None) 
         print("W&B has no API key here, so runs are logged offline (upload them later with `wandb sync`).",
               file=sys.stderr)  # stdout is --print_config's
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    _quiet_advertisements()
     try:
         return NCSNCLI(
             ScoreModel,

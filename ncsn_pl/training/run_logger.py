@@ -67,10 +67,15 @@ def _hold(folder: Path) -> IO[str]:
 
 class _ContinuingWriter(ExperimentWriter):
     """Lightning's metrics writer that keeps an existing ``metrics.csv`` (rows after ``resume_step`` dropped: the
-    resumed run logs them again) and appends to it."""
+    resumed run logs them again) and appends to it.
 
-    def __init__(self, log_dir: str, resume_step: int | None) -> None:
+    Lightning's writer warns that a folder with files in it will lose its logs; a folder this run has just claimed
+    (``claimed``) holds only the run's own lock and config, so it is not checked.
+    """
+
+    def __init__(self, log_dir: str, resume_step: int | None, claimed: bool = False) -> None:
         self._resume_step = resume_step
+        self._claimed = claimed
         super().__init__(log_dir)
         if resume_step is not None and os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as file:
@@ -84,7 +89,7 @@ class _ContinuingWriter(ExperimentWriter):
             atomic_write_text("\n".join(lines) + "\n", self.metrics_file_path)
 
     def _check_log_dir_exists(self) -> None:
-        if self._resume_step is None:
+        if self._resume_step is None and not self._claimed:
             super()._check_log_dir_exists()
 
 
@@ -123,6 +128,7 @@ class RunLogger(CSVLogger):
         super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
         self._resume_step = resume_step
         self._lock: IO[str] | None = None
+        self._claimed = False  # whether this run made its folder (claim_version), so nothing in it is older
 
     def continue_run(self, ckpt_path: str | os.PathLike[str]) -> bool:
         """Continue the run whose ``version_N/checkpoints/`` holds ``ckpt_path``, if it is one of this logger's runs:
@@ -133,7 +139,7 @@ class RunLogger(CSVLogger):
             return False
         if not (run.name.startswith("version_") and run.name[8:].isdigit()):
             return False
-        self._version = int(run.name[8:])
+        self._version, self._claimed = int(run.name[8:]), False
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
         self._resume_step = int(state.get("global_step", 0))
         return True
@@ -143,7 +149,8 @@ class RunLogger(CSVLogger):
         """The run's version: given, or claimed on first use (on global rank 0, which writes; the other ranks read
         the folder from the Trainer, which broadcasts it)."""
         if self._version is None:
-            self._version = claim_version(self.root_dir) if rank_zero_only.rank == 0 else self._get_next_version()
+            self._claimed = rank_zero_only.rank == 0
+            self._version = claim_version(self.root_dir) if self._claimed else self._get_next_version()
         return self._version
 
     @rank_zero_only
@@ -162,5 +169,5 @@ class RunLogger(CSVLogger):
             folder = Path(self.log_dir)
             folder.mkdir(parents=True, exist_ok=True)
             self._lock = _hold(folder)
-            self._experiment = _ContinuingWriter(self.log_dir, self._resume_step)
+            self._experiment = _ContinuingWriter(self.log_dir, self._resume_step, self._claimed)
         return self._experiment
