@@ -30,7 +30,12 @@ def main(args: Sequence[str] | None = None) -> Any:
         return importlib.import_module(TOOLS[args[0]]).main(args[1:])
     from ncsn_pl.commands.cli import main as cli_main
 
-    return cli_main(args)
+    return cli_main(args, tools=tool_descriptions())
+
+
+def tool_descriptions() -> dict[str, str]:
+    """Each tool's description (its ``--help`` text), for the top-level help."""
+    return {name: importlib.import_module(module).DESCRIPTION for name, module in TOOLS.items()}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from jsonargparse import Namespace, set_parsing_settings
+from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+import ncsn_pl
 from ncsn_pl.commands.fid import fid as fid_command
-from ncsn_pl.commands.help import CompactHelpFormatter
+from ncsn_pl.commands.help import CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.core.files import atomic_write_text, check_torch_file
 from ncsn_pl.networks import upgrade_network_config
@@ -30,6 +34,7 @@ from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.runs import (
     declare_metric_summaries,
     default_wandb_mode,
+    drop_unset_wandb_settings,
     log_config,
     run_dir,
     sweep_parameters,
@@ -40,11 +45,12 @@ __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 
 
 class NCSNTrainer(pl.Trainer):
-    """Lightning's Trainer; our subcommands are its methods (LightningCLI builds their parsers from them).
+    """Lightning's Trainer, which runs every command.
 
-    ``sample`` and ``fid`` run as predict loops (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``,
-    ``--trainer.devices``, ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them. Each is
-    written once, as a function of the Trainer in its own module; its signature is the command's options.
+    ``sample`` and ``fid`` are its methods (LightningCLI builds their parsers from them) and run as predict loops
+    (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``, ``--trainer.devices``, ``--trainer.strategy`` (DDP
+    too) and ``--trainer.precision`` apply to them. Each is written once, as a function of the Trainer in its own
+    module; its signature is the command's options.
     """
 
     sample = sample_command
@@ -81,12 +87,44 @@ RESUMABLE_SETTINGS = frozenset(
 
 
 class NCSNCLI(LightningCLI):
-    """LightningCLI for NCSN: forced checkpointing, links from the data to the model."""
+    """LightningCLI for NCSN: forced checkpointing, links from the data to the model.
+
+    Args:
+        tools: commands that are not Trainer runs (``sweep``, ``compare``), by name, with their description; they are
+            listed in the top-level ``--help`` (``python -m ncsn_pl`` runs them before any Trainer is built).
+        **kwargs: LightningCLI's arguments.
+    """
+
+    def __init__(self, *args: Any, tools: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        self.tools = dict(tools or {})
+        super().__init__(*args, **kwargs)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands plus ``sample`` and ``fid`` (methods of :class:`NCSNTrainer`)."""
-        return {**LightningCLI.subcommands(), "sample": {"model", "datamodule"}, "fid": {"model", "datamodule"}}
+        """Lightning's subcommands but ``predict`` (a score model has no predictions), plus ``sample`` and ``fid``
+        (methods of :class:`NCSNTrainer`)."""
+        lightning = {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+        return {**lightning, "sample": {"model", "datamodule"}, "fid": {"model", "datamodule"}}
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Every command in the top-level help, one line each: the Trainer's and the tools."""
+        super()._add_subcommands(parser, **kwargs)
+        for name, description in self.tools.items():
+            tool = ArgumentParser(prog=f"python -m ncsn_pl {name}", description=description)
+            parser._subcommands_action.add_subcommand(name, tool, help=first_sentence(description))
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        """A command's parser, its own options (the method's parameters) shown first."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        own = list(inspect.signature(getattr(klass, subcommand)).parameters)[1:]  # after the Trainer itself
+        nested = [name for name in own if name not in self.subcommands()[subcommand]]  # e.g. fid's --quality
+        put_groups_first(parser, [subcommand, *nested], f"{subcommand} options")
+        return parser
+
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_default_arguments_to_parser(parser)
+        seed = parser._option_string_actions["--seed_everything"]
+        seed.help = seed.help.replace("instantiation.Set", "instantiation. Set")  # Lightning's text lacks a space
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """``sample`` / ``fid`` without ``--config``: take the model and data from the checkpoint first."""
@@ -174,6 +212,7 @@ class NCSNCLI(LightningCLI):
         """Build the model, the data and the Trainer; for ``fit``, resolve ``"auto"`` settings before any callback
         copies the model (EMA) and write the numbers into the config the run saves."""
         super().instantiate_classes()
+        drop_unset_wandb_settings(self.trainer.loggers)
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder
             for logger in self.trainer.loggers:
@@ -192,6 +231,20 @@ class NCSNCLI(LightningCLI):
                 print(f"NCSNv2 rules applied to the training data: {resolved}")
 
 
+class _NoAdvertisements(logging.Filter):
+    """Drop Lightning's tips to install its cloud services (litlogger, litmodels): every run printed one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip: For seamless cloud")
+
+
+def _quiet_advertisements() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisements) for f in log.filters):
+            log.addFilter(_NoAdvertisements())
+
+
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
     shape = getattr(datamodule, "data_shape", None)
     if shape is None:
@@ -199,8 +252,9 @@ def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def main(args: list[str] | None = None) -> NCSNCLI | object:
-    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])``).
+def main(args: list[str] | None = None, tools: Mapping[str, str] | None = None) -> NCSNCLI | object:
+    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call ``main([...])``); ``tools`` are the other commands
+    the top-level help lists (name: description).
 
     Raises:
         SystemExit: with status 143 (128 + SIGTERM) when the run was preempted, after writing its checkpoint.
@@ -214,15 +268,19 @@ def main(args: list[str] | None = None) -> NCSNCLI | object:
         print("W&B has no API key here, so runs are logged offline (upload them later with `wandb sync`).",
               file=sys.stderr)  # stdout is --print_config's
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    _quiet_advertisements()
     try:
         return NCSNCLI(
             ScoreModel,
             pl.LightningDataModule,
+            tools=tools,
             subclass_mode_data=True,
             trainer_class=NCSNTrainer,
             save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter},
+            parser_class=HelpParser,
+            parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter,
+                           "prog": "python -m ncsn_pl", "description": first_sentence(ncsn_pl.__doc__)},
             args=args,
             auto_configure_optimizers=False,
         )

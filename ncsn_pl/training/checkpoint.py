@@ -35,9 +35,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class ResumableCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that always keeps ``last.ckpt`` (up to the final step, also when the fit
-    ends between validations) and also writes on an exception or a SIGTERM (a preempted job), so
-    ``--ckpt_path <run>/checkpoints/last.ckpt`` resumes the run.
+    """Lightning's ``ModelCheckpoint``, writing a ``last.ckpt`` a run can always resume from.
+
+    ``last.ckpt`` is kept up to the final step (also when the fit ends between validations) and also written on an
+    exception or a SIGTERM (a preempted job), so ``--ckpt_path <run>/checkpoints/last.ckpt`` resumes the run.
 
     No checkpoint with non-finite weights is written, and none is deleted in favour of one: after a diverging
     update the periodic saves stop, and a diverged run (a non-finite loss) writes nothing on its way out; the error

@@ -64,10 +64,15 @@ def _global_step(path: str | os.PathLike[str]) -> int:
 
 class _ContinuingWriter(ExperimentWriter):
     """Lightning's metrics writer that keeps an existing ``metrics.csv`` (rows after ``resume_step`` dropped: the
-    resumed run logs them again) and appends to it."""
+    resumed run logs them again) and appends to it.
 
-    def __init__(self, log_dir: str, resume_step: int | None) -> None:
+    Lightning's writer warns that a folder with files in it will lose its logs; a folder this run has just claimed
+    (``claimed``) holds only the run's own lock and config, so it is not checked.
+    """
+
+    def __init__(self, log_dir: str, resume_step: int | None, claimed: bool = False) -> None:
         self._resume_step = resume_step
+        self._claimed = claimed
         super().__init__(log_dir)
         if resume_step is not None and os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as file:
@@ -81,7 +86,7 @@ class _ContinuingWriter(ExperimentWriter):
             atomic_write_text("\n".join(lines) + "\n", self.metrics_file_path)
 
     def _check_log_dir_exists(self) -> None:
-        if self._resume_step is None:
+        if self._resume_step is None and not self._claimed:
             super()._check_log_dir_exists()
 
 
@@ -121,6 +126,7 @@ class RunLogger(CSVLogger):
         self._resume_step = resume_step
         self._lock: ProcessLock | None = None
         self.branched_from: dict[str, Any] | None = None  # set by continue_run for an earlier checkpoint
+        self._claimed = False  # whether this run made its folder (claim_version), so nothing in it is older
 
     def continue_run(self, ckpt_path: str | os.PathLike[str]) -> bool:
         """Continue the run whose ``version_N/checkpoints/`` holds ``ckpt_path``, if it is one of this logger's runs
@@ -144,7 +150,7 @@ class RunLogger(CSVLogger):
             self.branched_from = {"checkpoint": str(Path(ckpt_path).resolve()), "step": step, "run": str(run),
                                   "run_step": latest}  # fmt: skip
             return False
-        self._version = int(run.name[8:])
+        self._version, self._claimed = int(run.name[8:]), False
         self._resume_step = step
         return True
 
@@ -153,7 +159,8 @@ class RunLogger(CSVLogger):
         """The run's version: given, or claimed on first use (on global rank 0, which writes; the other ranks read
         the folder from the Trainer, which broadcasts it)."""
         if self._version is None:
-            self._version = claim_version(self.root_dir) if rank_zero_only.rank == 0 else self._get_next_version()
+            self._claimed = rank_zero_only.rank == 0
+            self._version = claim_version(self.root_dir) if self._claimed else self._get_next_version()
         return self._version
 
     @rank_zero_only
@@ -172,7 +179,7 @@ class RunLogger(CSVLogger):
             folder = Path(self.log_dir)
             folder.mkdir(parents=True, exist_ok=True)
             self._lock = _hold(folder)
-            self._experiment = _ContinuingWriter(self.log_dir, self._resume_step)
+            self._experiment = _ContinuingWriter(self.log_dir, self._resume_step, self._claimed)
             if self.branched_from is not None:
                 atomic_write_text(json.dumps(self.branched_from, indent=2) + "\n", folder / BRANCH_RECORD)
         return self._experiment

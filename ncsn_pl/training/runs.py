@@ -25,6 +25,7 @@ __all__ = [
     "SWEEP_PARAM_PATH",
     "declare_metric_summaries",
     "default_wandb_mode",
+    "drop_unset_wandb_settings",
     "log_config",
     "log_to_sweep_run",
     "run_dir",
@@ -78,6 +79,19 @@ def declare_metric_summaries(loggers: Iterable[object]) -> int:
                 logger.experiment.define_metric(name, summary=summary, step_metric="trainer/global_step")
             runs += 1
     return runs
+
+
+def drop_unset_wandb_settings(loggers: Iterable[object]) -> int:
+    """Stop every ``WandbLogger`` among ``loggers`` from passing ``anonymous=None`` to ``wandb.init``: Lightning
+    always passes it, and W&B warns that the (deprecated) setting has no effect whenever it is passed at all.
+    Call it before the first log call; returns how many loggers were changed."""
+    changed = 0
+    for logger in loggers:
+        settings = getattr(logger, "_wandb_init", None) if isinstance(logger, WandbLogger) else None
+        if isinstance(settings, dict) and "anonymous" in settings and settings["anonymous"] is None:
+            del settings["anonymous"]
+            changed += 1
+    return changed
 
 
 def sweep_parameters(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:

@@ -15,7 +15,10 @@ from typing import Any
 from ncsn_pl.tools.compare.quality import quality_cells, quality_columns
 from ncsn_pl.tools.compare.runs import Comparison, RunRow, collect_runs
 
-__all__ = ["compare", "format_table", "main", "plot_runs", "write_tables"]
+__all__ = ["DESCRIPTION", "compare", "format_table", "main", "plot_runs", "write_tables"]
+
+
+DESCRIPTION = "Compare runs by a metric: a table (also runs.csv, runs.md) and PNG plots."
 
 
 def _fmt(value: Any) -> str:
@@ -159,9 +162,7 @@ def compare(paths: Sequence[str], metric: str | None = None, out: str | Path | N
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ncsn_pl compare",
-        description="Compare runs by a metric: a table (also runs.csv, runs.md) and PNG plots.")
+    parser = argparse.ArgumentParser(prog="python -m ncsn_pl compare", description=DESCRIPTION)
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="run folders, sweep folders, offline W&B runs, or entity/project (W&B API, online)")
     parser.add_argument("--metric", default=None,

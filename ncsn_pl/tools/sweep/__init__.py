@@ -1,5 +1,5 @@
 """Noise-schedule sweeps: the sweep file (:mod:`.spec`), the offline runner (:mod:`.runner`) and its command."""
 
-from ncsn_pl.tools.sweep.command import main
+from ncsn_pl.tools.sweep.command import DESCRIPTION, main
 
-__all__ = ["main"]
+__all__ = ["DESCRIPTION", "main"]

@@ -27,12 +27,17 @@ from ncsn_pl.tools.sweep.spec import (
 __all__ = ["main"]
 
 
+DESCRIPTION = (
+    "Run a W&B sweep file with no W&B server: the sweeps engine suggests, each trial is the file's command in its own "
+    "process with W&B offline. Rerun the same command to continue a sweep; run it several times at once (one node or "
+    "many sharing --out) for several workers on one sweep."
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ncsn_pl sweep",
-        description="Run a W&B sweep file with no W&B server: the sweeps engine suggests, each trial is the file's "
-                    "command in its own process with W&B offline. Rerun the same command to continue a sweep; run "
-                    "it several times at once (one node or many sharing --out) for several workers on one sweep.",
+        description=DESCRIPTION,
         epilog="Arguments after `--` are added to every trial, e.g. `-- --trainer.max_steps=1000 "
                "--data.init_args.root=/data`.")
     parser.add_argument("file", help="the sweep YAML file (the one `wandb sweep FILE` takes)")
