@@ -1,4 +1,4 @@
-"""Tiny synthetic copies of MNIST, CIFAR-10 and CelebA in the exact on-disk layouts torchvision reads.
+"""Tiny synthetic copies of MNIST, Fashion-MNIST, CIFAR-10 and CelebA in the exact on-disk layouts torchvision reads.
 
 No network access: the files are written from a seeded generator. Use them in any test::
 
@@ -19,6 +19,7 @@ from it inherit it, spawned processes (``ddp_spawn``, ``num_workers`` with spawn
 from __future__ import annotations
 
 import contextlib
+import gzip
 import pickle
 import struct
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ __all__ = [
     "skip_md5_checks",
     "write_fake_celeba",
     "write_fake_cifar10",
+    "write_fake_fashion_mnist",
     "write_fake_mnist",
     "write_images",
 ]
@@ -73,6 +75,35 @@ def write_fake_mnist(root: str | Path, n_train: int = 20, n_test: int = 10, seed
         )
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
     return root
+
+
+def write_fake_fashion_mnist(
+    folder: str | Path, n_train: int = 20, n_test: int = 10, seed: int = 0, gz: bool = False
+) -> dict[str, np.ndarray]:
+    """Write Fashion-MNIST's four IDX files into ``folder`` itself (``<root>/FashionMNIST/raw`` as torchvision
+    lays it out, or a stand-in for the system package's folder), gzipped with ``gz`` as Debian ships them.
+
+    Returns:
+        The arrays written: ``train_images``, ``train_labels``, ``t10k_images``, ``t10k_labels`` (uint8).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = _smooth_images(rng, n, 28, 28, 1)[..., 0]
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        arrays[f"{prefix}_images"], arrays[f"{prefix}_labels"] = images, labels
+        files = {
+            f"{prefix}-images-idx3-ubyte": struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes(),
+            f"{prefix}-labels-idx1-ubyte": struct.pack(">II", 2049, n) + labels.tobytes(),
+        }
+        for name, data in files.items():
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
+    return arrays
 
 
 def write_fake_cifar10(root: str | Path, n_train: int = 20, n_test: int = 6, seed: int = 0) -> Path:

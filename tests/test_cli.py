@@ -5,7 +5,13 @@ import pytest
 import torch
 import yaml
 from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
-from fake_datasets import skip_md5_checks, write_fake_celeba, write_fake_cifar10, write_fake_mnist
+from fake_datasets import (
+    skip_md5_checks,
+    write_fake_celeba,
+    write_fake_cifar10,
+    write_fake_fashion_mnist,
+    write_fake_mnist,
+)
 
 from ncsn_pl.commands.cli import main
 
@@ -14,6 +20,7 @@ from ncsn_pl.commands.cli import main
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     write_fake_mnist(root)
+    write_fake_fashion_mnist(root / "FashionMNIST" / "raw")
     write_fake_cifar10(root)
     write_fake_celeba(root, n_train=8)
     return root

@@ -29,7 +29,7 @@ def _files_under(root: Path) -> list[Path]:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"dataset": "imagenet"}, "mnist, cifar10, celeba, digits, folder"),
+        ({"dataset": "imagenet"}, "mnist, fashion_mnist, cifar10, celeba, digits, folder"),
         ({"dataset": "mnist", "channels": 3}, "mnist has 1 channel"),
         ({"dataset": "folder", "channels": 2}, "must be 1 .* or 3"),
         ({"dataset": "digits", "image_size": 0}, "image_size must be a positive"),

@@ -5,7 +5,7 @@ only the sampler and its step count change. Writes ``results.json`` (every point
 ``results.md`` (a table) and ``fid_vs_nfe.png`` into ``--out``.
 
     python experiments/samplers/study.py --ckpt runs/samplers/version_0/checkpoints/last.ckpt \
-        --out experiments/samplers/digits [--num-samples 360] [--split val]
+        --out experiments/samplers/digits [--num-samples 360] [--split val] [--num-real 1000]
 
 The step sizes follow each sampler's paper on the checkpoint's schedule: annealed Langevin takes NCSNv2's
 Technique 4 for each T (the step_lr whose variance ratio is closest to 1), consistent annealed sampling takes
@@ -31,8 +31,9 @@ from ncsn_pl.core.sigmas import step_lr_from_variance_rule
 SAMPLERS = "ncsn_pl.core.samplers"
 
 
-def points(sigmas: list[float]) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(label, class name, init_args)`` of every point of the study, on the schedule ``sigmas``."""
+def points(sigmas: list[float], pc_snrs: tuple[float, ...] = (0.16,)) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(label, class name, init_args)`` of every point of the study, on the schedule ``sigmas``; the
+    predictor-corrector points for each snr of ``pc_snrs`` (labelled with it unless it is score_sde's 0.16)."""
     gamma, sigma_min = sigmas[0] / sigmas[1], sigmas[-1]
     grid: list[tuple[str, str, dict[str, Any]]] = []
     for steps in (1, 2, 5, 10, 20):
@@ -42,8 +43,10 @@ def points(sigmas: list[float]) -> list[tuple[str, str, dict[str, Any]]]:
     for refine in (1, 2, 4, 8):
         step_lr = consistent_ancestral_step_lr(sigmas, refine)
         grid.append((f"CAS n={refine}", "ConsistentAnnealed", {"n_steps_each": refine, "step_lr": step_lr}))
-    for correct in (1, 2, 4):
-        grid.append((f"PC n={correct}", "PredictorCorrector", {"n_steps_each": correct, "snr": 0.16}))
+    for snr in pc_snrs:
+        for correct in (1, 2, 4):
+            label = f"PC n={correct}" + ("" if snr == 0.16 else f" snr={snr}")
+            grid.append((label, "PredictorCorrector", {"n_steps_each": correct, "snr": snr}))
     for steps in (5, 10, 20, 40):
         grid.append((f"ODE Heun N={steps}", "ProbabilityFlowODE", {"solver": "heun", "num_steps": steps}))
     for steps in (10, 20, 40, 80):
@@ -60,6 +63,7 @@ def run_point(args: argparse.Namespace, label: str, name: str, init_args: dict[s
         f"--num_samples={args.num_samples}", f"--batch_size={args.batch_size}", f"--seed={args.seed}",
         f"--sampler={SAMPLERS}.{name}", *(f"--sampler.{k}={v}" for k, v in init_args.items()),
         f"--out={record_path}", "--trainer.enable_progress_bar=false",
+        *([f"--num_real={args.num_real}"] if args.num_real else []), *args.fid_args,
     ]  # fmt: skip
     if not record_path.is_file():  # a rerun skips the points already scored
         start = time.perf_counter()
@@ -92,7 +96,8 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     families: dict[str, list[tuple[int, float]]] = {}
     for r in results:
         if "fid" in r:
-            families.setdefault(r["label"].rsplit(" ", 1)[0], []).append((r["nfe"], r["fid"]))
+            family = " ".join(t for t in r["label"].split() if not t.startswith(("T=", "n=", "N=")))
+            families.setdefault(family, []).append((r["nfe"], r["fid"]))
     for family, values in families.items():
         values.sort()
         axes.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=family)
@@ -114,6 +119,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--split", default="val", choices=("train", "val"))
     parser.add_argument("--batch-size", type=int, default=360)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-real", type=int, default=None, help="real images of --split (default: all)")
+    parser.add_argument("--fid-args", nargs="+", default=[], metavar="ARG",
+                        help="more options of every `fid` run, e.g. --fid-args=--quality.kid=true")
+    parser.add_argument("--pc-snr", type=float, nargs="+", default=[0.16], help="the predictor-corrector's snr values")
     parser.add_argument("--title", default="FID against NFE")
     parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
                         help="score only these points (labels as in the table, e.g. 'ALS T=10' 'CAS n=1'), e.g. again "
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     out = Path(args.out)
     sigmas = torch.load(args.ckpt, map_location="cpu", weights_only=False)["state_dict"]["sigmas"].tolist()
-    chosen = [p for p in points(sigmas) if args.only is None or p[0] in args.only]
+    chosen = [p for p in points(sigmas, tuple(args.pc_snr)) if args.only is None or p[0] in args.only]
     if args.only and len(chosen) != len(args.only):
         parser.error(f"--only: no point named {sorted(set(args.only) - {p[0] for p in chosen})}")
     results = [run_point(args, *point, out) for point in chosen]

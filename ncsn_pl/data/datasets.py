@@ -1,5 +1,5 @@
-"""The data sets on disk: where MNIST, CIFAR-10 and CelebA live, how to check, read and download them, and the
-bundled scikit-learn digits.
+"""The data sets on disk: where MNIST, Fashion-MNIST, CIFAR-10 and CelebA live, how to check, read and download
+them, and the bundled scikit-learn digits.
 
 Layout checks name every missing or corrupt file and say how to get it; a download goes into a temporary folder
 inside the root and is moved into place only when it has succeeded.
@@ -7,6 +7,7 @@ inside the root and is moved into place only when it has succeeded.
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import shutil
@@ -24,15 +25,24 @@ __all__ = [
     "DATASETS",
     "DATASET_INFO",
     "DatasetInfo",
+    "IdxImages",
+    "SYSTEM_FASHION_MNIST",
     "download",
+    "fashion_mnist_dir",
     "load_builtin",
     "load_digits_images",
     "missing_files",
     "missing_message",
 ]
 
-DATASETS: tuple[str, ...] = ("mnist", "cifar10", "celeba", "digits", "folder")
-BUILTIN_DOWNLOADS = ("mnist", "cifar10", "celeba")
+DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "celeba", "digits", "folder")
+BUILTIN_DOWNLOADS = ("mnist", "fashion_mnist", "cifar10", "celeba")
+# where Debian's package puts Fashion-MNIST (`apt-get install -y dataset-fashion-mnist`; gzipped IDX files)
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_HINT = (
+    "`apt-get install -y dataset-fashion-mnist` (Debian's package, read from /usr/share/datasets/fashion-mnist), "
+    "or --data.init_args.download=true (needs network access)"
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class DatasetInfo:
 
 DATASET_INFO: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(channels=1, size=28, flip=False),  # NCSN v1 anneal.yml
+    "fashion_mnist": DatasetInfo(channels=1, size=28, flip=False),  # as MNIST; its shoes all point one way
     "cifar10": DatasetInfo(channels=3, size=32, flip=True),  # NCSN v1 and v2 cifar10.yml
     "celeba": DatasetInfo(channels=3, size=32, flip=True),  # v1: 32 (crop 140); v2 celeba.yml: 64
     "digits": DatasetInfo(channels=1, size=8, flip=False),  # digits are not mirror-symmetric
@@ -71,6 +82,7 @@ _SOURCES = {
         "https://ossci-datasets.s3.amazonaws.com/mnist/ (mirror: http://yann.lecun.com/exdb/mnist/); "
         "unpack the four .gz files"
     ),
+    "fashion_mnist": _FASHION_HINT,
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz; unpack it into the root",
     "celeba": (
         "Google Drive (torchvision.datasets.CelebA.file_list; downloading needs `pip install gdown`), see "
@@ -94,15 +106,35 @@ def load_digits_images(image_size: int) -> torch.Tensor:
 # ---------------------------------------------------------------------- torchvision sets on disk
 def _expected_files(dataset: str, root: str | Path) -> list[Path]:
     root = Path(root)
-    if dataset == "mnist":
-        return [root / "MNIST" / "raw" / name for name in _MNIST_FILES]
+    if dataset in ("mnist", "fashion_mnist"):
+        return [root / ("MNIST" if dataset == "mnist" else "FashionMNIST") / "raw" / name for name in _MNIST_FILES]
     if dataset == "cifar10":
         return [root / "cifar-10-batches-py" / name for name in (*_CIFAR_FILES, "batches.meta")]
     return [root / "celeba" / name for name in _CELEBA_FILES] + [root / "celeba" / "img_align_celeba"]
 
 
+def _has_idx(folder: Path, name: str) -> bool:
+    return (folder / name).is_file() or (folder / f"{name}.gz").is_file()
+
+
+def fashion_mnist_dir(root: str | Path) -> Path | None:
+    """The folder Fashion-MNIST is read from: ``<root>/FashionMNIST/raw`` when it holds the four IDX files (plain or
+    ``.gz``), else the system package's :data:`SYSTEM_FASHION_MNIST` when it does, else None."""
+    for folder in (Path(root) / "FashionMNIST" / "raw", SYSTEM_FASHION_MNIST):
+        if all(_has_idx(folder, name) for name in _MNIST_FILES):
+            return folder
+    return None
+
+
 def missing_files(dataset: str, root: str | Path) -> list[Path]:
-    """The expected files (or, for CelebA's images, the directory) that are not on disk."""
+    """The expected files (or, for CelebA's images, the directory) that are not on disk.
+
+    Fashion-MNIST counts as present when the system package has it (:func:`fashion_mnist_dir`).
+    """
+    if dataset == "fashion_mnist":
+        if fashion_mnist_dir(root) is not None:
+            return []
+        return [p for p in _expected_files(dataset, root) if not _has_idx(p.parent, p.name)]
     if dataset == "mnist":
         processed = Path(root) / "MNIST" / "processed"
         if (processed / "training.pt").is_file() and (processed / "test.pt").is_file():
@@ -122,6 +154,12 @@ def _layout(dataset: str, root: str | Path) -> str:
 
 
 def missing_message(dataset: str, root: str | Path, missing: Sequence[Path]) -> str:
+    if dataset == "fashion_mnist":
+        return (
+            f"Fashion-MNIST not found: neither under data.root={str(root)!r} "
+            f"({Path(root) / 'FashionMNIST' / 'raw'}/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz]; missing: "
+            f"{', '.join(p.name for p in missing)}) nor in {SYSTEM_FASHION_MNIST}. Get it with {_FASHION_HINT}."
+        )
     all_missing = len(missing) == len(_expected_files(dataset, root))
     return (
         f"Data set {dataset!r} not found under data.root={str(root)!r}. Expected this layout:\n"
@@ -139,11 +177,18 @@ def load_builtin(dataset: str, root: str, split: str) -> Dataset:
     try:
         if dataset == "mnist":
             return datasets.MNIST(root, train=split == "train", download=False)
+        if dataset == "fashion_mnist":
+            folder = fashion_mnist_dir(root)
+            if folder is None:
+                raise FileNotFoundError(missing_message(dataset, root, missing_files(dataset, root)))
+            return IdxImages(folder, "train" if split == "train" else "t10k")
         if dataset == "cifar10":
             return datasets.CIFAR10(root, train=split == "train", download=False)
         celeba = datasets.CelebA(
             root, split="train" if split == "train" else "test", target_type=[], download=False
         )
+    except FileNotFoundError:
+        raise
     except Exception as err:  # noqa: BLE001 - re-raised with the file that caused it
         raise RuntimeError(_corrupt_message(dataset, root, err)) from err
     if len(celeba) == 0:
@@ -160,6 +205,13 @@ def _corrupt_message(dataset: str, root: str, err: Exception) -> str:
         if bad
         else (f"Could not read the files of {dataset!r} under {root!r}")
     )
+    if dataset == "fashion_mnist":
+        if bad:
+            return (
+                f"{where}. Replace them: `apt-get install --reinstall -y dataset-fashion-mnist` (the system "
+                "package's), or delete them and set --data.init_args.download=true (a copy under data.root)."
+            )
+        return f"{where} ({type(err).__name__}: {err})."
     return (
         f"{where} ({type(err).__name__}: {err}). Delete the file(s) and set data.download=true to fetch them "
         f"again, or replace them by hand (source: {_SOURCES[dataset]})."
@@ -171,8 +223,10 @@ def _find_corrupt_files(dataset: str, root: str) -> list[str]:
     from torchvision.datasets import CIFAR10, CelebA
     from torchvision.datasets.utils import check_integrity
 
-    if dataset == "mnist":
-        return [f"{p} ({problem})" for p in _expected_files(dataset, root) if (problem := _idx_problem(p))]
+    if dataset in ("mnist", "fashion_mnist"):
+        folder = fashion_mnist_dir(root) if dataset == "fashion_mnist" else None
+        paths = [_idx_path(folder, name) for name in _MNIST_FILES] if folder else _expected_files(dataset, root)
+        return [f"{p} ({problem})" for p in paths if (problem := _idx_problem(p))]
     bad: list[str] = []
     if dataset == "cifar10":
         md5s = dict(CIFAR10.train_list + CIFAR10.test_list)
@@ -194,10 +248,26 @@ def _find_corrupt_files(dataset: str, root: str) -> list[str]:
     return bad
 
 
+def _idx_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/name.gz`` when only the gzipped file is there."""
+    plain = folder / name
+    return plain if plain.is_file() else folder / f"{name}.gz"
+
+
+def _read_idx_bytes(path: Path) -> bytes:
+    """The bytes of an IDX file, gunzipped when its name ends in ``.gz``."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        return f.read()
+
+
 def _idx_problem(path: Path) -> str | None:
-    """Why an uncompressed IDX file (MNIST) is malformed, or None if its header and size agree."""
-    with open(path, "rb") as f:
-        data = f.read()
+    """Why an IDX file (MNIST, Fashion-MNIST; plain or ``.gz``) is malformed, or None if its header and size
+    agree."""
+    try:
+        data = _read_idx_bytes(path)
+    except (OSError, EOFError) as err:
+        return f"cannot be read: {type(err).__name__}: {err}"
     if len(data) < 4:
         return f"{len(data)} bytes, shorter than an IDX header"
     (magic,) = struct.unpack(">I", data[:4])
@@ -213,6 +283,49 @@ def _idx_problem(path: Path) -> str | None:
     return None
 
 
+def _read_idx(path: Path) -> torch.Tensor:
+    """An unsigned-byte IDX file (LeCun et al.'s MNIST format) as a uint8 tensor of its header's shape."""
+    problem = _idx_problem(path)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
+    data = _read_idx_bytes(path)
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).view(*dims)
+
+
+class IdxImages(Dataset):
+    """Images and labels of a pair of IDX files in MNIST's format, plain or gzipped (Fashion-MNIST, Xiao et al.
+    2017): item ``i`` is ``(PIL image "L", label)``, as torchvision's ``MNIST`` gives it.
+
+    Args:
+        folder: the folder of ``{prefix}-images-idx3-ubyte[.gz]`` and ``{prefix}-labels-idx1-ubyte[.gz]``.
+        prefix: ``train`` or ``t10k``.
+    """
+
+    def __init__(self, folder: str | Path, prefix: str) -> None:
+        folder = Path(folder)
+        self.files = (
+            _idx_path(folder, f"{prefix}-images-idx3-ubyte"),
+            _idx_path(folder, f"{prefix}-labels-idx1-ubyte"),
+        )
+        self.data = _read_idx(self.files[0])
+        self.targets = _read_idx(self.files[1]).long()
+        if self.data.ndim != 3 or self.targets.shape != self.data.shape[:1]:
+            raise ValueError(
+                f"{self.files[0]} and {self.files[1]} do not match: images {tuple(self.data.shape)}, labels "
+                f"{tuple(self.targets.shape)}."
+            )
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple:
+        from PIL import Image
+
+        return Image.fromarray(self.data[index].numpy(), mode="L"), int(self.targets[index])
+
+
 def download(dataset: str, root: str) -> None:
     """Download with torchvision into a temporary folder in ``root``; move the files into place on success."""
     from torchvision import datasets
@@ -220,11 +333,15 @@ def download(dataset: str, root: str) -> None:
     root_path = Path(root)
     root_path.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root_path))
-    folder = {"mnist": "MNIST", "cifar10": "cifar-10-batches-py", "celeba": "celeba"}[dataset]
+    folder = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py", "celeba": "celeba"}[
+        dataset
+    ]
     try:
         try:
             if dataset == "mnist":
                 datasets.MNIST(tmp, train=True, download=True)
+            elif dataset == "fashion_mnist":
+                datasets.FashionMNIST(tmp, train=True, download=True)
             elif dataset == "cifar10":
                 datasets.CIFAR10(tmp, train=True, download=True)
             else:

@@ -1,4 +1,4 @@
-"""The image DataModule: MNIST, CIFAR-10, CelebA, scikit-learn's digits, or any folder of images.
+"""The image DataModule: MNIST, Fashion-MNIST, CIFAR-10, CelebA, scikit-learn's digits, or any folder of images.
 
 Batches are plain float tensors ``(B, C, H, W)`` in [0, 1] (labels are dropped). The training split gets the
 papers' augmentation (horizontal flips where the paper used them) and, optionally, NCSN v1's uniform
@@ -44,6 +44,8 @@ class ImageDataModule(pl.LightningDataModule):
     dataset     train                     val / test                             image        flip
     ==========  ========================  =====================================  ===========  ======
     mnist       official train (60k)      official test (10k)                    28, 1 ch.    no
+    fashion_    official train (60k)      official test (10k)                    28, 1 ch.    no
+    mnist
     cifar10     official train (50k)      official test (10k)                    32, 3 ch.    yes
     celeba      CelebA "train"            CelebA "test" (as NCSN v1)             32 (or 64)   yes
     digits      sklearn ``load_digits``   seeded ``val_fraction`` of the 1797    8, 1 ch.     no
@@ -51,7 +53,7 @@ class ImageDataModule(pl.LightningDataModule):
     ==========  ========================  =====================================  ===========  ======
 
     Preprocessing (ermongroup/ncsn ``anneal_runner.py:44-93``; ncsnv2 ``datasets/__init__.py``):
-    CelebA is ``CenterCrop(140) -> Resize(image_size)``; MNIST and CIFAR-10 are resized only when
+    CelebA is ``CenterCrop(140) -> Resize(image_size)``; MNIST, Fashion-MNIST and CIFAR-10 are resized only when
     ``image_size`` differs from the native size; folder images are converted to RGB (or L when
     ``channels=1``), their shorter side resized to ``image_size`` and the centre square cropped; digits
     (8x8, levels 0..16) are scaled to [0, 1] and bilinearly resized when ``image_size`` is set; then ``ToTensor()``.
@@ -65,6 +67,9 @@ class ImageDataModule(pl.LightningDataModule):
     Files on disk (``download=False``, the default, never touches the network):
 
     * mnist: ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (uncompressed IDX);
+    * fashion_mnist: ``<root>/FashionMNIST/raw/`` with the same four names (plain or ``.gz``); when the root
+      has none, the system package's files in ``/usr/share/datasets/fashion-mnist/``
+      (``apt-get install -y dataset-fashion-mnist``);
     * cifar10: ``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``;
     * celeba: ``<root>/celeba/img_align_celeba/*.jpg`` plus ``list_eval_partition.txt``,
       ``list_attr_celeba.txt``, ``identity_CelebA.txt``, ``list_bbox_celeba.txt`` and
@@ -77,13 +82,14 @@ class ImageDataModule(pl.LightningDataModule):
     nothing is left half-written and a RuntimeError says why.
 
     Args:
-        dataset: one of ``mnist``, ``cifar10``, ``celeba``, ``digits`` (scikit-learn's 8x8 digits, no
-            files needed) or ``folder`` (any directory of png/jpg/jpeg/bmp/webp images).
-        root: directory that holds the data sets (``<root>/MNIST``, ``<root>/cifar-10-batches-py``,
-            ``<root>/celeba``); for ``folder`` the image directory itself. Unused by ``digits``.
-        download: fetch a missing mnist/cifar10/celeba with torchvision (needs network access).
-        image_size: output height and width. Default: the native size (mnist 28, cifar10 32, digits 8),
-            32 for celeba (NCSN v1; NCSNv2 uses 64), and for ``folder`` the shorter side of the first image.
+        dataset: one of ``mnist``, ``fashion_mnist`` (Xiao et al. 2017), ``cifar10``, ``celeba``, ``digits``
+            (scikit-learn's 8x8 digits, no files needed) or ``folder`` (any directory of png/jpg/jpeg/bmp/webp images).
+        root: directory that holds the data sets (``<root>/MNIST``, ``<root>/FashionMNIST``,
+            ``<root>/cifar-10-batches-py``, ``<root>/celeba``); for ``folder`` the image directory itself. Unused by
+            ``digits``.
+        download: fetch a missing mnist/fashion_mnist/cifar10/celeba with torchvision (needs network access).
+        image_size: output height and width. Default: the native size (mnist and fashion_mnist 28, cifar10 32,
+            digits 8), 32 for celeba (NCSN v1; NCSNv2 uses 64), and for ``folder`` the shorter side of the first image.
         channels: 1 or 3. Only ``folder`` can choose (1 converts to grayscale "L", 3 to "RGB", default 3);
             the built-in sets have a fixed count, which this may only repeat.
         batch_size: training batch size (``--trainer.fast_dev_run`` uses at most 2, with no workers).

@@ -32,12 +32,13 @@ class SampleQualityMonitor(Callback):
     ``step_seed(seed, k)`` and rank ``r`` of ``W`` draws ``k = r, r + W, ...``, so the sample set and the FID do
     not depend on the number of processes. The EMA weights are used when an ``EMAWeightAveraging`` callback is
     present. The metrics are :class:`~ncsn_pl.metrics.SampleQuality`'s (torchmetrics, TF-FID settings, offline
-    Inception weights) against the first ``num_real`` images of the training data; their statistics are cached
-    on disk, keyed by data set, split, data settings, count and feature extractor (or taken from a paper's reference
-    file, ``ref_stats``). Every value is also appended to ``<run dir>/sample_quality.jsonl`` with the counts, the
-    sampler's settings and NFE, the feature extractor and the real statistics' source; W&B runs get those in their
-    config under ``sample_quality``. Precision and recall (``quality: {precision_recall: true}``; Kynkäänniemi et
-    al. 2019) say whether a worse FID comes from worse samples (precision) or from missing modes (recall).
+    Inception weights) against the first ``num_real`` images of ``split`` (by default the training data); their
+    statistics are cached on disk, keyed by data set, split, data settings, count and feature extractor (or taken
+    from a paper's reference file, ``ref_stats``). Every value is also appended to
+    ``<run dir>/sample_quality.jsonl`` with the counts, the sampler's settings and NFE, the feature extractor and
+    the real statistics' source; W&B runs get those in their config under ``sample_quality``. Precision and recall
+    (``quality: {precision_recall: true}``; Kynkäänniemi et al. 2019) say whether a worse FID comes from worse
+    samples (precision) or from missing modes (recall).
 
     Because the values are logged in the validation loop, ``ModelCheckpoint(monitor="val/fid", mode="min")``
     works; keep ``every_n_epochs=1`` then, so every validation that saves a checkpoint has a fresh FID (thin the
@@ -55,7 +56,9 @@ class SampleQualityMonitor(Callback):
             to the loggers directly: Lightning allows no ``log`` there).
         batch_size: samples per sampler call on each process.
         seed: sample ``k`` is seeded with ``step_seed(seed, k)``.
-        num_real: training images in the real statistics (``None`` = all).
+        num_real: real images in the statistics, the first of ``split`` (``None`` = all).
+        split: the real images: ``train`` (NCSNv2's fast FID) or ``val`` (the held-out split: the official test
+            set of MNIST, Fashion-MNIST and CIFAR-10).
         ref_stats: a reference statistics file (``.npz``: pytorch-fid / TTUR ``mu``, ``sigma`` or score_sde
             ``pool_3``) to compare with instead of the training images, for numbers comparable with a paper's.
         sampler: the sampler of the samples (``None``: the model's); its network evaluations per sample are logged
@@ -73,6 +76,7 @@ class SampleQualityMonitor(Callback):
         batch_size: int = 100,
         seed: int = 0,
         num_real: int | None = None,
+        split: str = "train",
         ref_stats: str | None = None,
         sampler: Sampler | None = None,
         quality: QualityOptions = QualityOptions(),
@@ -93,7 +97,10 @@ class SampleQualityMonitor(Callback):
         self.evaluate_on_train_end = on_train_end
         self.batch_size = batch_size
         self.seed = seed
+        if split not in ("train", "val"):
+            raise ValueError(f"SampleQualityMonitor.split must be 'train' or 'val' (the test split), got {split!r}.")
         self.num_real = num_real
+        self.split = split
         self.ref_stats = ref_stats
         self.sampler = sampler
         # fails when the run is configured, not after the first epoch; lists the ways to get the weights
@@ -130,7 +137,7 @@ class SampleQualityMonitor(Callback):
                     "SampleQualityMonitor reads the real images from the DataModule; pass one to the Trainer (the "
                     "CLI always does)."
                 )
-            real = real_images(trainer.datamodule, "train", self.num_real)
+            real = real_images(trainer.datamodule, self.split, self.num_real)
             rank, world = trainer.global_rank, trainer.world_size
             self.quality.load_or_compute_real(lambda: real.shard(rank, world, self.batch_size), **real.cache_key())
             self._real_loaded = True

@@ -1,0 +1,81 @@
+"""Figures of experiments/fashion/README.md: sample grids enlarged to be seen, and FID / class entropy against steps.
+
+    python experiments/fashion/figures.py grid --samples DIR_OR_NPZ --out grid.png [--num 64] [--display-size 64]
+    python experiments/fashion/figures.py curve --runs runs/fashion_curve_v1/version_0 runs/fashion_curve_v2/version_0 \
+        --labels "v1 rules" "v2 rules" [--coverage A.json B.json ...] --out curve.png
+
+``curve`` reads each run's ``sample_quality.jsonl`` (FID at each evaluation); ``--coverage`` adds the class entropy
+of coverage.py's JSON files, placed at the ``step`` each one records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ncsn_pl.data.image_files import save_grid
+
+try:
+    from coverage import load_samples
+except ImportError:  # pragma: no cover - loaded through importlib from another folder
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from coverage import load_samples
+
+
+def grid(samples: str, out: str, num: int, display_size: int) -> None:
+    """The first ``num`` samples as a grid, each image enlarged (nearest neighbour) to about ``display_size``."""
+    images = load_samples(samples)[:num].clamp(0, 1)
+    save_grid(images, out, display_size=display_size)
+
+
+def curve(runs: list[str], labels: list[str], coverage: list[str], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run, label in zip(runs, labels, strict=True):
+        records = [json.loads(line) for line in (Path(run) / "sample_quality.jsonl").read_text().splitlines()]
+        left.plot([r["step"] for r in records], [r["fid"] for r in records], marker="o", label=label)
+    points: dict[str, list[tuple[int, float]]] = {}
+    for path in coverage:
+        record = json.loads(Path(path).read_text())
+        points.setdefault(record.get("label", Path(path).stem), []).append((record["step"], record["entropy"]))
+    for label, values in points.items():
+        values.sort()
+        right.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=label)
+    right.axhline(2.302585, color="grey", linestyle=":", label="uniform (ln 10)")
+    left.set(xlabel="optimizer steps", ylabel="FID (1,000 samples, 1,000 test images)")
+    right.set(xlabel="optimizer steps", ylabel="class entropy of the samples (nats)", ylim=(0, 2.4))
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    g = commands.add_parser("grid")
+    g.add_argument("--samples", required=True)
+    g.add_argument("--out", required=True)
+    g.add_argument("--num", type=int, default=64)
+    g.add_argument("--display-size", type=int, default=64)
+    c = commands.add_parser("curve")
+    c.add_argument("--runs", nargs="+", required=True)
+    c.add_argument("--labels", nargs="+", required=True)
+    c.add_argument("--coverage", nargs="*", default=[])
+    c.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "grid":
+        grid(args.samples, args.out, args.num, args.display_size)
+    else:
+        curve(args.runs, args.labels, args.coverage, args.out)
+
+
+if __name__ == "__main__":
+    main()
