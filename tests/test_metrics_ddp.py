@@ -68,7 +68,15 @@ def _worker(rank: int, tmp: str) -> None:
         )
         cached.update_fake(fake[rank::WORLD])
         out_cached = cached.compute()
+
+        # KID of random subsets: drawn from its own seeded generator, so the ranks agree whatever their global state
+        torch.manual_seed(rank)
+        subsets = SampleQuality(QualityOptions(feature_extractor=TinyExtractor(), fid=False, kid=True, kid_subsets=3,
+                                               kid_subset_size=4))  # fmt: skip
+        subsets.update_real(real[rank::WORLD])
+        subsets.update_fake(fake[rank::WORLD])
         result = {
+            "subset_kid": subsets.compute()["kid"],
             "live": out_live,
             "cached": out_cached,
             "loaded": (loaded_live, loaded_cached),
@@ -101,6 +109,7 @@ def test_two_processes_count_every_image_once(tmp_path):
             assert out["kid"] == pytest.approx(expected["kid"], rel=1e-5)
         # cached: FID sums on rank 0 only, KID features split over the ranks
         assert res["local_real"] == ((N_REAL if r == 0 else 0), N_REAL // WORLD)
+    assert results[0]["subset_kid"] == results[1]["subset_kid"]
     (cache_file,) = tmp_path.glob("toy-*.pt")
     assert torch.load(cache_file, weights_only=True)["num_samples"] == N_REAL
 
