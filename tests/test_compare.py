@@ -185,3 +185,33 @@ def test_entity_project_through_the_wandb_api(monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["me/ncsn-pl", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_compare_ranks_a_sweep_as_the_sweep_runner_does(tmp_path):
+    import os
+
+    from ncsn_pl.tools.sweep.runner import Sweep
+
+    # val/custom declares no summary, so W&B keeps the last value; a failed and a running trial logged better values
+    config = {"method": "grid", "metric": {"name": "val/custom", "goal": "minimize"},
+              "parameters": {"x": {"values": [1.0, 2.0, 3.0, 4.0]}},
+              "command": ["${env}", "${interpreter}", "trial.py", "${args}"], "program": "trial.py"}  # fmt: skip
+    sweep = Sweep(config, tmp_path / "sweep", stream=open(os.devnull, "w"))
+    outcomes = [([5.0, 1.0, 3.0], [50.0, 10.0, 60.0], 0), ([4.0, 2.0, 2.0], [40.0, 30.0, 30.0], 0), ([0.5], [1.0], 1),
+                ([0.1], [1.0], None)]  # None: still running
+    for custom, fid, returncode in outcomes:
+        trial = sweep.claim(4)
+        write_run(sweep.out / trial["name"] / "version_0", trial["params"]["x"], fid, {"val/custom": custom})
+        trial["log"] = f"{trial['name']}/trial.log"
+        (sweep.out / trial["log"]).write_text("")
+        if returncode is not None:
+            sweep._finish(trial, returncode, 1.0)
+    runner = [t["name"] for t in sweep.ranked()]
+    assert runner == ["trial-001", "trial-000"]  # by the last value (2 < 3), not the best (1 < 2)
+
+    rows = collect_runs([str(sweep.out)]).rows
+    assert [r.run for r in rows] == [*runner, "trial-002", "trial-003"]  # the others listed, not ranked
+    assert [r.rank for r in rows] == [1, 2, None, None]
+    assert [r.status for r in rows] == ["finished", "finished", "failed", "running"]
+    # a metric with a declared summary (val/fid: min) is ranked by its best value
+    assert [r.run for r in collect_runs([str(sweep.out)], metric="val/fid").rows][:2] == ["trial-000", "trial-001"]

@@ -68,7 +68,15 @@ def _worker(rank: int, tmp: str) -> None:
         )
         cached.update_fake(fake[rank::WORLD])
         out_cached = cached.compute()
+
+        # KID of random subsets: drawn from its own seeded generator, so the ranks agree whatever their global state
+        torch.manual_seed(rank)
+        subsets = SampleQuality(QualityOptions(feature_extractor=TinyExtractor(), fid=False, kid=True, kid_subsets=3,
+                                               kid_subset_size=4))  # fmt: skip
+        subsets.update_real(real[rank::WORLD])
+        subsets.update_fake(fake[rank::WORLD])
         result = {
+            "subset_kid": subsets.compute()["kid"],
             "live": out_live,
             "cached": out_cached,
             "loaded": (loaded_live, loaded_cached),
@@ -101,6 +109,7 @@ def test_two_processes_count_every_image_once(tmp_path):
             assert out["kid"] == pytest.approx(expected["kid"], rel=1e-5)
         # cached: FID sums on rank 0 only, KID features split over the ranks
         assert res["local_real"] == ((N_REAL if r == 0 else 0), N_REAL // WORLD)
+    assert results[0]["subset_kid"] == results[1]["subset_kid"]
     (cache_file,) = tmp_path.glob("toy-*.pt")
     assert torch.load(cache_file, weights_only=True)["num_samples"] == N_REAL
 
@@ -166,3 +175,47 @@ def test_two_processes_give_the_precision_and_recall_of_one(tmp_path):
     with np.load(tmp_path / "exported.npz") as data:  # the real statistics of all ranks
         np.testing.assert_allclose(data["mu"], mu.numpy(), rtol=1e-12)
         np.testing.assert_allclose(data["sigma"], sigma.numpy(), rtol=1e-9, atol=1e-12)
+
+
+TORCHRUN_SCRIPT = """
+import sys
+
+import torch
+import torch.distributed as dist
+from tiny_models import TinyFeatures
+
+from ncsn_pl.metrics import QualityOptions, SampleQuality
+
+dist.init_process_group("gloo")  # RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from torchrun
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.set_num_threads(1)
+torch.manual_seed(100 + rank)  # the ranks' global generators differ, as after rank-keyed training noise
+g = torch.Generator().manual_seed(1)
+real, fake = torch.rand(16, 1, 8, 8, generator=g), torch.rand(16, 1, 8, 8, generator=g) ** 2
+quality = SampleQuality(QualityOptions(feature_extractor=TinyFeatures(), fid=False, kid=True, kid_subsets=3,
+                                       kid_subset_size=4, inception_score=True, is_splits=3))
+quality.update_real(real[rank::world])
+quality.update_fake(fake[rank::world])
+torch.save(quality.compute(), f"{sys.argv[1]}/rank{rank}.pt")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow  # about a minute: torchrun starts two interpreters that import torch and torchmetrics
+def test_kid_and_is_agree_on_every_rank_under_torchrun(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "kid_ranks.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+               str(tmp_path)]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert first == second and set(first) == {"kid", "kid_std", "is", "is_std"}

@@ -1,20 +1,21 @@
 """What a run records about itself for the trackers, with no framework: which value of each metric the project logs
-is the best one (the W&B summary each run declares, a sweep's goal, how the offline runner and ``compare`` rank
-runs), and a sweep trial's parameters file and run name (written by ``wandb agent`` or ``python -m ncsn_pl sweep``,
-read by the trial)."""
+is the best one (the W&B summary each run declares, a sweep's goal, and :func:`rank_runs`, the one rule by which the
+offline runner and ``compare`` rank runs), and a sweep trial's parameters file and run name (written by ``wandb
+agent`` or ``python -m ncsn_pl sweep``, read by the trial)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "FID_COMMAND_GOALS",
     "METRIC_SUMMARIES",
     "SWEEP_PARAM_PATH",
     "goal_of",
+    "rank_runs",
     "read_sweep_parameters",
     "summary_value",
     "sweep_run_name",
@@ -56,6 +57,36 @@ def summary_value(metric: str, values: Sequence[float]) -> float | None:
     if not finite:
         return math.nan
     return min(finite) if summary == "min" else max(finite)
+
+
+Run = TypeVar("Run")
+
+
+def rank_runs(
+    runs: Sequence[Run], goal: str, summary: Callable[[Run], float | None], finished: Callable[[Run], bool]
+) -> list[Run]:
+    """The runs of a sweep in rank order, as W&B ranks them and as both the offline sweep runner and ``compare`` do.
+
+    Only finished runs with a metric are ranked, by their summary value (:func:`summary_value`: the best value of a
+    metric with a declared summary, the last one otherwise), best first for ``goal``; a non-finite summary (a
+    diverged run) ranks last; ties keep the runs' order. Failed, interrupted and running runs are not ranked.
+
+    Args:
+        runs: the runs (trial records, table rows, ...).
+        goal: ``"minimize"`` or ``"maximize"``.
+        summary: a run's summary value, or None when it logged the metric never.
+        finished: whether a run finished.
+    """
+    if goal not in ("minimize", "maximize"):
+        raise ValueError(f"goal must be 'minimize' or 'maximize', got {goal!r}.")
+    sign = 1.0 if goal == "minimize" else -1.0
+    scored = [(run, value) for run in runs if finished(run) and (value := summary(run)) is not None]
+
+    def key(item: tuple[int, tuple[Run, float]]) -> tuple[int, float, int]:
+        index, (_, value) = item
+        return (0, sign * value, index) if math.isfinite(value) else (1, 0.0, index)
+
+    return [run for _, (run, _) in sorted(enumerate(scored), key=key)]
 
 
 # the environment variable naming a sweep trial's parameters file (wandb's ``config-<run id>.yaml``: a line

@@ -44,9 +44,9 @@ def _table(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
     header = ["rank", "run", "status", *comparison.settings, f"best {m}", "best step", *quality, f"last {m}", "IS",
               "loss", "steps", "time (s)"]
     body = []
-    for rank, row in enumerate(comparison.rows, 1):
+    for row in comparison.rows:
         best = row.metric.best if row.metric else None
-        body.append([rank if best is not None and math.isfinite(best) else None, row.run, row.status,
+        body.append([row.rank, row.run, row.status,
                      *[_setting(row, k) for k in comparison.settings], best,
                      row.metric.best_step if row.metric else None, *quality_cells(row.quality, quality),
                      row.metric.last if row.metric else None,

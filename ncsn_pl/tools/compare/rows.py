@@ -34,6 +34,8 @@ class RunRow:
             saved config where the sweep or the config said ``auto``.
         quality: what the metric's sample quality was computed from, at its best step (samples, real images, NFE,
             feature extractor, precision, recall; :func:`~ncsn_pl.tools.compare.quality.run_quality`).
+        rank: the run's place among the ranked runs (finished, with a finite summary value; see
+            :func:`~ncsn_pl.tools.compare.runs.sort_rows`), else None.
     """
 
     run: str
@@ -49,6 +51,7 @@ class RunRow:
     note: str = ""
     resolved: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
+    rank: int | None = None
 
     def setting(self, key: str) -> Any:
         """The value of a setting, the resolved number for an ``auto`` one."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ncsn_pl.core.run_records import goal_of
+from ncsn_pl.core.run_records import goal_of, rank_runs, summary_value
 from ncsn_pl.tools.compare.quality import fid_json_quality, run_quality
 from ncsn_pl.tools.compare.rows import Comparison, RunRow, auto_resolved, row_from_metrics, varied
 from ncsn_pl.tools.compare.wandb_runs import api_project_runs, api_rows, sweep_config, wandb_offline_run
@@ -227,7 +227,7 @@ def collect_runs(paths: Sequence[str], metric: str | None = None, goal: str | No
     settings = swept + [k for k in _differing_keys(rows) if k not in swept]
     if not settings:
         settings = [k for k in SCHEDULE_KEYS if any(k in row.config for row in rows)]
-    return Comparison(rows=sort_rows(rows, goal), settings=settings, metric=metric, goal=goal)
+    return Comparison(rows=sort_rows(rows, metric, goal), settings=settings, metric=metric, goal=goal)
 
 
 def _differing_keys(rows: Iterable[RunRow]) -> list[str]:
@@ -246,14 +246,18 @@ def _differing_keys(rows: Iterable[RunRow]) -> list[str]:
     return differing
 
 
-def sort_rows(rows: list[RunRow], goal: str) -> list[RunRow]:
-    """Runs with a finite best value first, best first; the others after them in their original order."""
-    sign = 1.0 if goal == "minimize" else -1.0
+def sort_rows(rows: list[RunRow], metric: str, goal: str) -> list[RunRow]:
+    """The ranked runs first, in rank order, then the others in their original order, with ``rank`` set.
 
-    def key(item: tuple[int, RunRow]) -> tuple[int, float, int]:
-        index, row = item
-        if row.metric is not None and math.isfinite(row.metric.best):
-            return (0, sign * row.metric.best, index)
-        return (1, 0.0, index)
-
-    return [row for _, row in sorted(enumerate(rows), key=key)]
+    Ranked as the sweep runner ranks its trials (:func:`~ncsn_pl.core.run_records.rank_runs`): the finished runs
+    with the metric, by the value their W&B summary holds (the best one for a metric with a declared summary, such as
+    ``val/fid``, the last one otherwise); failed, interrupted and running trials are listed, not ranked.
+    """
+    summaries = {id(row): summary_value(metric, [value for _, value in row.history]) for row in rows}
+    ranked = rank_runs(rows, goal, lambda row: summaries[id(row)], lambda row: row.status == "finished")
+    for row in rows:
+        row.rank = None
+    for position, row in enumerate(ranked, 1):
+        row.rank = position if math.isfinite(summaries[id(row)]) else None
+    ranked_ids = {id(row) for row in ranked}
+    return ranked + [row for row in rows if id(row) not in ranked_ids]

@@ -19,7 +19,6 @@ this host) runs once more, then is recorded as failed.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import secrets
@@ -32,7 +31,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.core.run_records import SWEEP_PARAM_PATH, summary_value, sweep_run_name, write_sweep_parameters
+from ncsn_pl.core.run_records import (
+    SWEEP_PARAM_PATH,
+    rank_runs,
+    summary_value,
+    sweep_run_name,
+    write_sweep_parameters,
+)
 from ncsn_pl.tools.sweep.processes import SweepStopped, log_tail, sigterm_raises, stop_process
 from ncsn_pl.tools.sweep.spec import (
     DEFAULT_COMMAND,
@@ -367,12 +372,11 @@ class Sweep:
         return state
 
     def ranked(self) -> list[dict[str, Any]]:
-        """The finished trials with a metric, best first, by the value the W&B summary holds (as W&B ranks runs)."""
-        sign = 1.0 if self.goal == "minimize" else -1.0
-        scored = [t for t in self.trials if t["state"] == FINISHED and t.get("metric")]
+        """The finished trials with a metric, best first, by the value the W&B summary holds (as W&B ranks runs;
+        :func:`~ncsn_pl.core.run_records.rank_runs`, the rule ``compare`` applies too)."""
 
-        def key(trial: Mapping[str, Any]) -> float:
-            value = trial["metric"].get("summary", trial["metric"]["best"])
-            return sign * value if value is not None and math.isfinite(value) else math.inf
+        def summary(trial: Mapping[str, Any]) -> float | None:
+            metric = trial.get("metric") or {}
+            return metric.get("summary", metric.get("best"))  # sweeps recorded before the summary: the best value
 
-        return sorted(scored, key=key)
+        return rank_runs(self.trials, self.goal, summary, lambda trial: trial["state"] == FINISHED)
