@@ -1,8 +1,8 @@
 """Randomness keyed by position: per-step seeds, per-sample noise and the share of each process.
 
-Training noise is seeded by (step, rank), so a resumed run draws what an uninterrupted one would; sample ``k``
-of a sample set is drawn from its own generator, seeded by ``step_seed(seed, k)``, so it is the same in a batch
-of 1 or 1000 and on rank 0 of 1 or rank 3 of 8. The per-sample generator is EDM's ``StackedRandomGenerator``
+Training noise is seeded by (step, rank, micro-batch), so a resumed run draws what an uninterrupted one would;
+sample ``k`` of a sample set is drawn from its own generator, seeded by ``step_seed(seed, k)``, so it is the same in
+a batch of 1 or 1000 and on rank 0 of 1 or rank 3 of 8. The per-sample generator is EDM's ``StackedRandomGenerator``
 (NVlabs/edm ``generate.py``): the samplers take its ``randn_like`` as their ``noise_fn``.
 """
 
