@@ -1,8 +1,14 @@
 """The noise of training and validation: keyed by micro-batch in training, by validation item in validation."""
 
+import csv
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
-from cli_runs import fit_digits, run_dirs
+from cli_runs import CONFIGS, fit_digits, run_dirs
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -116,3 +122,28 @@ def test_a_run_with_gradient_accumulation_resumes_bit_for_bit(tmp_path):
     assert resumed.trainer.global_step == 3
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_validation_under_torchrun_gives_the_loss_of_one_process(tmp_path):
+    def validate(folder: str, launcher: list[str], *extra: str) -> dict[str, float]:
+        root = tmp_path / folder
+        logger = json.dumps([{"class_path": "ncsn_pl.training.RunLogger", "init_args": {"save_dir": str(root)}}])
+        result = subprocess.run(
+            [*launcher, "-m", "ncsn_pl", "validate", "--config", str(CONFIGS / "toy_mixture.yaml"),
+             f"--trainer.default_root_dir={root}", f"--trainer.logger={logger}", "--trainer.callbacks=[]",
+             "--trainer.limit_val_batches=2", "--data.init_args.num_train=64", *extra],
+            env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        (metrics,) = root.rglob("metrics.csv")
+        (row,) = [r for r in csv.DictReader(metrics.open()) if r.get("val/loss")]
+        return {key: float(value) for key, value in row.items() if key.startswith("val/loss")}
+
+    one = validate("one", [sys.executable], "--data.init_args.batch_size=16")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    two = validate("two", torchrun, "--data.init_args.batch_size=8", "--trainer.devices=2", "--trainer.strategy=ddp")
+    assert set(one) == {"val/loss", *(f"val/loss_level_{level}" for level in range(10))} == set(two)
+    for key, value in one.items():
+        assert two[key] == pytest.approx(value, rel=1e-6), key

@@ -9,7 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ncsn_pl.core.files import load_torch_file
+from ncsn_pl.core.files import load_torch_file, read_torch_file
 
 __all__ = ["load_checkpoint", "load_model_weights", "load_sampling_model"]
 
@@ -26,6 +26,10 @@ def load_checkpoint(ckpt_path: str | os.PathLike[str], weights_only: bool | None
         ValueError: the file is not a PyTorch file, or not a Lightning checkpoint (no ``state_dict``).
     """
     checkpoint = load_torch_file(ckpt_path, weights_only=True if weights_only is None else weights_only)
+    return _check_lightning_checkpoint(checkpoint, ckpt_path)
+
+
+def _check_lightning_checkpoint(checkpoint: Any, ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ValueError(
             f"--ckpt_path {str(ckpt_path)!r} is not a Lightning checkpoint (it has no 'state_dict'); give a .ckpt "
@@ -41,9 +45,11 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
     ``current_model_state``), so this loads the EMA weights.
 
     Returns:
-        ``{"checkpoint": path, "epoch": ..., "global_step": ..., "ema": bool}``.
+        ``{"checkpoint": path, "checkpoint_sha256": ..., "epoch": ..., "global_step": ..., "ema": bool}``, the sha256
+        of the bytes the weights were loaded from (the file is read once).
     """
-    checkpoint = load_checkpoint(ckpt_path, weights_only)
+    checkpoint, sha256 = read_torch_file(ckpt_path, weights_only=True if weights_only is None else weights_only)
+    checkpoint = _check_lightning_checkpoint(checkpoint, ckpt_path)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
@@ -58,6 +64,7 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
         )
     return {
         "checkpoint": str(Path(ckpt_path).resolve()),
+        "checkpoint_sha256": sha256,
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "ema": "current_model_state" in checkpoint,
@@ -77,10 +84,9 @@ def load_sampling_model(
 
     Returns:
         What was loaded (:func:`load_model_weights`'s description, or the official checkpoint's), with
-        ``checkpoint_sha256``, the sha256 of the file's bytes (it names the checkpoint in sample sets).
+        ``checkpoint_sha256``, the sha256 of the bytes the weights came from (it names the checkpoint in sample sets).
     """
     from ncsn_pl.commands.official import load_official_model
-    from ncsn_pl.commands.sample_store import file_sha256
 
     if bool(ckpt_path) == bool(official_ckpt):
         raise ValueError(
@@ -91,4 +97,4 @@ def load_sampling_model(
         loaded = load_official_model(model, official_ckpt, official_config)
     else:
         loaded = load_model_weights(model, ckpt_path, weights_only)
-    return {**loaded, "checkpoint_sha256": file_sha256(loaded["checkpoint"])}
+    return loaded

@@ -13,7 +13,7 @@ from PIL import Image
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.predict import run_predict
 from ncsn_pl.commands.quality_run import QualityRun
-from ncsn_pl.commands.sample import open_sample_set, prepare_sample_set, sample_set_files
+from ncsn_pl.commands.sample import open_sample_set, prepare_sample_set, sample_set_files, sampling_settings
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import find_images
 from ncsn_pl.metrics import QualityOptions, RealImages, real_images
@@ -145,7 +145,10 @@ def fid(
         loaded = load_sampling_model(model, "fid", ckpt_path, weights_only, official_ckpt, official_config)
         resolved = model.resolve_sampler(sampler)
         folder = Path(sample_dir) if sample_dir else default_sample_dir(out)
-        store = prepare_sample_set(folder, loaded, model, resolved, num_samples=num_samples, seed=seed)
+        store = prepare_sample_set(
+            folder, loaded, model, resolved, num_samples=num_samples, seed=seed,
+            settings=sampling_settings(trainer, model),
+        )  # fmt: skip
         num_items = num_samples
         record["source"] = loaded
         record["sample_dir"] = str(folder.resolve())

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import yaml
 
-from ncsn_pl.core.files import load_torch_file
+from ncsn_pl.core.files import read_torch_file
 from ncsn_pl.networks.official import load_official_checkpoint
 
 __all__ = ["load_official_model", "official_command_args", "read_official_config"]
@@ -154,7 +154,7 @@ def load_official_model(model: Any, official_ckpt: str, official_config: str | N
             describes (the keys at fault are listed), or another schedule.
     """
     config_path = Path(official_config) if official_config else default_config_path(official_ckpt)
-    obj = load_torch_file(
+    obj, sha256 = read_torch_file(
         official_ckpt, what="--official_ckpt", expected="an official NCSN or NCSNv2 checkpoint (.pth)"
     )
     has_ema = isinstance(obj, (list, tuple)) and len(obj) >= 5 and isinstance(obj[4], dict)
@@ -178,6 +178,7 @@ def load_official_model(model: Any, official_ckpt: str, official_config: str | N
     step = obj[3] if isinstance(obj, (list, tuple)) and len(obj) >= 4 and isinstance(obj[3], int) else None
     return {
         "checkpoint": str(Path(official_ckpt).resolve()),
+        "checkpoint_sha256": sha256,
         "official": "ncsnv2" if "sigmas" in getattr(model.score_net, "state_dict", dict)() else "ncsn",
         "config": str(config_path.resolve()),
         "epoch": obj[2] if step is not None else None,

@@ -30,7 +30,7 @@ from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
 
-__all__ = ["DrawSamples", "open_sample_set", "sample", "sample_set_files"]
+__all__ = ["DrawSamples", "open_sample_set", "sample", "sample_set_files", "sampling_settings"]
 
 
 def sample_set_files(folder: str | Path) -> list[Path] | None:
@@ -229,11 +229,27 @@ class _SampleRun(DrawSamples):
         )
 
 
+def sampling_settings(trainer: pl.Trainer, model: ScoreModel) -> dict[str, Any]:
+    """What changes the samples besides the checkpoint, the seed, the sampler and the schedule: where the samples start
+    (``model.init_range``), their shape, the arithmetic (``trainer.precision``, the weights' memory format) and the
+    kind of device."""
+    return {
+        "init_range": [float(v) for v in model.hparams.init_range],
+        "data_shape": list(model.data_shape),
+        "precision": str(trainer.precision),
+        "channels_last": bool(model.hparams.channels_last),
+        "device_type": trainer.strategy.root_device.type,
+    }
+
+
 def prepare_sample_set(
-    folder: Path, loaded: dict[str, Any], model: ScoreModel, sampler: Sampler, *, num_samples: int, seed: int
-) -> SampleStore:
+    folder: Path, loaded: dict[str, Any], model: ScoreModel, sampler: Sampler, *, num_samples: int, seed: int,
+    settings: dict[str, Any],
+) -> SampleStore:  # fmt: skip
     """The sample set of a command in ``folder``; nothing is read or written here (:class:`DrawSamples` checks the
-    folder against it, on global rank 0, and writes its record, ``complete: false`` until the last sample)."""
+    folder against it, on global rank 0, and writes its record, ``complete: false`` until the last sample).
+    ``settings`` are :func:`sampling_settings`; they belong to the set's identity with the checkpoint's sha256, seed,
+    sampler and schedule."""
     sample_set = {
         "checkpoint_sha256": loaded["checkpoint_sha256"],
         "seed": seed,
@@ -241,12 +257,12 @@ def prepare_sample_set(
         "sampler": describe_sampler(sampler),
         "schedule": {"sigma_max": model.sigmas[0].item(), "sigma_min": model.sigmas[-1].item(),
                      "num_scales": model.num_scales},  # fmt: skip
+        **settings,
     }
     record = {
         **loaded,
         "num_samples": num_samples,
         "nfe": sampler.nfe(model.num_scales),
-        "data_shape": list(model.data_shape),
         "sample_set_keys": list(sample_set),
     }
     return SampleStore(folder, sample_set, record)
@@ -275,7 +291,8 @@ def sample(
     ``(N, C, H, W)``, unclamped; ``indices``) and ``<out_dir>/sample.json``. Rerunning the same command after a
     preemption (SIGTERM: exit status 143, or a killed job) draws only the missing samples, with any number of
     processes, and ends with the same samples; a larger ``--num_samples`` adds to the set. A folder of another
-    sample set (checkpoint, seed, sampler, schedule) or with more samples than ``--num_samples`` is refused. Without
+    sample set (checkpoint bytes, seed, sampler, schedule, ``model.init_range``, data shape, ``trainer.precision``,
+    memory format, device type) or with more samples than ``--num_samples`` is refused. Without
     ``--config`` the model is rebuilt from the checkpoint; its ``state_dict`` holds the EMA weights when the run
     used ``EMAWeightAveraging``. Sample ``k`` is seeded with ``step_seed(seed, k)``.
 
@@ -304,7 +321,9 @@ def sample(
     loaded = load_sampling_model(model, "sample", ckpt_path, weights_only, official_ckpt, official_config)
     sampler = model.resolve_sampler(sampler)
     out = Path(out_dir)
-    store = prepare_sample_set(out, loaded, model, sampler, num_samples=num_samples, seed=seed)
+    store = prepare_sample_set(
+        out, loaded, model, sampler, num_samples=num_samples, seed=seed, settings=sampling_settings(trainer, model)
+    )
     job = _SampleRun(
         model, store, [], num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
         grid_size=grid_size, batch_size=batch_size, claim="--out_dir",

@@ -2,7 +2,8 @@
 
 Layout of a sample folder (``sample --out_dir``, ``fid --sample_dir``)::
 
-    sample.json                   the set (checkpoint and its sha256, seed, sampler, schedule, num_samples) and,
+    sample.json                   the set (checkpoint and the sha256 of the bytes loaded, seed, sampler, schedule,
+                                  init range, data shape, precision, memory format, device type; num_samples) and,
                                   once every sample is drawn, "complete": true and what the run wrote
     shards/<first>-<last>-n<count>.npz
                                   one per batch, written atomically when the batch is drawn: "indices" (n,) int64,
@@ -79,8 +80,8 @@ class SampleStore:
 
     Args:
         folder: the sample folder.
-        sample_set: what makes two sample sets the same (checkpoint sha256, seed, sampler, schedule); the shards
-            carry it, and a folder of another set is refused.
+        sample_set: what makes two sample sets the same (checkpoint sha256, seed, sampler, schedule and the other
+            settings that change the samples); the shards carry it, and a folder of another set is refused.
         record: the set's ``sample.json`` (``sample_set`` plus descriptions such as the checkpoint's path).
     """
 

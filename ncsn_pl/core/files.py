@@ -8,6 +8,8 @@ system), so a reader, a crash or a full disk never leaves a half-written file un
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -15,7 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import torch
 
@@ -27,6 +29,7 @@ __all__ = [
     "check_torch_file",
     "current_umask",
     "load_torch_file",
+    "read_torch_file",
 ]
 
 
@@ -161,8 +164,34 @@ def load_torch_file(
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
-        first_line = str(err).splitlines()[0] if str(err) else ""
-        raise ValueError(
-            f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {first_line}); "
-            f"give the path of {expected}."
-        ) from err
+        _raise_unreadable(path, err, what, expected)
+
+
+def read_torch_file(
+    path: str | os.PathLike[str],
+    *,
+    weights_only: bool = True,
+    what: str = "--ckpt_path",
+    expected: str = TRAINED_CHECKPOINT,
+) -> tuple[Any, str]:
+    """:func:`load_torch_file` from one read of the file, and the sha256 of the bytes loaded: a file replaced while it
+    is read cannot give the weights of one file and the name of another. Holds the file's bytes in memory once.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, ValueError: as :func:`load_torch_file`.
+    """
+    path = check_torch_file(path, what, expected)
+    data = path.read_bytes()
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # as in load_torch_file
+        _raise_unreadable(path, err, what, expected)
+    return obj, hashlib.sha256(data).hexdigest()
+
+
+def _raise_unreadable(path: Path, err: Exception, what: str, expected: str) -> NoReturn:
+    first_line = str(err).splitlines()[0] if str(err) else ""
+    raise ValueError(
+        f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {first_line}); "
+        f"give the path of {expected}."
+    ) from err

@@ -1,12 +1,13 @@
 """Randomness keyed by position: per-step seeds, per-sample noise and the share of each process.
 
-Training noise is seeded by (step, rank), so a resumed run draws what an uninterrupted one would. Sampling noise
-is counter-based: element ``j`` of draw ``t`` of sample ``k`` is a pure function of ``(step_seed(seed, k), t, j)``
-(:class:`PerSampleNoise`), so sample ``k`` is the same in a batch of 1 or 1000, on rank 0 of 1 or rank 3 of 8,
-after a resume, and on the CPU and a GPU; a draw is a fixed number of vectorised tensor operations, whatever the
-batch. The bits come from Philox4x32-10 (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; the
-generator behind cuRAND and PyTorch's CUDA generator), the normals from the Box-Muller transform computed with
-IEEE-exact arithmetic only (+, -, *, /, sqrt), so the values are bit for bit those of any other device.
+Training noise is seeded by (step, rank, micro-batch), so a resumed run draws what an uninterrupted one would.
+Sampling noise is counter-based: element ``j`` of draw ``t`` of sample ``k`` is a pure function of
+``(step_seed(seed, k), t, j)`` (:class:`PerSampleNoise`), so sample ``k`` is the same in a batch of 1 or 1000, on
+rank 0 of 1 or rank 3 of 8, after a resume, and on the CPU and a GPU; a draw is a fixed number of vectorised tensor
+operations, whatever the batch. The bits come from Philox4x32-10 (Salmon et al. 2011, "Parallel random numbers: as
+easy as 1, 2, 3"; the generator behind cuRAND and PyTorch's CUDA generator), the normals from the Box-Muller
+transform computed with IEEE-exact arithmetic only (+, -, *, /, sqrt), so the values are bit for bit those of any
+other device.
 """
 
 from __future__ import annotations

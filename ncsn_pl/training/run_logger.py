@@ -19,8 +19,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from ncsn_pl.core.files import atomic_write_text
+from ncsn_pl.core.files import atomic_write, atomic_write_text
 from ncsn_pl.core.locks import LockHeldError, ProcessLock
+from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, trim_step_records
 
 __all__ = ["RunFolderInUseError", "RunLogger", "claim_version"]
 
@@ -64,7 +65,8 @@ def _global_step(path: str | os.PathLike[str]) -> int:
 
 class _ContinuingWriter(ExperimentWriter):
     """Lightning's metrics writer that keeps an existing ``metrics.csv`` (rows after ``resume_step`` dropped: the
-    resumed run logs them again) and appends to it.
+    resumed run logs them again, and so the records of ``sample_quality.jsonl``) and appends to it; when new metrics
+    widen its header, the file is rewritten through a staged copy (whole or not at all).
 
     Lightning's writer warns that a folder with files in it will lose its logs; a folder this run has just claimed
     (``claimed``) holds only the run's own lock and config, so it is not checked.
@@ -84,6 +86,17 @@ class _ContinuingWriter(ExperimentWriter):
                 ",".join(_csv_cell(row.get(key, "")) for key in self.metrics_keys) for row in kept
             ]
             atomic_write_text("\n".join(lines) + "\n", self.metrics_file_path)
+        if resume_step is not None:
+            trim_step_records(Path(log_dir) / SAMPLE_QUALITY_RECORDS, resume_step)
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        """Lightning's rewrite (Lightning writes in place: a run killed meanwhile would leave a truncated file)."""
+        with open(self.metrics_file_path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        with atomic_write(self.metrics_file_path, "w") as file:
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
 
     def _check_log_dir_exists(self) -> None:
         if self._resume_step is None and not self._claimed:

@@ -3,7 +3,6 @@ the numbers go, with what they were computed from."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import lightning.pytorch as pl
@@ -14,6 +13,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.core.seeding import shard_indices
+from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
 from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
 from ncsn_pl.training.progress import sampling_progress
@@ -232,9 +232,6 @@ class SampleQualityMonitor(Callback):
             record = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                       **{k: v for k, v in results.items() if k not in counts}, **described,
                       "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
-            path = run_dir(trainer) / "sample_quality.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_step_record(run_dir(trainer) / SAMPLE_QUALITY_RECORDS, record)
             log_config(trainer.loggers, {"sample_quality": described})  # W&B: the strings metrics cannot hold
         return results

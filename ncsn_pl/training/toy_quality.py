@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -14,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from ncsn_pl.core.distributions import GaussianMixture
 from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.core.seeding import step_seed
+from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
 from ncsn_pl.metrics.sample_distances import mode_weight_error, sliced_wasserstein
 from ncsn_pl.training.ema import ema_at_validation_epoch_end
 from ncsn_pl.training.runs import run_dir
@@ -39,7 +39,8 @@ class ToySampleQuality(Callback):
       weights (:func:`~ncsn_pl.metrics.sample_distances.mode_weight_error`), the NCSN paper's toy finding.
 
     Both are lower-is-better. A sampler that diverges scores ``inf`` (and up to 1) instead of stopping the run.
-    Every evaluation is also appended to ``<run dir>/sample_quality.jsonl`` with its ``num_samples``.
+    Every evaluation is also appended to ``<run dir>/sample_quality.jsonl`` with its ``num_samples`` (records of
+    later steps, left by a run continued from an earlier checkpoint, are dropped).
 
     Args:
         num_samples: model samples (and exact samples) per evaluation.
@@ -118,8 +119,5 @@ class ToySampleQuality(Callback):
         if trainer.is_global_zero:
             record = {"epoch": trainer.current_epoch, "step": trainer.global_step, **results,
                       "num_samples": self.num_samples, "seconds": round(time.perf_counter() - start, 3)}
-            path = run_dir(trainer) / "sample_quality.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_step_record(run_dir(trainer) / SAMPLE_QUALITY_RECORDS, record)
         return results
