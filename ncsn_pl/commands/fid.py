@@ -148,7 +148,7 @@ def fid(
         folder = Path(sample_dir) if sample_dir else default_sample_dir(out)
         store, batches = prepare_sample_set(
             folder, loaded, model, resolved, num_samples=num_samples, seed=seed, batch_size=batch_size,
-            what="--sample_dir", is_global_zero=trainer.is_global_zero,
+            what="--sample_dir", is_global_zero=trainer.is_global_zero, world_size=trainer.world_size,
         )  # fmt: skip
         num_items = num_samples
         record["source"] = loaded

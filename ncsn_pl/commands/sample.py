@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,7 @@ class _SampleRun(DrawSamples):
 
 def prepare_sample_set(
     folder: Path, loaded: dict[str, Any], model: ScoreModel, sampler: Sampler, *, num_samples: int, seed: int,
-    batch_size: int, what: str, is_global_zero: bool,
+    batch_size: int, what: str, is_global_zero: bool, world_size: int = 1,
 ) -> tuple[SampleStore, list[list[int]]]:  # fmt: skip
     """The sample set of a command in ``folder``: checked against what is there (nothing is deleted), its record
     written (``complete: false`` until the last sample), and the batches still to draw."""
@@ -231,7 +232,23 @@ def prepare_sample_set(
     done = store.check(num_samples, what)
     if is_global_zero:
         store.write_record(complete=False, num_drawn=len(done))
-    return store, missing_batches(done, num_samples, batch_size)
+    batches = missing_batches(done, num_samples, batch_size)
+    if is_global_zero and (message := uneven_split(len(batches), batch_size, world_size)):
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return store, batches
+
+
+def uneven_split(num_batches: int, batch_size: int, world_size: int) -> str | None:
+    """What to say when ``num_batches`` batches do not split evenly over ``world_size`` processes (some draw one
+    batch more while the others wait), else None."""
+    extra = num_batches % world_size
+    if world_size < 2 or extra == 0:
+        return None
+    return (
+        f"{num_batches} batches of up to {batch_size} samples over {world_size} processes: {extra} process(es) draw "
+        f"one batch more while the others wait. A --num_samples that is a multiple of --batch_size x processes "
+        f"({batch_size * world_size}) splits evenly."
+    )
 
 
 def sample(
@@ -288,7 +305,7 @@ def sample(
     out = Path(out_dir)
     store, batches = prepare_sample_set(
         out, loaded, model, sampler, num_samples=num_samples, seed=seed, batch_size=batch_size, what="--out_dir",
-        is_global_zero=trainer.is_global_zero,
+        is_global_zero=trainer.is_global_zero, world_size=trainer.world_size,
     )  # fmt: skip
     job = _SampleRun(
         model, store, batches, num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
