@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,10 @@ class DrawSamples(pl.LightningModule):
             try:
                 done = self.store.check(self.num_samples, self.claim)
                 self.store.write_record(complete=False, num_drawn=len(done))
-                outcome = ("batches", missing_batches(done, self.num_samples, self.batch_size))
+                batches = missing_batches(done, self.num_samples, self.batch_size)
+                if message := uneven_split(len(batches), self.batch_size, self.trainer.world_size):
+                    warnings.warn(message, UserWarning, stacklevel=2)
+                outcome = ("batches", batches)
             except ValueError as err:
                 outcome = ("refused", str(err))
         kind, value = self.trainer.strategy.broadcast(outcome, src=0)  # rank 0's view of the folder
@@ -266,6 +270,19 @@ def prepare_sample_set(
         "sample_set_keys": list(sample_set),
     }
     return SampleStore(folder, sample_set, record)
+
+
+def uneven_split(num_batches: int, batch_size: int, world_size: int) -> str | None:
+    """What to say when ``num_batches`` batches do not split evenly over ``world_size`` processes (some draw one
+    batch more while the others wait), else None."""
+    extra = num_batches % world_size
+    if world_size < 2 or extra == 0:
+        return None
+    return (
+        f"{num_batches} batches of up to {batch_size} samples over {world_size} processes: {extra} process(es) draw "
+        f"one batch more while the others wait. A --num_samples that is a multiple of --batch_size x processes "
+        f"({batch_size * world_size}) splits evenly."
+    )
 
 
 def sample(

@@ -95,7 +95,7 @@ class ImageDataModule(pl.LightningDataModule):
         batch_size: training batch size (``--trainer.fast_dev_run`` uses at most 2, with no workers).
         val_batch_size: validation/test batch size; default ``batch_size``.
         num_workers: DataLoader worker processes.
-        pin_memory: pin host memory of batches (for faster GPU transfer).
+        pin_memory: pin host memory of batches (faster copies to a GPU); default: on when training on CUDA.
         random_flip: horizontal flips with p=0.5 on training images; default per data set (see table).
         dequantize: uniform dequantization of training images (NCSN v1: true; NCSNv2: false).
         dequantize_val: also dequantize validation/test images (NCSN v1 did, for its test loss).
@@ -113,7 +113,7 @@ class ImageDataModule(pl.LightningDataModule):
         batch_size: int = 128,
         val_batch_size: int | None = None,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         random_flip: bool | None = None,
         dequantize: bool = False,
         dequantize_val: bool = False,
@@ -286,9 +286,16 @@ class ImageDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             sampler=EpochShuffleSampler(dataset, self.seed) if shuffle else None,
             num_workers=num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin_memory(),
             persistent_workers=num_workers > 0,
         )
+
+    def _pin_memory(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device.type == "cuda"
+        return torch.cuda.is_available()
 
     def _stack(self, dataset: Dataset, max_images: int | None) -> torch.Tensor:
         n = len(dataset) if max_images is None else min(max_images, len(dataset))

@@ -47,7 +47,7 @@ def check_score_inputs(
     num_scales: int,
     *,
     channels: int | None = None,
-    check_range: bool = True,
+    check_range: bool | None = None,
 ) -> None:
     """Raise a ``ValueError`` that says what to fix unless ``x`` and ``levels`` fit a score network.
 
@@ -57,7 +57,10 @@ def check_score_inputs(
         levels: integer noise-level indices, shape ``(B,)``.
         num_scales: the number of levels L; levels must lie in ``[0, L)``.
         channels: the expected number of image channels, or ``None`` to skip the image checks.
-        check_range: whether to check the values of ``levels`` (a device sync on GPU).
+        check_range: whether to check the values of ``levels``; by default only where that is free: for levels on
+            the CPU, outside ``torch.compile``. On an accelerator reading them would stall the device at every
+            forward, so the levels are checked where they are made (the samplers index the model's schedule,
+            whose length the network checks in ``set_sigmas``; ``dsm_loss`` checks levels it is given).
     """
     if channels is not None:
         if x.ndim != 4:
@@ -82,6 +85,8 @@ def check_score_inputs(
             f"{net} expects levels of shape (B,) = ({x.shape[0]},), one index per sample, "
             f"got shape {tuple(levels.shape)}."
         )
+    if check_range is None:
+        check_range = levels.device.type == "cpu" and not torch.compiler.is_compiling()
     if check_range and levels.numel():
         lo, hi = int(levels.min()), int(levels.max())
         if lo < 0 or hi >= num_scales:

@@ -21,6 +21,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     "NormFactory",
+    "upcast",
     "instance_norm_plus",
     "ConditionalInstanceNorm2dPlus",
     "InstanceNorm2dPlus",
@@ -43,28 +44,41 @@ class _InstanceAffine(torch.autograd.Function):
 
     Used for channels_last input, where the native kernels need layout copies: the forward takes two passes for
     the statistics and one for the output, the backward two reductions and one fused ``a*g + b*x + c`` pass.
+    Low-precision input (bf16 or fp16 under autocast) is computed in float32, as ``F.instance_norm`` under
+    autocast, and returned (with its gradient) in the input's dtype.
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-        mu = x.mean(dim=(2, 3), keepdim=True)
-        centred = x - mu
+        dtype, xf = x.dtype, upcast(x)
+        mu = xf.mean(dim=(2, 3), keepdim=True)
+        centred = xf - mu
         rstd = torch.rsqrt(centred.square().mean(dim=(2, 3), keepdim=True) + eps)
         ctx.save_for_backward(x, mu, rstd, weight)
-        return centred.mul_(rstd * weight[..., None, None]).add_(bias[..., None, None])
+        ctx.dtypes = (weight.dtype, bias.dtype)
+        out = centred.mul_(rstd * upcast(weight)[..., None, None]).add_(upcast(bias)[..., None, None])
+        return out.to(dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         x, mu, rstd, weight = ctx.saved_tensors
+        dtype, x, grad = x.dtype, upcast(x), upcast(grad)
         n = x.shape[2] * x.shape[3]
         grad_sum = grad.sum(dim=(2, 3), keepdim=True)
         grad_h = rstd * ((grad * x).sum(dim=(2, 3), keepdim=True) - mu * grad_sum)  # sum of grad * h
         # grad_x = a * grad + b * x + c, the instance-norm backward
-        a = weight[..., None, None] * rstd
+        a = upcast(weight)[..., None, None] * rstd
         b = -a * rstd * grad_h / n
         c = -a * grad_sum / n - b * mu
-        return torch.addcmul(c, x, b).addcmul_(grad, a), grad_h[..., 0, 0], grad_sum[..., 0, 0], None
+        grad_x = torch.addcmul(c, x, b).addcmul_(grad, a).to(dtype)
+        weight_dtype, bias_dtype = ctx.dtypes
+        return grad_x, grad_h[..., 0, 0].to(weight_dtype), grad_sum[..., 0, 0].to(bias_dtype), None
+
+
+def upcast(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is in a 16-bit float type, else unchanged."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def instance_norm_plus(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncsn_pl.networks.base import ScoreNetwork, check_int, check_score_inputs, sizes_near
-from ncsn_pl.networks.layers import ConditionalInstanceNorm2dPlus, NormFactory, RefineBlock, ResidualBlock
+from ncsn_pl.networks.layers import ConditionalInstanceNorm2dPlus, NormFactory, RefineBlock, ResidualBlock, upcast
 
 __all__ = ["NCSN", "NCSN_REFINES", "NCSN_STAGES", "Refine", "RefineNetDilated", "Stage"]
 
@@ -120,7 +120,7 @@ class RefineNetDilated(ScoreNetwork):
                 f"data.init_args.image_size to {sizes_near(min(h, w), self.size_multiple)}."
             )
 
-    def check_inputs(self, x: Tensor, levels: Tensor) -> None:
+    def check_inputs(self, x: Tensor, levels: Tensor, check_range: bool | None = None) -> None:
         """Raise a ``ValueError`` unless ``x`` is ``(B, channels, H, W)`` with H, W multiples of
         :attr:`size_multiple` and ``levels`` holds ``B`` indices in ``[0, num_scales)``."""
         check_score_inputs(
@@ -129,7 +129,7 @@ class RefineNetDilated(ScoreNetwork):
             levels,
             self.num_scales,
             channels=self.channels,
-            check_range=not torch.compiler.is_compiling(),
+            check_range=check_range,
         )
         h, w = x.shape[-2:]
         if h % self.size_multiple or w % self.size_multiple:
@@ -139,8 +139,14 @@ class RefineNetDilated(ScoreNetwork):
             )
 
     def features(self, x: Tensor, levels: Tensor) -> Tensor:
-        """The network output without input checks (v1: the score; v2: sigma times the score)."""
-        h = self.begin_conv(2 * x - 1.0)
+        """The network output without input checks (v1: the score; v2: sigma times the score).
+
+        Under autocast (``bf16-mixed``) the first convolution and the output block (last normalisation and
+        convolution) run in float32 and the output is float32; only the body runs in low precision. In bf16 the
+        input's spacing near 1 (2^-8) is about the noise of the smallest sigma (0.01), which the network must see.
+        """
+        with _full_precision(x):
+            h = self.begin_conv(2 * upcast(x) - 1.0)
         layers = {}
         for name in self._stage_names:
             for block in getattr(self, name):
@@ -151,7 +157,13 @@ class RefineNetDilated(ScoreNetwork):
             skip = layers[source]
             ref = getattr(self, refine_name)([skip] if ref is None else [skip, ref], levels, skip.shape[-2:])
         assert ref is not None
-        return self.end_conv(F.elu(self.normalizer(ref, levels)))
+        with _full_precision(x):
+            return self.end_conv(F.elu(self.normalizer(upcast(ref), levels)))
+
+
+def _full_precision(x: Tensor) -> torch.autocast:
+    """A context without autocast on ``x``'s device: the ops inside run in their inputs' dtype."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 NCSN_STAGES = (

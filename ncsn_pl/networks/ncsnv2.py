@@ -41,13 +41,13 @@ class SigmaScaledRefineNet(RefineNetDilated):
         """Keep ``sigmas`` (descending, shape ``(L,)``) as the float32 buffer the output is divided by."""
         self.register_buffer("sigmas", sigmas.detach().to(device=self.sigmas.device, dtype=torch.float32).clone())
 
-    def check_inputs(self, x: Tensor, levels: Tensor) -> None:
+    def check_inputs(self, x: Tensor, levels: Tensor, check_range: bool | None = None) -> None:
         if self.num_scales == 0:
             raise ValueError(
                 f"{type(self).__name__} has no noise schedule yet: ScoreModel gives it one, or call "
                 "net.set_sigmas(sigmas) first."
             )
-        super().check_inputs(x, levels)
+        super().check_inputs(x, levels, check_range)
 
     def unscaled(self, x: Tensor) -> Tensor:
         """The network output before the division by sigma: an estimate of sigma * score, the same at every
@@ -57,7 +57,7 @@ class SigmaScaledRefineNet(RefineNetDilated):
             x: images in [0, 1] (plus noise), shape ``(B, channels, H, W)``.
         """
         levels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        self.check_inputs(x, levels)
+        self.check_inputs(x, levels, check_range=False)  # levels made here: nothing to read back
         return self.features(x, levels)
 
     def forward(self, x: Tensor, levels: Tensor) -> Tensor:
