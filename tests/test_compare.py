@@ -215,3 +215,15 @@ def test_compare_ranks_a_sweep_as_the_sweep_runner_does(tmp_path):
     assert [r.status for r in rows] == ["finished", "finished", "failed", "running"]
     # a metric with a declared summary (val/fid: min) is ranked by its best value
     assert [r.run for r in collect_runs([str(sweep.out)], metric="val/fid").rows][:2] == ["trial-000", "trial-001"]
+
+
+def test_plots_with_nothing_to_show_are_skipped(tmp_path):
+    # a sweep of `fid` trials: one number per run, so no curve over steps; a setting plot needs two values
+    write_run(tmp_path / "runs" / "a", 1.0, [50.0])
+    write_run(tmp_path / "runs" / "b", 5.0, [40.0])
+    comparison = main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert [p.name for p in comparison.files if p.suffix == ".png"] == ["val_fid_vs_model_sigma_max.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["val_fid_vs_model_sigma_max.png"]
+    write_run(tmp_path / "one" / "a", 1.0, [50.0])
+    alone = main([str(tmp_path / "one"), "--out", str(tmp_path / "out_one")])
+    assert not list((tmp_path / "out_one").glob("*.png")) and all(p.suffix != ".png" for p in alone.files)

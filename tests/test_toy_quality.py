@@ -116,3 +116,31 @@ def test_the_callback_needs_a_known_distribution():
         ToySampleQuality._distribution(images)
     with pytest.raises(ValueError, match="num_samples"):
         ToySampleQuality(num_samples=1)
+
+
+def test_a_run_shorter_than_the_interval_is_scored_when_training_ends(tmp_path):
+    # the toy config scores every 5 epochs; a 1-epoch trial (a smoke sweep) must still report its metric
+    from ncsn_pl.commands.cli import main
+    from ncsn_pl.tools.sweep.trial_metric import read_trial_metric
+
+    main(["fit", "--config", "configs/toy_mixture.yaml", f"--trainer.default_root_dir={tmp_path}",
+          "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+          "--trainer.enable_progress_bar=false", "--trainer.callbacks.init_args.num_samples=50",
+          "--model.n_steps_each=2", "--data.init_args.num_train=64", "--data.init_args.num_val=64",
+          "--data.init_args.batch_size=32"])  # fmt: skip
+    history, source = read_trial_metric(tmp_path, "val/sliced_wasserstein")
+    assert source.endswith("metrics.csv") and [step for step, _ in history] == [2] and math.isfinite(history[0][1])
+    (run,) = tmp_path.glob("version_*")
+    records = [json.loads(line) for line in (run / "sample_quality.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 2)]  # once, at the end (after epoch 0)
+    assert records[0]["sliced_wasserstein"] == pytest.approx(history[0][1])
+
+
+def test_the_final_model_is_scored_once(tmp_path):
+    # the last epoch was scored at its validation: nothing more at the end; without validation, at the end
+    scored_last = ToySampleQuality(num_samples=16, every_n_epochs=2)
+    fit_with_monitor(tmp_path / "a", scored_last)
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "a" / "sample_quality.jsonl").read_text().splitlines()] == [1]
+    unscored = ToySampleQuality(num_samples=16, every_n_epochs=5, on_train_end=False)
+    fit_with_monitor(tmp_path / "b", unscored)
+    assert not (tmp_path / "b" / "sample_quality.jsonl").exists() and unscored.last_results == {}

@@ -29,6 +29,12 @@ def _has_group(args: Sequence[str], group: str) -> bool:
     return any(a == group or a.startswith((group + "=", group + ".")) for a in args)
 
 
+def _gives_model(args: Sequence[str]) -> bool:
+    """Whether ``args`` give the model's network (``--model X``, ``--model=...``, ``--model.score_net...``), not only
+    settings of it such as ``--model.n_steps_each``, which apply to the checkpoint's model."""
+    return any(a in ("--model", "--model.score_net") or a.startswith(("--model=", "--model.score_net")) for a in args)
+
+
 def _gives_data(args: Sequence[str]) -> bool:
     """Whether ``args`` give a whole DataModule (``--data X``, ``--data=...``, ``--data.class_path``), not only
     options of one."""
@@ -42,7 +48,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
     commands:
 
     * ``--ckpt_path CKPT`` without ``--config``/``--model``: the network from the checkpoint's hyperparameters
-      (LightningCLI then reads the rest of them); without ``--data``: the checkpoint's DataModule;
+      (LightningCLI then reads the rest of them, and ``--model.*`` settings a checkpoint's model can change, such as
+      ``--model.n_steps_each``, apply to it); without ``--data``: the checkpoint's DataModule;
     * ``fid --dataset NAME [--data_root DIR]``: ``ImageDataModule(dataset=NAME, root=DIR)`` as the real data;
     * ``fid --images DIR`` without a checkpoint: a placeholder network (no model is used);
     * ``--official_ckpt FILE.pth [--official_config config.yml]``: the network, schedule and sampler of the official
@@ -75,9 +82,9 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         official_args, official_data = official_command_args(
             official_ckpt, _option(options, "--official_config"), _option(options, "--data_root")
         )
-        if not _has_group(options, "--model"):
+        if not _gives_model(options):
             extra += official_args
-    if not _has_group(options, "--model") and not official_ckpt:
+    if not _gives_model(options) and not official_ckpt:
         if checkpoint is not None:
             net = checkpoint.get("hyper_parameters", {}).get("score_net")
             if not isinstance(net, dict) or "class_path" not in net:

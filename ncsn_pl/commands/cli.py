@@ -132,6 +132,8 @@ class NCSNCLI(LightningCLI):
 
         if isinstance(args, (list, tuple)):
             args = complete_command_args(args)
+            # --model.<key> given on the command line applies over the checkpoint's, even when equal to the default
+            self.given_model_keys = {a[8:].split("=")[0].split(".")[0] for a in args if a.startswith("--model.")}
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -151,12 +153,20 @@ class NCSNCLI(LightningCLI):
         changed = {
             key: value
             for key, value in given.items()
-            if key not in ("score_net", "data_shape") and value != defaults.get(key) and value != "auto"
-            and key in stored and value != stored[key]
+            if key not in ("score_net", "data_shape") and value != "auto" and key in stored and value != stored[key]
+            and (value != defaults.get(key) or key in getattr(self, "given_model_keys", ()))
         }  # fmt: skip
         fixed = {key: (stored[key], value) for key, value in changed.items() if key not in RESUMABLE_SETTINGS}
         if given.get("score_net", {}).get("class_path") != stored.get("score_net", {}).get("class_path"):
             fixed["score_net"] = (stored["score_net"].get("class_path"), given["score_net"].get("class_path"))
+        if fixed and subcommand in ("sample", "fid"):
+            listed = ", ".join(f"--model.{k}" for k in fixed)
+            raise ValueError(
+                f"{subcommand} draws with the checkpoint's schedule and network, so {listed} cannot change; leave "
+                f"{'it' if len(fixed) == 1 else 'them'} out. How it samples changes with --model.n_steps_each, "
+                "--model.step_lr, --model.denoise or --sampler (e.g. --sampler AnnealedLangevin "
+                "--sampler.n_steps_each 5)."
+            )
         if fixed:
             listed = "; ".join(f"model.{k} (checkpoint {old!r}, given {new!r})" for k, (old, new) in fixed.items())
             raise ValueError(

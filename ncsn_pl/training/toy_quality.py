@@ -15,7 +15,7 @@ from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.core.seeding import step_seed
 from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
 from ncsn_pl.metrics.sample_distances import mode_weight_error, sliced_wasserstein
-from ncsn_pl.training.ema import ema_at_validation_epoch_end
+from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
 from ncsn_pl.training.runs import run_dir
 
 __all__ = ["ToySampleQuality"]
@@ -40,7 +40,9 @@ class ToySampleQuality(Callback):
 
     Both are lower-is-better. A sampler that diverges scores ``inf`` (and up to 1) instead of stopping the run.
     Every evaluation is also appended to ``<run dir>/sample_quality.jsonl`` with its ``num_samples`` (records of
-    later steps, left by a run continued from an earlier checkpoint, are dropped).
+    later steps, left by a run continued from an earlier checkpoint, are dropped). When training ends after an epoch
+    that was not scored (a run shorter than ``every_n_epochs``, or one that does not validate), the final model is
+    scored too (``on_train_end``), so every finished run reports the metrics.
 
     Args:
         num_samples: model samples (and exact samples) per evaluation.
@@ -49,6 +51,8 @@ class ToySampleQuality(Callback):
         num_projections: directions of the sliced Wasserstein distance.
         batch_size: samples per sampler call (``None`` = all at once).
         sampler: the sampler of the samples (``None``: the model's).
+        on_train_end: score the final model when training ends, unless its last step was scored (logged to the
+            loggers directly: Lightning allows no ``log`` there).
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class ToySampleQuality(Callback):
         num_projections: int = 256,
         batch_size: int | None = None,
         sampler: Sampler | None = None,
+        on_train_end: bool = True,
     ) -> None:
         super().__init__()
         if num_samples < 2:
@@ -73,7 +78,9 @@ class ToySampleQuality(Callback):
         self.num_projections = num_projections
         self.batch_size = batch_size
         self.sampler = sampler
+        self.evaluate_on_train_end = on_train_end
         self.last_results: dict[str, float] = {}
+        self._last_step = -1  # the global step of the last evaluation in this fit
 
     @staticmethod
     def _distribution(trainer: pl.Trainer) -> GaussianMixture:
@@ -88,6 +95,7 @@ class ToySampleQuality(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage in ("fit", "validate"):
             self._distribution(trainer)  # fail when the run starts, not at the first validation
+        self._last_step = -1
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
@@ -95,8 +103,17 @@ class ToySampleQuality(Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs and trainer.state.fn == "fit":
             return
         results = self.evaluate(trainer, ema_at_validation_epoch_end(trainer, pl_module, self))
+        self._last_step = trainer.global_step
         for name, value in results.items():
             pl_module.log(f"val/{name}", value, prog_bar=name == "sliced_wasserstein")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.evaluate_on_train_end or trainer.fast_dev_run or trainer.global_step == self._last_step:
+            return
+        results = self.evaluate(trainer, averaged_module(trainer, pl_module))
+        self._last_step = trainer.global_step
+        for logger in trainer.loggers:
+            logger.log_metrics({f"val/{name}": value for name, value in results.items()}, step=trainer.global_step)
 
     def evaluate(self, trainer: pl.Trainer, model: pl.LightningModule) -> dict[str, float]:
         """Draw the samples with ``model`` and return ``{"sliced_wasserstein": ..., "mode_weight_error": ...}``."""

@@ -95,7 +95,9 @@ def _numbers(values: Sequence[Any]) -> list[float] | None:
 
 
 def plot_runs(comparison: Comparison, out: Path) -> list[Path]:
-    """PNG plots: the best metric against each setting, and the metric over training steps per run."""
+    """PNG plots: the best metric against each setting, and the metric over training steps per run; a plot with
+    nothing to show is skipped (a setting with one value among the scored runs; steps when no run logged the metric
+    twice, as in a sweep of ``fid`` trials)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +109,7 @@ def plot_runs(comparison: Comparison, out: Path) -> list[Path]:
     scored = [r for r in comparison.rows if r.metric is not None and math.isfinite(r.metric.best)]
     for key in comparison.settings:
         points = [(r.setting(key), r.metric.best, r.run) for r in scored if key in r.config]
-        if not points:
+        if len({_fmt(p[0]) for p in points}) < 2:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.6))
         xs = _numbers([p[0] for p in points])
@@ -127,7 +129,7 @@ def plot_runs(comparison: Comparison, out: Path) -> list[Path]:
         fig.savefig(files[-1], dpi=100)
         plt.close(fig)
     curves = [r for r in comparison.rows if r.history]
-    if curves:
+    if any(len(r.history) > 1 for r in curves):
         fig, ax = plt.subplots(figsize=(6, 4))
         shown = comparison.settings[:3]
         for row in curves:
