@@ -20,7 +20,8 @@ from ncsn_pl.tools.sweep import main
 REPO = Path(__file__).parents[1]
 TESTS = Path(__file__).parent
 # the sweeps that train (the sampler sweep on a checkpoint runs `fid`: tests/test_sweep_sampler.py)
-SWEEP_FILES = [*sorted((REPO / "experiments" / "sweeps").glob("*.yaml")), REPO / "experiments/sigma_study/sweep.yaml"]
+SWEEP_FILES = [*sorted((REPO / "experiments" / "sweeps").glob("*.yaml")), REPO / "experiments/sigma_study/sweep.yaml",
+               REPO / "experiments/fashion/sigma_sweep.yaml"]
 FILES = [p for p in SWEEP_FILES if "fit" in yaml.safe_load(p.read_text())["command"]]
 FAST = {"toy_grid.yaml", "digits_grid.yaml"}
 RUN = {"max_steps": 2, "max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "log_every_n_steps": 1,

@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--fid", default=None, help="the fid command's JSON record of these samples")
     parser.add_argument("--num-real", type=int, default=1000, help="test images with --samples test")
     parser.add_argument("--root", default="data")
+    parser.add_argument("--label", default=None, help="a name for the plots (e.g. the run's)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     classifier, record = load_classifier(args.classifier)
@@ -92,12 +93,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         images = load_samples(args.samples)
     if images.shape[-1] != record["image_size"]:
         parser.error(f"the samples are {images.shape[-1]}px, the classifier {record['image_size']}px")
-    result: dict[str, Any] = {"samples": args.samples, **coverage(classifier, images)}
+    result: dict[str, Any] = {"samples": args.samples, "label": args.label, **coverage(classifier, images)}
     result["classifier"] = {"path": args.classifier, "test_accuracy": record["test_accuracy"]}
     if args.fid:
         scored = json.loads(Path(args.fid).read_text())
         result.update({k: scored[k] for k in FID_KEYS if k in scored})
         result["nfe"] = scored.get("sampler", {}).get("nfe")
+        result["step"] = scored.get("source", {}).get("global_step")
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")
