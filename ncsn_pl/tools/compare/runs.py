@@ -3,8 +3,9 @@
 PATH is a run folder (a CSVLogger ``version_N`` folder, or any folder above run folders), a sweep folder
 (``sweep.json`` from ``python -m ncsn_pl sweep``), an offline W&B run (``wandb/offline-run-*``), or
 ``entity/project`` read through the W&B API (online). Prints one row per run: its swept settings, the best and
-last value of the metric, IS, loss, steps and run time, sorted by the metric; writes the table as ``runs.csv``
-and ``runs.md`` and draws PNG plots of the metric against each swept setting and over training steps.
+last value of the metric, IS, loss, steps and run time, ranked as the sweep runner ranks trials (:func:`sort_rows`);
+writes the table as ``runs.csv`` and ``runs.md`` and draws PNG plots of the metric against each swept setting and
+over training steps.
 """
 
 from __future__ import annotations
