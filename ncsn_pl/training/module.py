@@ -238,11 +238,11 @@ class ScoreModel(pl.LightningModule):
         x = _images(batch)
         if batch_idx == 0:
             self._evaluated = 0
-        first = getattr(self, "_evaluated", 0)
-        self._evaluated = first + x.shape[0]
+        offset = getattr(self, "_evaluated", 0)
+        self._evaluated = offset + x.shape[0]
         # Lightning's DistributedSampler (not shuffled) gives rank r of W the items r, r + W, r + 2W, ...
         world_size = self.trainer.world_size if self._trainer is not None else 1
-        items = torch.arange(first, first + x.shape[0]) * world_size + self.global_rank
+        items = torch.arange(offset, offset + x.shape[0]) * world_size + self.global_rank
         levels = spread_levels(items, self.num_scales).to(x.device)
         seeds = [step_seed(self.hparams.seed, 1, k) for k in items.tolist()]
         noise = PerSampleNoise(seeds, device=x.device).randn(x.shape, dtype=x.dtype)
@@ -255,9 +255,9 @@ class ScoreModel(pl.LightningModule):
         group_of = torch.cat([torch.full((last - first + 1,), g) for g, (first, last) in enumerate(groups)])
         index = group_of.to(x.device)[levels]
         if batch_idx == 0:
-            self._level_sums = torch.zeros(2, len(groups), dtype=torch.float64, device=x.device)
-        self._level_sums[0].index_add_(0, index, losses.detach().double())
-        self._level_sums[1].index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+            self._level_sums = torch.zeros(2, len(groups), device=x.device)
+        self._level_sums[0].index_add_(0, index, losses.detach().float())
+        self._level_sums[1].index_add_(0, index, torch.ones_like(index, dtype=torch.float32))
 
     def _log_level_losses(self, stage: str) -> None:
         """Log ``stage/loss_level_i`` (or ``loss_levels_i-j``): the mean loss of the pass's items at those levels."""
