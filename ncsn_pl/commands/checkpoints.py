@@ -41,7 +41,8 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
     ``current_model_state``), so this loads the EMA weights.
 
     Returns:
-        ``{"checkpoint": path, "epoch": ..., "global_step": ..., "ema": bool}``.
+        ``{"checkpoint": path, "epoch": ..., "global_step": ..., "ema": bool}``, with ``wandb_run`` (``id``,
+        ``project``, ``save_dir``) when the checkpoint names its run's W&B run.
     """
     checkpoint = load_checkpoint(ckpt_path, weights_only)
     try:
@@ -56,12 +57,15 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
             f"The weights in {ckpt_path} are not finite: the run diverged by step {checkpoint.get('global_step')}. "
             "Use an earlier checkpoint of the run (its checkpoints/ folder)."
         )
-    return {
+    loaded = {
         "checkpoint": str(Path(ckpt_path).resolve()),
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "ema": "current_model_state" in checkpoint,
     }
+    if isinstance(checkpoint.get("wandb_run"), dict):  # the training run's W&B run (ResumableCheckpoint)
+        loaded["wandb_run"] = checkpoint["wandb_run"]
+    return loaded
 
 
 def load_sampling_model(
