@@ -41,6 +41,19 @@ def _gives_data(args: Sequence[str]) -> bool:
     return any(a == "--data" or a.startswith(("--data=", "--data.class_path")) for a in args)
 
 
+# options that are switches: given alone they mean true (jsonargparse's booleans otherwise take a value)
+SWITCHES = ("--wandb",)
+
+
+def _switches_on(options: Sequence[str]) -> list[str]:
+    """``--wandb`` alone (the last option, or followed by another option) as ``--wandb=true``."""
+    given = list(options)
+    for i, option in enumerate(given):
+        if option in SWITCHES and (i + 1 == len(given) or given[i + 1].startswith("-")):
+            given[i] = f"{option}=true"
+    return given
+
+
 def complete_command_args(args: Sequence[str]) -> list[str]:
     """Fill in the model and the data of ``sample`` / ``fid`` when no ``--config`` gives them.
 
@@ -54,7 +67,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
     * ``fid --images DIR`` without a checkpoint: a placeholder network (no model is used);
     * ``--official_ckpt FILE.pth [--official_config config.yml]``: the network, schedule and sampler of the official
       config (:mod:`ncsn_pl.commands.official`) and, without ``--data``/``--dataset``, its data set;
-    * ``fid --ref_stats FILE.npz`` with no real data: a placeholder DataModule (the file holds the statistics).
+    * ``fid --ref_stats FILE.npz`` with no real data: a placeholder DataModule (the file holds the statistics);
+    * a switch (``--wandb``) given alone: ``--wandb=true``.
 
     Other commands and full configs pass through unchanged. The checkpoint is checked here, so a wrong path
     fails with a clear message before anything is built.
@@ -65,7 +79,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
     args = list(args)
     if not args or args[0] not in COMMANDS:
         return args
-    command, options = args[0], args[1:]
+    command, options = args[0], _switches_on(args[1:])
+    args = [command, *options]
     if "-h" in options or "--help" in options:
         return args
     ckpt_path = _option(options, "--ckpt_path")

@@ -46,7 +46,8 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
 
     Returns:
         ``{"checkpoint": path, "checkpoint_sha256": ..., "epoch": ..., "global_step": ..., "ema": bool}``, the sha256
-        of the bytes the weights were loaded from (the file is read once).
+        of the bytes the weights were loaded from (the file is read once), with ``wandb_run`` (``id``, ``project``,
+        ``save_dir``) when the checkpoint names its run's W&B run.
     """
     checkpoint, sha256 = read_torch_file(ckpt_path, weights_only=True if weights_only is None else weights_only)
     checkpoint = _check_lightning_checkpoint(checkpoint, ckpt_path)
@@ -62,13 +63,16 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
             f"The weights in {ckpt_path} are not finite: the run diverged by step {checkpoint.get('global_step')}. "
             "Use an earlier checkpoint of the run (its checkpoints/ folder)."
         )
-    return {
+    loaded = {
         "checkpoint": str(Path(ckpt_path).resolve()),
         "checkpoint_sha256": sha256,
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "ema": "current_model_state" in checkpoint,
     }
+    if isinstance(checkpoint.get("wandb_run"), dict):  # the training run's W&B run (ResumableCheckpoint)
+        loaded["wandb_run"] = checkpoint["wandb_run"]
+    return loaded
 
 
 def load_sampling_model(

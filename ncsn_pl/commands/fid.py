@@ -18,7 +18,7 @@ from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import find_images
 from ncsn_pl.metrics import QualityOptions, RealImages, real_images
 from ncsn_pl.training import ScoreModel
-from ncsn_pl.training.runs import log_to_sweep_run
+from ncsn_pl.training.runs import log_fid_result, log_to_sweep_run
 
 __all__ = ["fid"]
 
@@ -64,6 +64,10 @@ def fid(
     sample_dir: str | None = None,
     quality: QualityOptions = QualityOptions(),
     out: str | None = None,
+    wandb: bool = False,
+    wandb_project: str | None = None,
+    wandb_name: str | None = None,
+    wandb_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Compute FID / KID / IS / precision-recall of a checkpoint's samples or of a folder of images; resumable.
 
@@ -78,7 +82,8 @@ def fid(
     Images are scored as 8-bit PNGs with the TF-FID Inception network (offline weights, see ``ncsn_pl.metrics``).
     In a sweep trial (``wandb agent``, ``python -m ncsn_pl sweep``) the numbers are also logged to the trial's W&B run
     (``fid``, ``kid``, ``is``, ``precision``, ``recall`` as in the JSON, with ``nfe`` and ``num_samples``), so a sweep
-    of sampler settings on one checkpoint samples only.
+    of sampler settings on one checkpoint samples only. ``--wandb`` logs them to W&B in any run: into the
+    checkpoint's training run when the checkpoint names it (beside its curves, at its step), else a new run.
 
     Args:
         trainer: the Trainer the CLI built (accelerator, devices, strategy, precision).
@@ -106,6 +111,11 @@ def fid(
             and the statistics cache.
         out: the JSON file to write (default ``fid.json`` in ``--trainer.default_root_dir``, which is the working
             folder unless set, and a sweep trial's own folder in a sweep).
+        wandb: also log the numbers to W&B (offline, for ``wandb sync``, when W&B has no credentials).
+        wandb_project: the W&B project (default: the checkpoint's run's, else ``ncsn-pl``).
+        wandb_name: the name of a new W&B run (default: W&B's).
+        wandb_run_id: the W&B run to add the numbers to (default: the checkpoint's training run when it names it,
+            else a new run).
     """
     out = out or str(Path(trainer.default_root_dir) / "fid.json")
     draws = bool(ckpt_path or official_ckpt)
@@ -181,5 +191,21 @@ def fid(
     result = json.loads(Path(out).read_text())
     if trainer.is_global_zero:
         print(json.dumps(result, indent=2))
-        log_to_sweep_run(result, trainer.default_root_dir)
+        if wandb:
+            _log_to_wandb(result, trainer.default_root_dir, wandb_project, wandb_name, wandb_run_id)
+        else:
+            log_to_sweep_run(result, trainer.default_root_dir)
     return result
+
+
+def _log_to_wandb(result: dict[str, Any], root: str, project: str | None, name: str | None, run_id: str | None) -> None:
+    """``--wandb``: the result into the given run, else the checkpoint's training run (under its save_dir when it is
+    there), else a new run under ``root``."""
+    source = result.get("source") or {}
+    trained = source.get("wandb_run") or {}
+    if run_id is None and trained.get("id"):
+        run_id, project = trained["id"], project or trained.get("project")
+        root = trained["save_dir"] if Path(trained.get("save_dir") or "").is_dir() else root
+    run = log_fid_result(result, root, project=project or "ncsn-pl", name=name, run_id=run_id,
+                         step=source.get("global_step"))  # fmt: skip
+    print(f"Logged to W&B run {run} (project {project or 'ncsn-pl'}).")

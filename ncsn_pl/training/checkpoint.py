@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from ncsn_pl.core.files import atomic_torch_save
+from ncsn_pl.training.runs import wandb_run_of
 
 __all__ = ["PREEMPTED_EXIT_CODE", "AtomicCheckpointIO", "ResumableCheckpoint"]
 
@@ -98,6 +99,14 @@ class ResumableCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         self.last_good = (filepath, trainer.global_step)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Name the run's W&B run in the checkpoint (``wandb_run``: id, project, save_dir), for ``fid --wandb``."""
+        run = wandb_run_of(trainer.loggers)
+        if run is not None:
+            checkpoint["wandb_run"] = run
 
     def describe_last_good(self) -> str:
         """Where the last checkpoint with finite weights is, for messages."""

@@ -27,11 +27,13 @@ __all__ = [
     "default_wandb_mode",
     "drop_unset_wandb_settings",
     "log_config",
+    "log_fid_result",
     "log_to_sweep_run",
     "run_dir",
     "sweep_parameters",
     "sweep_run_name",
     "wandb_has_credentials",
+    "wandb_run_of",
 ]
 
 def run_dir(trainer: pl.Trainer) -> Path:
@@ -116,22 +118,53 @@ def log_to_sweep_run(result: Mapping[str, Any], root: str | os.PathLike[str]) ->
     parameters = sweep_parameters()
     if parameters is None and not os.environ.get("WANDB_SWEEP_ID"):
         return False
+    log_fid_result(result, root, name=sweep_run_name(parameters) if parameters else None)
+    return True
+
+
+def log_fid_result(
+    result: Mapping[str, Any],
+    root: str | os.PathLike[str],
+    *,
+    project: str | None = None,
+    name: str | None = None,
+    run_id: str | None = None,
+    step: int | None = None,
+) -> str:
+    """Log a ``fid`` result to a W&B run under ``root/wandb``: its numbers (:data:`FID_RESULT_KEYS` and the sampler's
+    ``nfe``), with ``trainer/global_step`` = ``step`` when given, and what they were computed from in the run's config
+    (``fid``). ``run_id`` adds them to that run (a training run: the result lands beside its curves), else a new run
+    (``job_type`` fid) is made. W&B goes offline without credentials. Returns the run's id."""
     import wandb
 
     default_wandb_mode()
     Path(root).mkdir(parents=True, exist_ok=True)
     sampler = dict(result.get("sampler") or {})
-    numbers = {key: result[key] for key in FID_RESULT_KEYS if isinstance(result.get(key), (int, float))}
+    numbers: dict[str, Any] = {key: result[key] for key in FID_RESULT_KEYS if isinstance(result.get(key), (int, float))}
     if isinstance(sampler.get("nfe"), int):
         numbers["nfe"] = sampler["nfe"]
+    if step is not None:
+        numbers["trainer/global_step"] = step
     config = {"fid": {key: result.get(key) for key in ("source", "real", "sampler", "feature_extractor")}}
-    run = wandb.init(dir=str(root), job_type="fid", name=sweep_run_name(parameters) if parameters else None,
-                     config=config)  # fmt: skip
+    run = wandb.init(dir=str(root), project=project, name=name, id=run_id, resume="allow" if run_id else None,
+                     job_type=None if run_id else "fid", config=config)  # fmt: skip
     try:
         run.log(numbers)
     finally:
         run.finish()
-    return True
+    return run.id
+
+
+def wandb_run_of(loggers: Iterable[object]) -> dict[str, str] | None:
+    """The W&B run the first ``WandbLogger`` among ``loggers`` logs to (``id``, ``project``, ``save_dir``), or
+    ``None``: written into checkpoints, so ``fid --wandb`` can put a result beside the run's training curves."""
+    for logger in loggers:
+        disabled = getattr(getattr(logger, "_experiment", None), "disabled", False)  # WANDB_MODE=disabled: no run
+        if isinstance(logger, WandbLogger) and logger.version and not disabled:
+            settings = getattr(logger, "_wandb_init", {})
+            run = {"id": str(logger.version), "project": settings.get("project"), "save_dir": logger.save_dir}
+            return {key: str(value) for key, value in run.items() if value}
+    return None
 
 
 def wandb_has_credentials(environ: Mapping[str, str] | None = None) -> bool:
