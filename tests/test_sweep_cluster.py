@@ -14,7 +14,7 @@ import pytest
 import torch
 from cli_runs import CONFIGS, fit_digits
 
-from ncsn_pl.tools.sweep.runner import Sweep, SweepStopped
+from ncsn_pl.tools.sweep.runner import Sweep, SweepStopped, carry_over
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
@@ -31,6 +31,7 @@ def fit_sweep() -> dict:
                         str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "cpu_smoke.yaml"), "${args}"]}
 
 
+@pytest.mark.slow  # about 2 minutes: two fit attempts in processes of their own, and a straight fit
 def test_a_preempted_fit_trial_continues_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(TESTS)]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -47,7 +48,7 @@ def test_a_preempted_fit_trial_continues_to_the_weights_of_an_uninterrupted_one(
     (trial,) = state["trials"]
     assert trial["state"] == "finished" and trial["dir"] == "trial-000-a2", trial
     assert any(a.endswith("trial-000-a2/version_0/checkpoints/last.ckpt") for a in trial["command"])
-    assert [step for step, _ in trial["history"]] == list(range(1, 9)) or len(trial["history"]) == 8
+    assert len(trial["history"]) == 8  # train/loss of every step, those of the first attempt carried over
     resumed = torch.load(out / "trial-000-a2" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
     straight = fit_digits(tmp_path / "straight", *FIT, "--model.lr=0.002", "--trainer.callbacks=[]")
     assert resumed["global_step"] == straight.trainer.global_step == 8
@@ -107,3 +108,20 @@ def test_a_stalled_worker_cannot_alter_the_new_attempt(tmp_path):
     assert {p: p.read_bytes() for p in new_files} == new_files
     (after,) = json.loads((out / "sweep.json").read_text())["trials"]
     assert after == taken and after["metric"]["best"] > 0
+
+
+def test_an_attempt_carries_over_only_work_to_continue(tmp_path):
+    fid_trial = tmp_path / "trial-001"
+    (fid_trial / "fid_samples" / "shards").mkdir(parents=True)
+    (fid_trial / "fid_samples" / "sample.json").write_text('{"complete": false}\n')
+    (fid_trial / "fid_samples" / "shards" / "00000000-00000001-n2.npz").write_bytes(b"shard")
+    (fid_trial / "heartbeat").touch()
+    (fid_trial / "trial.log").write_text("the first attempt's log\n")
+    assert carry_over(fid_trial, tmp_path / "trial-001-a2")
+    copied = sorted(str(p.relative_to(tmp_path / "trial-001-a2")) for p in (tmp_path / "trial-001-a2").rglob("*"))
+    assert copied == ["fid_samples", "fid_samples/sample.json", "fid_samples/shards",
+                      "fid_samples/shards/00000000-00000001-n2.npz"]  # fmt: skip
+    nothing = tmp_path / "trial-002"
+    (nothing / "version_0").mkdir(parents=True)
+    (nothing / "version_0" / "config.yaml").write_text("a: 1\n")
+    assert not carry_over(nothing, tmp_path / "trial-002-a2") and not (tmp_path / "trial-002-a2").exists()
