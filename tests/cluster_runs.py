@@ -9,6 +9,7 @@ a GPU run NCCL would refuse it; ``.to(device)`` moves it (and clears the mark).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -138,3 +139,14 @@ class PoisonBatch(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
         if trainer.global_rank == self.rank and trainer.global_step == self.step:
             (batch[0] if isinstance(batch, (list, tuple)) else batch).fill_(float("nan"))
+
+
+class SigtermAt(Callback):
+    """Send this process a SIGTERM after ``step`` optimizer steps, as a scheduler preempting the job does."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)

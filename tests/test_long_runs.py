@@ -153,6 +153,57 @@ def test_resume_is_exact_with_augmentation_and_after_a_mid_epoch_preemption(tmp_
         assert torch.equal(a, b), name
 
 
+class CrashAt(Callback):
+    """Raise an ordinary error at the start of step ``step`` (a crash after the checkpoint of the step before)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("crash")
+
+
+EVERY_STOP = ["--data.init_args.dequantize=true", "--data.init_args.random_flip=true",
+              "--trainer.limit_train_batches=3", "--trainer.max_epochs=-1"]  # fmt: skip
+
+
+def callback(name: str, step: int) -> str:
+    return f'--trainer.callbacks=[{{"class_path": "test_long_runs.{name}", "init_args": {{"step": {step}}}}}]'
+
+
+@pytest.fixture(scope="module")
+def straight_six(tmp_path_factory):
+    return fit_digits(tmp_path_factory.mktemp("straight"), *EVERY_STOP, "--trainer.max_steps=6").model.state_dict()
+
+
+STOPS = {
+    "max_steps on an epoch's last batch": ["--trainer.max_steps=3"],
+    "max_steps mid-epoch": ["--trainer.max_steps=2"],
+    "max_epochs": ["--trainer.max_epochs=1"],
+    "max_time": ["--trainer.max_steps=6", "--trainer.max_time=00:00:00:01"],
+    "SIGTERM on an epoch's last batch": ["--trainer.max_steps=6", callback("StopLikeSIGTERM", 3)],
+    "an exception after a checkpoint": ["--trainer.max_steps=6", callback("CrashAt", 4),
+                                        "--checkpoint.every_n_train_steps=2"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("stop", [pytest.param(s, marks=[] if s == next(iter(STOPS)) else pytest.mark.slow)
+                                  for s in STOPS])  # fmt: skip
+def test_a_run_continues_exactly_however_it_stopped(stop, straight_six, tmp_path):
+    try:
+        fit_digits(tmp_path, *EVERY_STOP, *STOPS[stop])
+    except (SystemExit, RuntimeError):
+        pass  # a preempted (exit 143) or crashed run: it wrote last.ckpt on its way out
+    (run,) = run_dirs(tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    assert 0 < torch.load(last, weights_only=False)["global_step"] < 6
+    resumed = fit_digits(tmp_path, *EVERY_STOP, "--trainer.max_steps=6", f"--ckpt_path={last}")
+    assert resumed.trainer.global_step == 6
+    for (name, a), b in zip(straight_six.items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 # ------------------------------------------------------------------ overrides with --ckpt_path
 def test_overrides_with_ckpt_path_apply_or_are_refused(tmp_path):
     fit_digits(tmp_path, "--trainer.max_epochs=1")

@@ -140,17 +140,19 @@ def test_a_dead_workers_trial_runs_once_more_then_fails(grid_file, tmp_path, mon
     trials = state["trials"]
     assert [t["state"] for t in trials] == ["finished", "finished", "running", "finished"]
     assert trials[gone["index"]]["attempts"] == 2 and trials[silent["index"]]["attempts"] == 2
+    assert trials[gone["index"]]["lost"] == 1 and trials[gone["index"]]["dir"] == "trial-000-a2"
     assert trials[alive["index"]]["worker"]["id"] == "node8:13:cd"  # a live worker's trial is left alone
     assert len(started(tmp_path)) == 3  # the two abandoned trials ran again, and one new
 
-    # a trial whose worker died on its second attempt too is recorded as failed, with why
+    # a trial whose worker died on its second attempt too is recorded as failed, with why (preemptions, which
+    # end in a checkpoint, are counted apart: three of them before do not count)
     with locked_state(sweep.out) as box:
-        box["state"]["trials"][alive["index"]]["attempts"] = 2
+        box["state"]["trials"][alive["index"]].update(attempts=5, lost=1, interruptions=3)
     os.utime(sweep.out / alive["name"] / HEARTBEAT_FILE, (time.time() - 120, time.time() - 120))
     state = Sweep(config, tmp_path / "sweep", stream=quiet, stale_after=60.0, heartbeat=1.0).run(count=4)
     failed = state["trials"][alive["index"]]
     assert failed["state"] == "failed" and "sent no heartbeat" in failed["error"]
-    assert "attempt 2 of 2" in failed["error"]
+    assert "attempt 2 of 2" in failed["error"] and failed["interruptions"] == 3
 
 
 def test_a_live_trial_keeps_beating(grid_file, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import sys
 import pytest
 import wandb
 import yaml
+from cli_runs import CONFIGS
 from lightning.pytorch.loggers import WandbLogger
 
 from ncsn_pl.tools.tracking import (
@@ -123,3 +124,22 @@ def test_without_credentials_the_offline_note_leaves_print_config_and_sweep_vali
     done = subprocess.run([sys.executable, "-m", "ncsn_pl", "sweep", "experiments/sweeps/toy_grid.yaml", "--validate"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "valid grid sweep" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.slow  # about 70 s: two offline W&B fits in interpreters of their own
+def test_a_resumed_run_continues_its_wandb_run_offline(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_RUN_ID", None)
+    fit = [sys.executable, "-m", "ncsn_pl", "fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config",
+           str(CONFIGS / "cpu_smoke.yaml"), f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]",
+           "--trainer.limit_val_batches=0", "--data.init_args.batch_size=4"]  # fmt: skip
+    first = subprocess.run([*fit, "--trainer.max_steps=1"], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_id = (tmp_path / "version_0" / "wandb_run_id").read_text().strip()
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    second = subprocess.run([*fit, "--trainer.max_steps=2", f"--ckpt_path={last}"], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    parts = offline_run_dirs(tmp_path)
+    assert len(parts) == 2 and all(p.name.endswith(f"-{run_id}") for p in parts)  # one W&B run, in two parts
+    assert (tmp_path / "version_0" / "wandb_run_id").read_text().strip() == run_id

@@ -32,10 +32,12 @@ from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
 from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.runs import (
+    continue_wandb_run,
     declare_metric_summaries,
     default_wandb_mode,
     drop_unset_wandb_settings,
     log_config,
+    remember_wandb_run,
     run_dir,
     sweep_parameters,
     sweep_run_name,
@@ -76,6 +78,7 @@ class RunConfigSaver(SaveConfigCallback):
         config = json.loads(self.parser.dump(self.config, format="json", skip_unset=False, skip_validation=True))
         log_config(trainer.loggers, config)
         declare_metric_summaries(trainer.loggers)
+        remember_wandb_run(trainer.loggers, run_dir(trainer))
 
 
 # settings a run continued from a checkpoint may change: the optimizer's (applied to its restored state by
@@ -226,7 +229,9 @@ class NCSNCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder
             for logger in self.trainer.loggers:
-                if isinstance(logger, RunLogger) and not logger.continue_run(ckpt_path) and logger.branched_from:
+                if isinstance(logger, RunLogger) and logger.continue_run(ckpt_path):
+                    continue_wandb_run(self.trainer.loggers, logger.log_dir)
+                elif isinstance(logger, RunLogger) and logger.branched_from:
                     branch = logger.branched_from
                     rank_zero_info(
                         f"{ckpt_path} (step {branch['step']}) is earlier than its run's last.ckpt (step "

@@ -59,6 +59,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().__init__(*args, filename=filename, save_last=save_last, save_on_exception=save_on_exception, **kwargs)
         self.last_good: tuple[str, int] | None = None  # (path, global step) of the last checkpoint written
         self._in_exception = False  # saving on the way out: no collective (another rank may have stopped)
+        self._at_epoch_end = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -93,20 +94,14 @@ class ResumableCheckpoint(ModelCheckpoint):
         if trainer.fast_dev_run:
             return
         self._check_divergence(trainer)
+        if self.save_last and not self.last_model_path:  # resumed in a moved or copied folder: keep last.ckpt's name
+            self.last_model_path = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
         if self._weights_finite(trainer):
             super()._save_last_checkpoint(trainer, monitor_candidates)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         self.last_good = (filepath, trainer.global_step)
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        """Name the run's W&B run in the checkpoint (``wandb_run``: id, project, save_dir), for ``fid --wandb``."""
-        run = wandb_run_of(trainer.loggers)
-        if run is not None:
-            checkpoint["wandb_run"] = run
 
     def describe_last_good(self) -> str:
         """Where the last checkpoint with finite weights is, for messages."""
@@ -115,13 +110,51 @@ class ResumableCheckpoint(ModelCheckpoint):
         path, step = self.last_good
         return f"the last checkpoint with finite weights is {path}, at step {step}"
 
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        """Lightning's periodic saves; and when this batch ends the fit in the middle of an epoch (``max_steps``,
+        ``max_time`` or a callback's stop), ``last.ckpt`` now, while the loop's state still says "mid-epoch".
+        Saved later, at the epoch's end, the state says the epoch was processed, and a run continued from it would
+        draw the rest of the epoch in the next epoch's order (Lightning sets the shuffle's epoch to the processed
+        epochs). At an epoch's last batch, :meth:`on_train_epoch_end` saves it."""
+        super().on_train_batch_end(trainer, pl_module, *args)
+        max_steps = trainer.max_steps
+        stops = trainer.should_stop or (max_steps is not None and 0 <= max_steps <= trainer.global_step)
+        epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.current.ready >= trainer.num_training_batches
+        if self.save_last and stops and not epoch_ends and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Also keep the final steps: when this epoch ends the fit (``max_time``, ``max_steps``, ``max_epochs`` or
         a callback's stop), ``last.ckpt`` gets the final weights even if no validation saved them. This runs before
         ``on_train_end``, where ``EMAWeightAveraging`` would replace the raw weights by the average."""
-        super().on_train_epoch_end(trainer, pl_module)
-        if self.save_last and _fit_ends_after_this_epoch(trainer) and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._at_epoch_end = True
+        try:
+            super().on_train_epoch_end(trainer, pl_module)
+            if self.save_last and _fit_ends_after_this_epoch(trainer) and not self._should_skip_saving_checkpoint(
+                trainer
+            ):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        finally:
+            self._at_epoch_end = False
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+                           ) -> None:  # fmt: skip
+        """A checkpoint written at an epoch's end records the epoch as completed (Lightning counts it completed only
+        after the hook that writes it), so a run continued from it starts the next epoch, with the next epoch's
+        order, as a run that never stopped does, however the fit ended (``max_steps`` on an epoch's last batch).
+        It also names the run's W&B run (``wandb_run``: id, project, save_dir), for ``fid --wandb``."""
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        run = wandb_run_of(trainer.loggers)
+        if run is not None:
+            checkpoint["wandb_run"] = run
+        loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        if not self._at_epoch_end or "epoch_progress" not in loop or "epoch_loop.batch_progress" not in loop:
+            return
+        for tracker in loop["epoch_progress"].values():
+            tracker["completed"] = tracker["processed"]
+        batches = loop["epoch_loop.batch_progress"]
+        batches["current"] = {key: 0 for key in batches["current"]}
+        batches["is_last_batch"] = False
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """Save the state to resume from, unless the run diverged (its weights gave a non-finite loss)."""

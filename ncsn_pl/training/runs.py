@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
+from ncsn_pl.core.files import atomic_write_text
 from ncsn_pl.core.run_records import (
     FID_COMMAND_GOALS,
     METRIC_SUMMARIES,
@@ -23,12 +24,14 @@ from ncsn_pl.core.run_records import (
 __all__ = [
     "METRIC_SUMMARIES",
     "SWEEP_PARAM_PATH",
+    "continue_wandb_run",
     "declare_metric_summaries",
     "default_wandb_mode",
     "drop_unset_wandb_settings",
     "log_config",
     "log_fid_result",
     "log_to_sweep_run",
+    "remember_wandb_run",
     "run_dir",
     "sweep_parameters",
     "sweep_run_name",
@@ -43,6 +46,39 @@ def run_dir(trainer: pl.Trainer) -> Path:
         if log_dir and not isinstance(logger, WandbLogger):
             return Path(log_dir)
     return Path(trainer.default_root_dir)
+
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def remember_wandb_run(loggers: Iterable[object], folder: str | os.PathLike[str]) -> str | None:
+    """Keep the id of the first W&B run among ``loggers`` in the run folder (``wandb_run_id``), so that a resumed
+    run continues the same W&B run (:func:`continue_wandb_run`). Call it on global rank 0 only; returns the id."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            if getattr(run, "disabled", False) or getattr(getattr(run, "settings", None), "mode", None) == "disabled":
+                return None  # WANDB_MODE=disabled: no run to continue
+            run_id = str(run.id) if getattr(run, "id", None) else None
+            if run_id:
+                atomic_write_text(run_id + "\n", Path(folder) / WANDB_ID_FILE)
+            return run_id
+    return None
+
+
+def continue_wandb_run(loggers: Iterable[object], folder: str | os.PathLike[str]) -> str | None:
+    """Make every ``WandbLogger`` among ``loggers`` (not yet started) continue the W&B run whose id the run folder
+    keeps (``resume="allow"``: online, the curves go on in the same run; offline, each part is written under the
+    same id and ``wandb sync`` uploads them into one run). Returns the id, or ``None`` when the folder keeps none."""
+    path = Path(folder) / WANDB_ID_FILE
+    if not path.is_file():
+        return None
+    run_id = path.read_text().strip()
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger._wandb_init.update(id=run_id, resume="allow")  # read when the run starts (lazily)
+            logger._id = run_id
+    return run_id
 
 
 def log_config(loggers: Iterable[object], config: Mapping[str, Any]) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepStopped", "log_tail", "sigterm_raises", "stop_process"]
+__all__ = ["SweepStopped", "log_tail", "sigterm_deferred", "sigterm_raises", "stop_process"]
 
 
 class SweepStopped(Exception):
@@ -56,3 +56,19 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """Hold back SIGTERM (a preemption) while the block runs, e.g. while a finished trial is recorded; it is
+    delivered when the block ends. Main thread only (elsewhere the block runs as is)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

@@ -38,7 +38,7 @@ from ncsn_pl.core.run_records import (
     sweep_run_name,
     write_sweep_parameters,
 )
-from ncsn_pl.tools.sweep.processes import SweepStopped, log_tail, sigterm_raises, stop_process
+from ncsn_pl.tools.sweep.processes import SweepStopped, log_tail, sigterm_deferred, sigterm_raises, stop_process
 from ncsn_pl.tools.sweep.spec import (
     DEFAULT_COMMAND,
     ROOT_DIR_KEY,
@@ -90,6 +90,31 @@ def seeded_call(seed: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+
+def _is_fit(command: Sequence[str]) -> bool:
+    """Whether a trial's command is ``... ncsn_pl fit ...``."""
+    return any(a.endswith("ncsn_pl") and b == "fit" for a, b in zip(command, command[1:], strict=False))
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest run's ``last.ckpt`` in a trial's folder, if any."""
+    found = sorted(folder.glob("version_*/checkpoints/last.ckpt"), key=lambda p: int(p.parts[-3][8:]))
+    return found[-1] if found else None
+
+
+# what an attempt's folder holds that is its own (its liveness, its log, a lock folder) and is not carried over
+_NOT_CARRIED = shutil.ignore_patterns(HEARTBEAT_FILE, TRIAL_LOG, "*.lock.d", "*.tmp")
+
+
+def carry_over(previous: Path, folder: Path) -> bool:
+    """Copy an earlier attempt's work into a new attempt's folder when there is work to continue: a checkpoint
+    (``last.ckpt``) or a resumable sample folder (``sample.json``). Copied, not moved: the earlier attempt's worker
+    may still be alive and writing there. Returns whether anything was copied."""
+    if not previous.is_dir() or not (any(previous.rglob("last.ckpt")) or any(previous.rglob("sample.json"))):
+        return False
+    shutil.copytree(previous, folder, ignore=_NOT_CARRIED, dirs_exist_ok=True)
+    return True
 
 
 class Sweep:
@@ -210,12 +235,13 @@ class Sweep:
         for trial in self.trials:
             if trial["state"] != RUNNING or (trial.get("worker") or {}).get("id") == self.worker["id"]:
                 continue
-            reason = abandoned(trial, self.out / trial["name"], fs_time, self.stale_after)
+            reason = abandoned(trial, self.out / trial.get("dir", trial["name"]), fs_time, self.stale_after)
             if reason is None:
                 continue
-            attempts = int(trial.get("attempts", 1))
-            if attempts >= self.max_attempts:
-                trial.update(state=FAILED, ended=now(), error=f"{reason} (attempt {attempts} of {self.max_attempts})")
+            lost = int(trial.get("lost", 0)) + 1  # attempts whose worker died; preemptions are counted apart
+            trial["lost"] = lost
+            if lost >= self.max_attempts:
+                trial.update(state=FAILED, ended=now(), error=f"{reason} (attempt {lost} of {self.max_attempts})")
             else:
                 trial.update(state=INTERRUPTED, error=f"{reason}; it runs again")
             self._say(f"{trial['name']}: {trial['error']}")
@@ -239,18 +265,24 @@ class Sweep:
                 trial = {"index": index, "name": f"trial-{index:03d}", "run_id": f"{self.state['sweep_id']}{index:03d}",
                          "run_name": sweep_run_name(params), "params": params, "attempts": 0}
                 self.trials.append(trial)
-            trial.update(state=RUNNING, worker=self.worker, attempts=int(trial.get("attempts", 0)) + 1,
-                         claimed=now(), error=None)
-            # the trial's folder and first heartbeat exist as soon as it is claimed (so a worker that dies right
-            # away is noticed); an earlier attempt's folder is moved aside here and deleted after the lock
-            trial_dir, old = self.out / trial["name"], None
+            attempt = int(trial.get("attempts", 0)) + 1
+            previous = trial.get("dir")
+            # each attempt has a folder of its own: a worker that was taken over (stalled, not dead) keeps writing
+            # into its own attempt's folder, never into this one
+            folder = trial["name"] if attempt == 1 else f"{trial['name']}-a{attempt}"
+            trial.update(state=RUNNING, worker=self.worker, attempts=attempt, dir=folder, claimed=now(), error=None)
+            # the folder and first heartbeat exist as soon as the trial is claimed (so a worker that dies right away
+            # is noticed); a leftover folder of that name is moved aside here and deleted after the lock
+            trial_dir, old = self.out / folder, None
             if trial_dir.exists():
-                old = trial_dir.rename(self.out / f".{trial['name']}.old-{secrets.token_hex(3)}")
+                old = trial_dir.rename(self.out / f".{folder}.old-{secrets.token_hex(3)}")
             trial_dir.mkdir(parents=True)
             (trial_dir / HEARTBEAT_FILE).touch()
             claimed = json.loads(json.dumps(trial, default=plain))
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        if previous and previous != folder:
+            carry_over(self.out / previous, self.out / folder)
         return claimed
 
     def _record(self, trial: dict[str, Any]) -> bool:
@@ -267,16 +299,19 @@ class Sweep:
 
     # ---------------------------------------------------------------- trials
     def command(self, trial: Mapping[str, Any]) -> list[str]:
-        """The trial's command, as ``wandb agent`` would expand it, plus its ``--trainer.default_root_dir``."""
-        trial_dir = self.out / trial["name"]
+        """The trial's command, as ``wandb agent`` would expand it, plus its ``--trainer.default_root_dir`` (the
+        attempt's folder) and, for a ``fit`` that an earlier attempt checkpointed, ``--ckpt_path`` of its
+        ``last.ckpt`` (carried into this attempt's folder), so a preempted trial continues instead of starting over."""
+        trial_dir = self.out / trial.get("dir", trial["name"])
         cmd = expand_command(self.config.get("command") or DEFAULT_COMMAND,
                              trial["params"], extra_args=self.state["extra_args"],
                              program=self.config.get("program"), args_json_file=str(trial_dir / "args.json"))
-        return [*cmd, f"--{ROOT_DIR_KEY}={trial_dir}"]
+        resume = _last_checkpoint(trial_dir) if _is_fit(cmd) else None
+        return [*cmd, f"--{ROOT_DIR_KEY}={trial_dir}", *([f"--ckpt_path={resume}"] if resume else [])]
 
     def run_trial(self, trial: dict[str, Any]) -> None:
         """Run one claimed trial in its own process and record the outcome."""
-        trial_dir = self.out / trial["name"]
+        trial_dir = self.out / trial.get("dir", trial["name"])
         trial_dir.mkdir(parents=True, exist_ok=True)
         command = self.command(trial)
         (trial_dir / "args.json").write_text(json.dumps(trial["params"]))
@@ -285,7 +320,7 @@ class Sweep:
         env = {**os.environ, "WANDB_MODE": self.wandb_mode, "WANDB_RUN_ID": trial["run_id"],
                "WANDB_RUN_GROUP": self.state["name"], SWEEP_PARAM_PATH: str(trial_dir / PARAMS_FILE),
                "PYTHONUNBUFFERED": "1"}
-        trial.update(state=RUNNING, command=command, dir=trial["name"], log=f"{trial['name']}/{TRIAL_LOG}",
+        trial.update(state=RUNNING, command=command, log=f"{trial_dir.name}/{TRIAL_LOG}",
                      started=now(), ended=None, duration_s=None, returncode=None, error=None, metric=None,
                      history=[], metric_source=None)
         if not self._record(trial):
@@ -305,14 +340,19 @@ class Sweep:
                 returncode = None
             except BaseException:
                 trial.update(state=INTERRUPTED, ended=now(), duration_s=round(time.monotonic() - start, 2),
-                             error="the worker was stopped; the trial runs again")
+                             error="the worker was stopped; the trial runs again",
+                             interruptions=int(trial.get("interruptions", 0)) + 1)
                 self._record(trial)
                 stop_process(process)
                 raise
         self._finish(trial, returncode, round(time.monotonic() - start, 2))
 
     def _finish(self, trial: dict[str, Any], returncode: int | None, duration: float) -> None:
-        trial_dir = self.out / trial["name"]
+        with sigterm_deferred():  # a SIGTERM now takes effect once the outcome is recorded
+            self._conclude(trial, returncode, duration)
+
+    def _conclude(self, trial: dict[str, Any], returncode: int | None, duration: float) -> None:
+        trial_dir = self.out / trial["dir"]
         trial.update(duration_s=duration, ended=now(), returncode=returncode)
         history, source = read_trial_metric(trial_dir, self.metric, trial["run_id"])
         trial["history"] = [[int(s), float(v)] for s, v in history]
@@ -324,7 +364,8 @@ class Sweep:
             trial["metric_source"] = source
         if returncode in PREEMPTED:
             # the trial was preempted (it wrote a checkpoint and exited 128 + SIGTERM): this worker stops with it
-            trial.update(state=INTERRUPTED, error=f"preempted (SIGTERM); see {trial['log']}")
+            trial.update(state=INTERRUPTED, error=f"preempted (SIGTERM); see {trial['log']}",
+                         interruptions=int(trial.get("interruptions", 0)) + 1)
             self._record(trial)
             self._say(f"{trial['name']} was preempted; run the same sweep command again to continue")
             raise SweepStopped
