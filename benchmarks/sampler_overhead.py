@@ -29,7 +29,7 @@ Examples::
     python benchmarks/sampler_overhead.py --config digits --device cpu   # the quickstart network (8x8, ngf 32)
     python benchmarks/sampler_overhead.py --device cpu --threads 2     # a quiet CPU, fixed thread count
     python benchmarks/sampler_overhead.py --size tiny --json out.json  # smoke test (seconds on a CPU)
-    python benchmarks/sampler_overhead.py --config mnist --batch-size 1000 --num-scales 1 --n-steps-each 1 \
+    python benchmarks/sampler_overhead.py --config mnist --batch-size 1000 --num-scales 2 --n-steps-each 1 \
         --beyond-only --device cpu --threads 2                  # the share beyond the network at batch 1,000
 """
 

@@ -182,10 +182,10 @@ def seeded_annealed_langevin(
     denoise: bool = False,
     callback: LangevinCallback | None = None,
 ) -> torch.Tensor:
-    """Annealed Langevin dynamics for ``len(seeds)`` samples, sample ``i`` drawn from its own generator ``seeds[i]``.
+    """Annealed Langevin dynamics for ``len(seeds)`` samples, sample ``i`` drawn from its own noise stream ``seeds[i]``.
 
-    Sample ``i`` starts at ``x_0 ~ U[init_range]`` (the papers' U[0, 1]) drawn from its generator, and every noise
-    ``z`` of its updates comes from the same generator (:class:`~ncsn_pl.core.seeding.PerSampleNoise`), so the
+    Sample ``i`` starts at ``x_0 ~ U[init_range]`` (the papers' U[0, 1]) drawn from its stream, and every noise
+    ``z`` of its updates comes from the same stream (:class:`~ncsn_pl.core.seeding.PerSampleNoise`), so the
     result does not depend on which other seeds share the batch.
 
     Args:
