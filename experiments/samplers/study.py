@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--batch-size", type=int, default=360)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-real", type=int, default=None, help="real images of --split (default: all)")
-    parser.add_argument("--fid-args", nargs="+", default=[], metavar="ARG",
-                        help="more options of every `fid` run, e.g. --fid-args=--quality.kid=true")
+    parser.add_argument("--fid-args", action="append", default=[], metavar="ARG",
+                        help="one more option of every `fid` run (repeat it), e.g. --fid-args=--quality.kid=true")
     parser.add_argument("--pc-snr", type=float, nargs="+", default=[0.16], help="the predictor-corrector's snr values")
     parser.add_argument("--title", default="FID against NFE")
     parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",

@@ -132,9 +132,9 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
             data = {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": {"dataset": "digits"}}  # unused
         elif command == "fid":
             raise ValueError(
-                "fid needs real images to compare with: --dataset NAME (digits, mnist, cifar10, celeba, folder) "
-                "with --data_root DIR, a --data config, a checkpoint that records its DataModule, or --ref_stats "
-                "FILE.npz (a paper's statistics)."
+                "fid needs real images to compare with: --dataset NAME (digits, mnist, fashion_mnist, cifar10, celeba, "
+                "folder) with --data_root DIR, a --data config, a checkpoint that records its DataModule, or "
+                "--ref_stats FILE.npz (a paper's statistics)."
             )
         else:
             raise ValueError(

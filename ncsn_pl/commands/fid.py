@@ -94,8 +94,8 @@ def fid(
         official_ckpt: an official NCSN / NCSNv2 checkpoint (``.pth``) whose samples are scored instead.
         official_config: its config (default: the ``config.yml`` beside it).
         images: a folder of generated images (png/jpg/...), or a sample folder, to score instead of a checkpoint.
-        dataset: the real data set (digits, mnist, cifar10, celeba, folder) when no ``--data`` is given (read
-            before parsing, to build the DataModule).
+        dataset: the real data set (digits, mnist, fashion_mnist, cifar10, celeba, folder) when no ``--data`` is
+            given (read before parsing, to build the DataModule).
         data_root: where that data set lives.
         split: the real split to compare with.
         num_real: real images in the statistics (default: the whole split).

@@ -40,17 +40,16 @@ class ImageDataModule(pl.LightningDataModule):
 
     Data sets and splits (``train`` is used by ``fit``; ``val`` by validation and ``test``):
 
-    ==========  ========================  =====================================  ===========  ======
-    dataset     train                     val / test                             image        flip
-    ==========  ========================  =====================================  ===========  ======
-    mnist       official train (60k)      official test (10k)                    28, 1 ch.    no
-    fashion_    official train (60k)      official test (10k)                    28, 1 ch.    no
-    mnist
-    cifar10     official train (50k)      official test (10k)                    32, 3 ch.    yes
-    celeba      CelebA "train"            CelebA "test" (as NCSN v1)             32 (or 64)   yes
-    digits      sklearn ``load_digits``   seeded ``val_fraction`` of the 1797    8, 1 ch.     no
-    folder      images under ``root``     seeded ``val_fraction`` of the files   any          yes
-    ==========  ========================  =====================================  ===========  ======
+    =============  ========================  =====================================  ===========  ======
+    dataset        train                     val / test                             image        flip
+    =============  ========================  =====================================  ===========  ======
+    mnist          official train (60k)      official test (10k)                    28, 1 ch.    no
+    fashion_mnist  official train (60k)      official test (10k)                    28, 1 ch.    no
+    cifar10        official train (50k)      official test (10k)                    32, 3 ch.    yes
+    celeba         CelebA "train"            CelebA "test" (as NCSN v1)             32 (or 64)   yes
+    digits         sklearn ``load_digits``   seeded ``val_fraction`` of the 1797    8, 1 ch.     no
+    folder         images under ``root``     seeded ``val_fraction`` of the files   any          yes
+    =============  ========================  =====================================  ===========  ======
 
     Preprocessing (ermongroup/ncsn ``anneal_runner.py:44-93``; ncsnv2 ``datasets/__init__.py``):
     CelebA is ``CenterCrop(140) -> Resize(image_size)``; MNIST, Fashion-MNIST and CIFAR-10 are resized only when
