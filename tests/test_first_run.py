@@ -15,6 +15,8 @@ from ncsn_pl.training.runs import drop_unset_wandb_settings
 REPO = Path(__file__).parents[1]
 # a true notice from Lightning's own code (its use of a torch API torch has deprecated), not about this run
 LIBRARY_NOTICES = ("`isinstance(treespec, LeafSpec)` is deprecated",)
+# true of a smoke run: a network trained for 2 steps draws samples far outside the data's range, and says so
+TRUE_FOR_A_SMOKE_RUN = ("Samples ended far outside the data's range",)
 
 
 def test_a_fresh_quickstart_run_prints_no_false_warning(tmp_path):
@@ -33,7 +35,8 @@ def test_a_fresh_quickstart_run_prints_no_false_warning(tmp_path):
     for false_or_noise in ("exists and is not empty", "will be deleted", "anonymous setting", "Tip:", "litlogger"):
         assert false_or_noise not in output, output[-3000:]
     alarms = [line for line in output.splitlines() if re.search(r"warn|deprecat|error", line, flags=re.IGNORECASE)]
-    assert [line for line in alarms if not any(notice in line for notice in LIBRARY_NOTICES)] == [], output[-3000:]
+    allowed = LIBRARY_NOTICES + TRUE_FOR_A_SMOKE_RUN
+    assert [line for line in alarms if not any(notice in line for notice in allowed)] == [], output[-3000:]
 
 
 def test_a_claimed_run_folder_is_not_reported_as_holding_old_logs(tmp_path, recwarn):
