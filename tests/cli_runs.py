@@ -32,3 +32,14 @@ def fit_digits(tmp_path: Path, *extra: str):
             *extra,
         ]
     )
+
+
+def smoke_checkpoint(root: Path, *extra: str) -> Path:
+    """``last.ckpt`` of a 2-step quickstart run (cpu_smoke: n_steps_each 1) in ``root``, batches of 8, no callbacks
+    or validation; ``extra`` are further command-line settings."""
+    main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE,
+          f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+          "--trainer.callbacks=[]", "--trainer.limit_val_batches=0.0", "--data.init_args.batch_size=8",
+          *extra])  # fmt: skip
+    (path,) = root.rglob("last.ckpt")
+    return path

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runs import smoke_checkpoint
 from cluster_runs import TWO_CPUS, slurm_tasks, torchrun, wait_all
 
 from ncsn_pl.commands.cli import main
@@ -23,12 +24,7 @@ TINY = ["--quality.feature_extractor=tiny_models.TinyFeatures", "--num_real=30"]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fit")
-    main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "cpu_smoke.yaml"),
-          f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
-          "--trainer.callbacks=[]", "--trainer.limit_val_batches=0.0", "--data.init_args.batch_size=8"])  # fmt: skip
-    (path,) = root.rglob("last.ckpt")
-    return path
+    return smoke_checkpoint(tmp_path_factory.mktemp("fit"))
 
 
 def sample_args(checkpoint: Path, out: Path, num_samples: int = 5) -> list[str]:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from cli_runs import smoke_checkpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from ncsn_pl.commands.arguments import _switches_on
@@ -27,13 +28,7 @@ TINY = ["--quality.feature_extractor=tiny_models.TinyFeatures", "--num_real=30"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """``last.ckpt`` of a 2-step NCSN run on the digits (quickstart + cpu_smoke: n_steps_each 1), step_lr 1e-5."""
-    root = tmp_path_factory.mktemp("fit")
-    main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "cpu_smoke.yaml"),
-          f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
-          "--trainer.callbacks=[]", "--trainer.limit_val_batches=0.0", "--data.init_args.batch_size=8",
-          "--model.step_lr=1e-5"])  # fmt: skip
-    (path,) = root.rglob("last.ckpt")
-    return path
+    return smoke_checkpoint(tmp_path_factory.mktemp("fit"), "--model.step_lr=1e-5")
 
 
 def sample(checkpoint: Path, out: Path, *extra: str) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import smoke_checkpoint
 
 from ncsn_pl.commands import checkpoints as checkpoints_file
 from ncsn_pl.commands.cli import main
@@ -20,12 +21,7 @@ CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_pro
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fit")
-    main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(CONFIGS / "cpu_smoke.yaml"),
-          f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
-          "--trainer.callbacks=[]", "--trainer.limit_val_batches=0.0", "--data.init_args.batch_size=8"])  # fmt: skip
-    (path,) = root.rglob("last.ckpt")
-    return path
+    return smoke_checkpoint(tmp_path_factory.mktemp("fit"))
 
 
 @pytest.fixture(scope="module")
