@@ -1,11 +1,11 @@
 """Figures of experiments/fashion/README.md: sample grids enlarged to be seen, and FID / class entropy against steps.
 
     python experiments/fashion/figures.py grid --samples DIR_OR_NPZ --out grid.png [--num 64] [--display-size 64]
-    python experiments/fashion/figures.py curve --runs runs/fashion_curve_v1/version_0 runs/fashion_curve_v2/version_0 \
-        --labels "v1 rules" "v2 rules" [--coverage A.json B.json ...] --out curve.png
+    python experiments/fashion/figures.py curve [--runs RUN_DIR ... --labels LABEL ...] [--coverage A.json B.json ...] \
+        --out curve.png
 
 ``curve`` reads each run's ``sample_quality.jsonl`` (FID at each evaluation); ``--coverage`` adds the class entropy
-of coverage.py's JSON files, placed at the ``step`` each one records.
+of coverage.py's JSON files, and their FID where they hold one, placed at the ``step`` each one records.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def grid(samples: str, out: str, num: int, display_size: int) -> None:
 
 
 def curve(runs: list[str], labels: list[str], coverage: list[str], out: str) -> None:
+    """FID (left) and class entropy (right) against optimizer steps, one line per label: the FID of each run's
+    ``sample_quality.jsonl`` (its own callback) and of coverage.py's records that hold one (from ``--fid``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,13 +43,18 @@ def curve(runs: list[str], labels: list[str], coverage: list[str], out: str) -> 
     for run, label in zip(runs, labels, strict=True):
         records = [json.loads(line) for line in (Path(run) / "sample_quality.jsonl").read_text().splitlines()]
         left.plot([r["step"] for r in records], [r["fid"] for r in records], marker="o", label=label)
-    points: dict[str, list[tuple[int, float]]] = {}
+    fids: dict[str, list[tuple[int, float]]] = {}
+    entropies: dict[str, list[tuple[int, float]]] = {}
     for path in coverage:
         record = json.loads(Path(path).read_text())
-        points.setdefault(record.get("label", Path(path).stem), []).append((record["step"], record["entropy"]))
-    for label, values in points.items():
-        values.sort()
-        right.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=label)
+        label = record.get("label") or Path(path).stem
+        entropies.setdefault(label, []).append((record["step"], record["entropy"]))
+        if "fid" in record:
+            fids.setdefault(label, []).append((record["step"], record["fid"]))
+    for axis, points in ((left, fids), (right, entropies)):
+        for label, values in points.items():
+            values.sort()
+            axis.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=label)
     right.axhline(2.302585, color="grey", linestyle=":", label="uniform (ln 10)")
     left.set(xlabel="optimizer steps", ylabel="FID (1,000 samples, 1,000 test images)")
     right.set(xlabel="optimizer steps", ylabel="class entropy of the samples (nats)", ylim=(0, 2.4))
@@ -66,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--num", type=int, default=64)
     g.add_argument("--display-size", type=int, default=64)
     c = commands.add_parser("curve")
-    c.add_argument("--runs", nargs="+", required=True)
-    c.add_argument("--labels", nargs="+", required=True)
+    c.add_argument("--runs", nargs="*", default=[])
+    c.add_argument("--labels", nargs="*", default=[])
     c.add_argument("--coverage", nargs="*", default=[])
     c.add_argument("--out", required=True)
     args = parser.parse_args(argv)
