@@ -7,6 +7,7 @@ switched off for these runs: they write only what they are asked to (``--out_dir
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -74,12 +75,17 @@ def _as_long_tensor(indices: list[int]) -> Tensor:
 
 
 def run_predict(trainer: pl.Trainer, job: pl.LightningModule) -> None:
-    """Run ``job`` through ``trainer.predict`` with no loggers and no config saver (nothing written elsewhere)."""
+    """Run ``job`` through ``trainer.predict`` with no loggers and no config saver (nothing written elsewhere).
+
+    The jobs write their results themselves and return None from ``predict_step`` on purpose, so Lightning's
+    warning about that is not shown."""
     saved_callbacks, saved_loggers = trainer.callbacks, trainer.loggers
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
     trainer.loggers = []
     try:
-        trainer.predict(job, return_predictions=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="predict returned None")
+            trainer.predict(job, return_predictions=False)
     finally:
         trainer.callbacks, trainer.loggers = saved_callbacks, saved_loggers
 
