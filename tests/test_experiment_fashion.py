@@ -46,3 +46,12 @@ def test_samples_are_read_from_shards_in_order_and_scored(coverage, tmp_path):
 
 def _cnn():
     return load_script(FOLDER / "classifier.py", "classifier").SmallCNN().eval()
+
+
+def test_total_variation_is_zero_for_flat_images_and_two_for_a_checkerboard(coverage):
+    noisy_share = load_script(FOLDER / "noisy_share.py", "fashion_noisy_share")
+    rows, cols = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    checkerboard = ((rows + cols) % 2).float().view(1, 1, 16, 16)
+    flat = torch.full((1, 1, 16, 16), 0.3)
+    values = noisy_share.total_variation(torch.cat([flat, checkerboard, 3 * checkerboard]))
+    assert values.tolist() == pytest.approx([0.0, 2.0, 2.0])  # values are clamped to [0, 1] first

@@ -4,6 +4,9 @@
     python experiments/fashion/figures.py curve [--runs RUN_DIR ... --labels LABEL ...] [--coverage A.json B.json ...] \
         --out curve.png
 
+``samplers`` plots FID and class entropy against NFE from the sampler study's ``points/*_coverage.json`` files
+(coverage.py run on each point's samples with ``--fid``), one line per sampler family.
+
 ``curve`` reads each run's ``sample_quality.jsonl`` (FID at each evaluation); ``--coverage`` adds the class entropy
 of coverage.py's JSON files, and their FID where they hold one, placed at the ``step`` each one records.
 """
@@ -64,6 +67,33 @@ def curve(runs: list[str], labels: list[str], coverage: list[str], out: str) -> 
     figure.savefig(out, dpi=120)
 
 
+def samplers(coverage: list[str], out: str) -> None:
+    """FID (left, log scale) and class entropy (right) against NFE, one line per sampler family (the label without
+    its step count: "ALS", "CAS", "PC snr=0.4", "ODE Heun")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families: dict[str, list[tuple[int, float, float]]] = {}
+    for path in coverage:
+        record = json.loads(Path(path).read_text())
+        family = " ".join(t for t in record["label"].split() if not t.startswith(("T=", "n=", "N=")))
+        families.setdefault(family, []).append((record["nfe"], record["fid"], record["entropy"]))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for family, values in sorted(families.items()):
+        values.sort()
+        left.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=family)
+        right.plot([v[0] for v in values], [v[2] for v in values], marker="o", label=family)
+    right.axhline(2.302585, color="grey", linestyle=":", label="uniform (ln 10)")
+    left.set(xscale="log", yscale="log", xlabel="network evaluations per sample (NFE)", ylabel="FID (1,000 samples)")
+    right.set(xscale="log", xlabel="network evaluations per sample (NFE)", ylabel="class entropy (nats)", ylim=(0, 2.4))
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,9 +107,14 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--labels", nargs="*", default=[])
     c.add_argument("--coverage", nargs="*", default=[])
     c.add_argument("--out", required=True)
+    p = commands.add_parser("samplers")
+    p.add_argument("--coverage", nargs="+", required=True)
+    p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.command == "grid":
         grid(args.samples, args.out, args.num, args.display_size)
+    elif args.command == "samplers":
+        samplers(args.coverage, args.out)
     else:
         curve(args.runs, args.labels, args.coverage, args.out)
 
