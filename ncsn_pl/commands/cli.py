@@ -135,6 +135,9 @@ class NCSNCLI(LightningCLI):
 
         if isinstance(args, (list, tuple)):
             args = complete_command_args(args)
+            if args[:1] in (["sample"], ["fid"]) and not any(a.startswith("--trainer.logger") for a in args):
+                # they log nothing (ncsn_pl.commands.predict), so Lightning need not build nor announce a logger
+                args = [args[0], "--trainer.logger=false", *args[1:]]
             # --model.<key> given on the command line applies over the checkpoint's, even when equal to the default
             self.given_model_keys = {a[8:].split("=")[0].split(".")[0] for a in args if a.startswith("--model.")}
         super().parse_arguments(parser, args)
