@@ -2,10 +2,10 @@
 # Score the training-curve checkpoints of experiments/fashion/README.md with `fid` (1,000 samples against the first
 # 1,000 test images, the config's FID sampler, KID, precision/recall; the samples are kept) and report their mode
 # coverage. Usage: experiments/fashion/score_curve.sh v1|v2 STEP|last [RUN_DIR] [SEED]
-# RUN_DIR: the run's version folder (default runs/fashion_curve_v1|v2/version_0, the curve_v1/v2.yaml runs);
+# RUN_DIR: the run's version folder (default runs/fashion_v1|v2_alone/version_0, the curve.yaml runs);
 # SEED: the sample set's seed (default 0; another seed writes <run>_step<STEP>_seed<SEED>.json).
 set -euo pipefail
-run=$1 step=$2 dir=${3:-runs/fashion_curve_$1/version_0} seed=${4:-0}
+run=$1 step=$2 dir=${3:-runs/fashion_$1_alone/version_0} seed=${4:-0}
 out=experiments/fashion/curve
 name=${run}_step$step$([ "$seed" = 0 ] || echo "_seed$seed")
 mkdir -p "$out"
