@@ -54,10 +54,11 @@ def curve(runs: list[str], labels: list[str], coverage: list[str], out: str) -> 
         entropies.setdefault(label, []).append((record["step"], record["entropy"]))
         if "fid" in record:
             fids.setdefault(label, []).append((record["step"], record["fid"]))
+    colors = {label: f"C{i + len(runs)}" for i, label in enumerate(sorted(set(fids) | set(entropies)))}
     for axis, points in ((left, fids), (right, entropies)):
         for label, values in points.items():
             values.sort()
-            axis.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=label)
+            axis.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=label, color=colors[label])
     right.axhline(2.302585, color="grey", linestyle=":", label="uniform (ln 10)")
     left.set(xlabel="optimizer steps", ylabel="FID (1,000 samples, 1,000 test images)")
     right.set(xlabel="optimizer steps", ylabel="class entropy of the samples (nats)", ylim=(0, 2.4))
