@@ -18,12 +18,15 @@ The official code is read from ``--official`` (``<dir>/ncsn`` and ``<dir>/ncsnv2
 repositories; ``benchmarks/official/`` is git-ignored): ``git clone https://github.com/ermongroup/ncsn
 benchmarks/official/ncsn`` and the same for ``ncsnv2``. Without them the official rows are skipped.
 ``--size tiny`` (ngf 4, 16x16 images, batch 2, a few steps) is a smoke test; with ``--no-compile`` it takes about
-a minute on a CPU (inductor compiles NCSN for minutes there, whatever its width).
+a minute on a CPU (inductor compiles NCSN for minutes there, whatever its width). ``--size cpu`` runs the paper's
+networks at training batch 16 and sampling batch 100, two timed steps each, for the same ratios on a CPU
+(``--no-bf16`` there: a CPU without bf16 arithmetic only adds conversions).
 
 Examples::
 
     python benchmarks/gpu.py --json gpu.json                      # on a GPU
     python benchmarks/gpu.py --device cpu --size tiny --no-compile     # smoke test
+    python benchmarks/gpu.py --device cpu --size cpu --no-bf16 --threads 2 --configs mnist_ncsn  # CPU ratios
 """
 
 from __future__ import annotations
@@ -71,7 +74,11 @@ CONFIGS = {
     "cifar10_ncsnv2": ("ncsnv2", 3, 32, 128, 232, 50.0, 0.01),
 }
 # train batch, train steps timed, sample batch, sampler steps timed, FID images, image size, ngf, warm-up calls
-SIZES = {"full": (128, 20, 1000, 10, 1000, None, None, 3), "tiny": (2, 2, 2, 2, 2, 16, 4, 1)}
+SIZES = {
+    "full": (128, 20, 1000, 10, 1000, None, None, 3),
+    "cpu": (16, 2, 100, 2, 32, None, None, 1),  # the paper's networks at batches a 2-core CPU times in minutes
+    "tiny": (2, 2, 2, 2, 2, 16, 4, 1),
+}
 OFFICIAL_DEFAULT = Path(__file__).resolve().parent / "official"
 
 
@@ -176,8 +183,9 @@ def benchmark_config(name: str, args: argparse.Namespace, device: torch.device) 
         return step
 
     trains = {"eager": train_step(net), "compiled": train_step(compiled), "bf16": train_step(net, bf16=True)}
-    if not args.compile:
-        del trains["compiled"]
+    skipped = [kind for kind, wanted in (("compiled", args.compile), ("bf16", args.bf16)) if not wanted]
+    for kind in skipped:
+        del trains[kind]
     if official is not None:
         trains["official"] = train_step(official, loss_fn=official_loss)
     row["train_steps_per_second"] = {k: timed_rate(fn, train_steps, warmup, device) for k, fn in trains.items()}
@@ -197,8 +205,8 @@ def benchmark_config(name: str, args: argparse.Namespace, device: torch.device) 
         return draw
 
     samplers = {"eager": ours(net.eval()), "compiled": ours(compiled.eval()), "bf16": ours(net, bf16=True)}
-    if not args.compile:
-        del samplers["compiled"]
+    for kind in skipped:
+        del samplers[kind]
     if official is not None:
         official.eval()
         x0 = torch.rand(sample_batch, channels, size, size, device=device)
@@ -270,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--official", default=str(OFFICIAL_DEFAULT), help="folder with clones ncsn/ and ncsnv2/")
     parser.add_argument("--no-fid", dest="fid", action="store_false", help="skip the FID feature throughput")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compiled rows")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16-mixed rows")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="also write the result to this file")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from ncsn_pl.core.scores import sigma_scaled_score
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.networks import NCSN, NCSNv2
 from ncsn_pl.networks.base import check_score_inputs
-from ncsn_pl.networks.layers import _InstanceAffine
+from ncsn_pl.networks.layers import _InstanceAffine, elu
 from ncsn_pl.training.progress import sampling_progress
 
 SIGMAS = torch.tensor([1.0, 0.3, 0.1, 0.03])
@@ -123,3 +123,23 @@ def test_loaders_pin_memory_by_default_only_for_cuda():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert uneven_split(16, 4, 4) is None
+
+
+def test_the_cpu_elu_is_f_elu_in_value_gradient_layout_and_under_compile():
+    torch.manual_seed(0)
+    edges = torch.tensor([-1e-9, 0.0, 1e-9, -80.0, 80.0, -1e-3]).view(1, 1, 1, 6).expand(1, 8, 6, 6)
+    x = torch.cat([torch.randn(4, 8, 6, 6) * 4, edges]).to(memory_format=torch.channels_last)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = elu(ours)
+    torch.testing.assert_close(y, F.elu(theirs), rtol=0, atol=6e-8)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    y.backward(grad)
+    F.elu(theirs).backward(grad)
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-6, atol=1e-6)
+    compiled = torch.compile(elu, fullgraph=True, backend="aot_eager")  # traced whole, with its backward
+    torch.testing.assert_close(compiled(x), y.detach(), rtol=0, atol=6e-8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = elu(x.bfloat16())
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), F.elu(x), rtol=1e-2, atol=1e-2)

@@ -12,11 +12,17 @@ from functools import partial
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncsn_pl.networks.base import ScoreNetwork, check_int, check_score_inputs, sizes_near
-from ncsn_pl.networks.layers import ConditionalInstanceNorm2dPlus, NormFactory, RefineBlock, ResidualBlock, upcast
+from ncsn_pl.networks.layers import (
+    ConditionalInstanceNorm2dPlus,
+    NormFactory,
+    RefineBlock,
+    ResidualBlock,
+    elu,
+    upcast,
+)
 
 __all__ = ["NCSN", "NCSN_REFINES", "NCSN_STAGES", "Refine", "RefineNetDilated", "Stage"]
 
@@ -158,7 +164,7 @@ class RefineNetDilated(ScoreNetwork):
             ref = getattr(self, refine_name)([skip] if ref is None else [skip, ref], levels, skip.shape[-2:])
         assert ref is not None
         with _full_precision(x):
-            return self.end_conv(F.elu(self.normalizer(upcast(ref), levels)))
+            return self.end_conv(elu(self.normalizer(upcast(ref), levels)))
 
 
 def _full_precision(x: Tensor) -> torch.autocast:
