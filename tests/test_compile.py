@@ -7,20 +7,19 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ncsn_pl.core.losses import dsm_loss
 from ncsn_pl.core.samplers import AnnealedLangevin
 from ncsn_pl.networks import NCSN, NCSNv2, ScoreNetwork
 from ncsn_pl.networks.base import check_score_inputs
-from ncsn_pl.networks.layers import ConditionalInstanceNorm2dPlus
+from ncsn_pl.networks.layers import ConditionalInstanceNorm2dPlus, elu
 from ncsn_pl.training import ScoreModel
 
 
 class TinyConditional(ScoreNetwork):
     """NCSN's parts at their smallest: a conv, a conditional InstanceNorm++ (channels_last: the hand-written
-    autograd function), ELU, a conv, and the input checks."""
+    autograd function), the networks' ELU (on the CPU another one), a conv, and the input checks."""
 
     def __init__(self, num_scales: int = 3) -> None:
         super().__init__()
@@ -31,7 +30,7 @@ class TinyConditional(ScoreNetwork):
 
     def forward(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         check_score_inputs("TinyConditional", x, levels, self.num_scales, channels=1)
-        return self.end(F.elu(self.norm(self.begin(2 * x - 1), levels)))
+        return self.end(elu(self.norm(self.begin(2 * x - 1), levels)))
 
 
 def pair(net: nn.Module, **kwargs) -> tuple[ScoreModel, ScoreModel]:
