@@ -322,3 +322,43 @@ def test_fit_help_is_short_and_lists_the_networks(capsys):
     listed = set(re.findall(r"ncsn_pl\.networks\.(\w+)", text))
     assert {"NCSN", "NCSNv2", "NCSNv2Deeper", "NCSNv2Deepest", "ToyScoreMLP"} <= listed
     assert "torch.nn.Linear" not in text  # the network's type is ours, not every nn.Module
+
+
+def _overlay(path, *callbacks):
+    items = [{"class_path": f"ncsn_pl.training.{name}", "init_args": {"num_samples": n}} for name, n in callbacks]
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": items}}))
+    return str(path)
+
+
+def test_an_overlay_listing_other_classes_in_a_merged_list_is_refused(tmp_path, capsys):
+    # lists of the same length merge item by item: the overlay's SampleGrid would keep the monitor's schedule
+    base = str(CONFIGS / "fashion_cpu30_v1.yaml")  # callbacks: SampleQualityMonitor, SampleGrid
+    swapped = _overlay(tmp_path / "swapped.yaml", ("SampleGrid", 16), ("SampleQualityMonitor", 10))
+    with pytest.raises(ValueError, match=r"swapped.yaml lists SampleGrid as item 0 of trainer.callbacks, where "
+                                         r".*fashion_cpu30_v1.yaml lists SampleQualityMonitor.*"
+                                         r"\(SampleQualityMonitor, SampleGrid\)"):  # fmt: skip
+        main(["fit", "--config", base, f"--config={swapped}", "--print_config"])
+    # the same classes in the same order merge (the base's settings stay where the overlay sets none) ...
+    same = _overlay(tmp_path / "same.yaml", ("SampleQualityMonitor", 10), ("SampleGrid", 16))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", base, "--config", same, "--print_config"])
+    monitor, grid = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
+    assert (monitor["init_args"]["num_samples"], monitor["init_args"]["every_n_steps"]) == (10, 1500)
+    assert grid["class_path"] == "ncsn_pl.training.SampleGrid" and grid["init_args"]["num_samples"] == 16
+    # ... and a list of another length replaces the base's
+    shorter = _overlay(tmp_path / "shorter.yaml", ("SampleGrid", 9))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", base, "--config", shorter, "--print_config"])
+    (grid,) = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
+    assert (grid["class_path"], grid["init_args"]["num_samples"], grid["init_args"]["every_n_steps"]) == (
+        "ncsn_pl.training.SampleGrid", 9, 0)  # fmt: skip
+
+
+def test_a_list_item_given_as_a_shared_block_is_checked_by_the_block_s_class(tmp_path):
+    # cifar10_v2.yaml lists blocks/fid_every_5k.yaml (a SampleQualityMonitor), SampleGrid, EMAWeightAveraging
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "ncsn_pl.training.SampleGrid"}, {"class_path": "ncsn_pl.training.SampleGrid"},
+        {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging"}]}}))  # fmt: skip
+    with pytest.raises(ValueError, match="item 0 of trainer.callbacks, where .*cifar10_v2.yaml lists SampleQualityMon"):
+        main(["fit", "--config", str(CONFIGS / "cifar10_v2.yaml"), "--config", str(overlay), "--print_config"])
