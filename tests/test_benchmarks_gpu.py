@@ -30,3 +30,11 @@ def test_tiny_run_reports_rates_memory_and_ratios(tmp_path, capsys):
     assert result["fid_images_per_second"] is None
     printed = capsys.readouterr().out
     assert "train steps/s" in printed and "sampler NFE/s" in printed
+
+
+def test_no_bf16_leaves_out_the_bf16_rows():
+    bench = load_script(SCRIPT, "bench_gpu")
+    result = bench.main(["--size", "tiny", "--device", "cpu", "--configs", "mnist_ncsn", "--no-compile", "--no-bf16",
+                         "--no-fid", "--official", "/nonexistent"])  # fmt: skip
+    row = result["configs"]["mnist_ncsn"]
+    assert set(row["train_steps_per_second"]) == set(row["sampler_nfe_per_second"]) == {"eager"}
