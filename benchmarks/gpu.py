@@ -12,7 +12,9 @@ CIFAR-10 (ngf 128, L = 232):
   ``anneal_Langevin_dynamics`` loop (``torch.randn_like``) with the official network;
 * ``fid``: Inception feature throughput of the FID path (``SampleQuality.update_fake``, images/s); the official
   code computes FID with TensorFlow, so there is no PyTorch step to compare with;
-* the peak memory of each (``torch.cuda.max_memory_allocated``; the resident set on the CPU).
+* the peak memory of each (``torch.cuda.max_memory_allocated``; the resident set on the CPU);
+* ``noise_same_bits``: whether the per-sample noise of ``sample`` / ``fid`` (``PerSampleNoise``) draws the same bits
+  on the device as on the CPU (normals and uniforms, float32 and float64, a batch split differently on each).
 
 The official code is read from ``--official`` (``<dir>/ncsn`` and ``<dir>/ncsnv2``, clones of the two
 repositories; ``benchmarks/official/`` is git-ignored): ``git clone https://github.com/ermongroup/ncsn
@@ -48,6 +50,7 @@ import torch
 
 from ncsn_pl.core.losses import dsm_loss
 from ncsn_pl.core.samplers import AnnealedLangevin, RangeWatch, seeded_sample
+from ncsn_pl.core.seeding import PerSampleNoise, sample_seeds
 from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import NCSN, NCSNv2
 
@@ -233,7 +236,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.configs:
         result["configs"][name] = benchmark_config(name, args, device)
     result["fid_images_per_second"] = fid_throughput(device, fid_images, args.size) if args.fid else None
+    result["noise_same_bits"] = noise_same_bits(device, torch.device("cpu"))
     return result
+
+
+def noise_same_bits(device: torch.device, reference: torch.device, num_samples: int = 64) -> dict[str, bool]:
+    """For each kind of draw, whether ``PerSampleNoise`` gives the same bits on ``device`` as on ``reference``: all
+    ``num_samples`` rows at once on one, in two uneven batches on the other, three draws in a row (``t`` = 0, 1, 2)."""
+    seeds = sample_seeds(12345, range(num_samples))
+    split = num_samples // 3
+    shape = (3, 32, 32)
+    out = {}
+    for name, dtype in (("randn_float32", torch.float32), ("randn_float64", torch.float64),
+                        ("rand_float32", torch.float32)):  # fmt: skip
+        draw = "rand" if name.startswith("rand_") else "randn"
+        whole = PerSampleNoise(seeds, device)
+        parts = [PerSampleNoise(seeds[:split], reference), PerSampleNoise(seeds[split:], reference)]
+        same = True
+        for _ in range(3):
+            a = getattr(whole, draw)((num_samples, *shape), dtype=dtype).cpu()
+            b = torch.cat([getattr(p, draw)((len(p), *shape), dtype=dtype) for p in parts])
+            same &= bool(torch.equal(a, b))
+        out[name] = same
+    return out
 
 
 def fid_throughput(device: torch.device, images: int, size: str) -> dict[str, float] | None:
@@ -264,6 +289,8 @@ def report(result: dict[str, Any]) -> str:
                 lines.append(
                     f"  {unit:14s} {kind:9s} {rate['per_second']:10.3f}  peak {rate['peak_mib']:9.1f} MiB{ratio}"
                 )
+    same = result.get("noise_same_bits") or {}
+    lines.append("per-sample noise, same bits as on the CPU: " + ", ".join(f"{k} {v}" for k, v in same.items()))
     fid = result["fid_images_per_second"]
     if fid is not None:
         lines.append(f"FID features: {fid['per_second']:.1f} images/s, peak {fid['peak_mib']:.1f} MiB")
