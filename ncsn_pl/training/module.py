@@ -27,6 +27,7 @@ from ncsn_pl.core.seeding import PerSampleNoise, sample_seeds, step_seed
 from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, resolve_auto_schedule
 from ncsn_pl.networks import ScoreNetwork
 from ncsn_pl.training.divergence import DivergenceWatch
+from ncsn_pl.training.process_group import destroy_process_group_at_exit
 
 __all__ = ["ScoreModel"]
 
@@ -167,6 +168,7 @@ class ScoreModel(pl.LightningModule):
         return resolved
 
     def setup(self, stage: str) -> None:
+        destroy_process_group_at_exit()  # each process of a multi-process run, once its group exists
         self.resolve_auto_schedule(self.trainer.datamodule if self.trainer is not None else None)
 
     # ------------------------------------------------------------------ training
