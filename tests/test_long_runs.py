@@ -4,6 +4,7 @@ import errno
 import json
 import logging
 import threading
+import time
 
 import pytest
 import torch
@@ -164,6 +165,18 @@ class CrashAt(Callback):
             raise RuntimeError("crash")
 
 
+class SlowAfter(Callback):
+    """Sleep a second after optimizer step ``step``, so that ``max_time`` of one second stops the run by the next
+    step however fast the steps are."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            time.sleep(1.0)
+
+
 EVERY_STOP = ["--data.init_args.dequantize=true", "--data.init_args.random_flip=true",
               "--trainer.limit_train_batches=3", "--trainer.max_epochs=-1"]  # fmt: skip
 
@@ -181,7 +194,7 @@ STOPS = {
     "max_steps on an epoch's last batch": ["--trainer.max_steps=3"],
     "max_steps mid-epoch": ["--trainer.max_steps=2"],
     "max_epochs": ["--trainer.max_epochs=1"],
-    "max_time": ["--trainer.max_steps=6", "--trainer.max_time=00:00:00:01"],
+    "max_time": ["--trainer.max_steps=6", "--trainer.max_time=00:00:00:01", callback("SlowAfter", 3)],
     "SIGTERM on an epoch's last batch": ["--trainer.max_steps=6", callback("StopLikeSIGTERM", 3)],
     "an exception after a checkpoint": ["--trainer.max_steps=6", callback("CrashAt", 4),
                                         "--checkpoint.every_n_train_steps=2"],
