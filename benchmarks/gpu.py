@@ -247,9 +247,7 @@ def noise_same_bits(device: torch.device, reference: torch.device, num_samples: 
     split = num_samples // 3
     shape = (3, 32, 32)
     out = {}
-    for name, dtype in (("randn_float32", torch.float32), ("randn_float64", torch.float64),
-                        ("rand_float32", torch.float32)):  # fmt: skip
-        draw = "rand" if name.startswith("rand_") else "randn"
+    for draw, dtype in (("randn", torch.float32), ("randn", torch.float64), ("rand", torch.float32)):
         whole = PerSampleNoise(seeds, device)
         parts = [PerSampleNoise(seeds[:split], reference), PerSampleNoise(seeds[split:], reference)]
         same = True
@@ -257,7 +255,7 @@ def noise_same_bits(device: torch.device, reference: torch.device, num_samples: 
             a = getattr(whole, draw)((num_samples, *shape), dtype=dtype).cpu()
             b = torch.cat([getattr(p, draw)((len(p), *shape), dtype=dtype) for p in parts])
             same &= bool(torch.equal(a, b))
-        out[name] = same
+        out[f"{draw}_{str(dtype).removeprefix('torch.')}"] = same
     return out
 
 

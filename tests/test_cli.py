@@ -337,7 +337,7 @@ def test_an_overlay_listing_other_classes_in_a_merged_list_is_refused(tmp_path, 
     with pytest.raises(ValueError, match=r"swapped.yaml lists SampleGrid as item 0 of trainer.callbacks, where "
                                          r".*fashion_cpu30_v1.yaml lists SampleQualityMonitor.*"
                                          r"\(SampleQualityMonitor, SampleGrid\)"):  # fmt: skip
-        main(["fit", "--config", base, f"--config={swapped}", "--print_config"])
+        main(["fit", "-c", base, f"--config={swapped}", "--print_config"])
     # the same classes in the same order merge (the base's settings stay where the overlay sets none) ...
     same = _overlay(tmp_path / "same.yaml", ("SampleQualityMonitor", 10), ("SampleGrid", 16))
     with pytest.raises(SystemExit):

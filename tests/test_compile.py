@@ -19,7 +19,7 @@ from ncsn_pl.training import ScoreModel
 
 class TinyConditional(ScoreNetwork):
     """NCSN's parts at their smallest: a conv, a conditional InstanceNorm++ (channels_last: the hand-written
-    autograd function), the networks' ELU (on the CPU another one), a conv, and the input checks."""
+    autograd function), the networks' ELU (on the CPU the one from exp), a conv, and the input checks."""
 
     def __init__(self, num_scales: int = 3) -> None:
         super().__init__()

@@ -9,20 +9,27 @@ from ncsn_pl.commands.checkpoints import load_checkpoint
 from ncsn_pl.commands.official import official_command_args
 from ncsn_pl.networks import upgrade_network_config
 
-__all__ = ["complete_command_args"]
+__all__ = ["complete_command_args", "option_values"]
 
 COMMANDS = ("sample", "fid")
 PLACEHOLDER_NET = {"class_path": "ncsn_pl.networks.NoScoreNetwork"}
 
+def option_values(args: Sequence[str], *names: str) -> list[str]:
+    """The values of ``--name X`` or ``--name=X`` in ``args`` for any of ``names``, in order."""
+    values = []
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                values.append(args[i + 1])
+            elif arg.startswith(name + "="):
+                values.append(arg[len(name) + 1 :])
+    return values
+
+
 def _option(args: Sequence[str], name: str) -> str | None:
     """The value of ``--name X`` or ``--name=X`` in ``args`` (the last one wins), else None."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg[len(name) + 1 :]
-    return value
+    values = option_values(args, name)
+    return values[-1] if values else None
 
 
 def _has_group(args: Sequence[str], group: str) -> bool:

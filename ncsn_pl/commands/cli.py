@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 import ncsn_pl
-from ncsn_pl.commands.config_lists import check_config_lists, config_files
+from ncsn_pl.commands.config_lists import check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.help import CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
@@ -136,7 +136,7 @@ class NCSNCLI(LightningCLI):
         from ncsn_pl.commands.arguments import complete_command_args
 
         if isinstance(args, (list, tuple)):
-            check_config_lists(config_files(args))
+            check_config_lists(args)
             args = complete_command_args(args)
             if args[:1] in (["sample"], ["fid"]) and not any(a.startswith("--trainer.logger") for a in args):
                 # they log nothing (ncsn_pl.commands.predict), so Lightning need not build nor announce a logger

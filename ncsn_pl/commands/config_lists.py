@@ -15,18 +15,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["check_config_lists", "config_files"]
+from ncsn_pl.commands.arguments import option_values
 
-
-def config_files(args: Sequence[str]) -> list[Path]:
-    """The files of ``--config X`` / ``--config=X`` in ``args``, in order."""
-    files = []
-    for i, arg in enumerate(args):
-        if arg == "--config" and i + 1 < len(args):
-            files.append(Path(args[i + 1]))
-        elif arg.startswith("--config="):
-            files.append(Path(arg[len("--config=") :]))
-    return files
+__all__ = ["check_config_lists"]
 
 
 def _load(path: Path) -> Any:
@@ -54,11 +45,11 @@ def _class_lists(tree: Any, folder: Path, key: str = "") -> Iterator[tuple[str, 
             yield key, classes
 
 
-def check_config_lists(files: Sequence[Path]) -> None:
-    """Raise ``ValueError`` when a later config file gives a list of as many class items as an earlier one with
-    another class at some position (see the module's docstring)."""
+def check_config_lists(args: Sequence[str]) -> None:
+    """Raise ``ValueError`` when a later ``--config`` / ``-c`` file of ``args`` gives a list of as many class items
+    as an earlier one with another class at some position (see the module's docstring)."""
     seen: dict[str, tuple[Path, list[str | None]]] = {}
-    for path in files:
+    for path in map(Path, option_values(args, "--config", "-c")):
         for key, classes in _class_lists(_load(path), path.parent):
             earlier = seen.get(key)
             if earlier and len(earlier[1]) == len(classes):

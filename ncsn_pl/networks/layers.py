@@ -58,8 +58,9 @@ class _ExpELU(torch.autograd.Function):
 
 def elu(x: Tensor) -> Tensor:
     """ELU (alpha 1), the official networks' nonlinearity. On the CPU it is computed from ``exp``: torch's
-    vectorised ``expm1``, behind ``F.elu``, runs ~5x slower than ``exp`` on AVX-512 CPUs (torch 2.14), which made
-    ELU ~40 % of NCSN's forward there (README, "Speed"); elsewhere ``F.elu``, one fused kernel."""
+    vectorised ``expm1``, behind ``F.elu``, runs over 10x slower than ``exp`` on AVX-512 CPUs (torch 2.14), which
+    made ELU half of an NCSN sampling step there (``benchmarks/elu_speed.py``); elsewhere ``F.elu``, one fused
+    kernel."""
     return _ExpELU.apply(x) if x.device.type == "cpu" else F.elu(x)
 
 

@@ -14,15 +14,13 @@ import torch.distributed as dist
 
 __all__ = ["destroy_process_group_at_exit"]
 
-_registered = False
-
 
 def destroy_process_group_at_exit() -> None:
-    """Once per process, when a default process group exists: destroy it at exit (if it still exists then)."""
-    global _registered
-    if not _registered and dist.is_available() and dist.is_initialized():
+    """When a default process group exists: destroy it at exit (if it still exists then), by one handler however
+    often this is called."""
+    if dist.is_available() and dist.is_initialized():
+        atexit.unregister(_destroy)
         atexit.register(_destroy)
-        _registered = True
 
 
 def _destroy() -> None:
