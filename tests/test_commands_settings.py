@@ -71,7 +71,10 @@ def test_fid_results_logged_offline_make_a_new_run_or_join_the_given_one(tmp_pat
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     new_id, joined_id = done.stdout.split()[-2:]
-    new, joined = (read_offline_run(p) for p in offline_run_dirs(tmp_path))
+    # the two runs start within a second or two: tell them apart by id, not by the order of their folders
+    runs = {p.name.rsplit("-", 1)[-1]: p for p in offline_run_dirs(tmp_path)}
+    assert set(runs) == {new_id, joined_id}
+    new, joined = read_offline_run(runs[new_id]), read_offline_run(runs[joined_id])
     assert new["name"] == "paper-scale" and new["run_id"] == new_id != "train123"
     assert new["summary"]["fid"] == 12.5 and new["summary"]["nfe"] == 10 and new["summary"]["kid"] == 0.25
     assert new["config"]["fid"]["source"] == {"checkpoint": "x.ckpt"}

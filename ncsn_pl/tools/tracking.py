@@ -63,7 +63,8 @@ def summary_number(value: Any) -> float | None:
 
 
 def offline_run_dirs(root: str | Path) -> list[Path]:
-    """The W&B offline runs under ``root`` (``root/wandb/offline-run-*``, or ``root`` itself), oldest first."""
+    """The W&B offline runs under ``root`` (``root/wandb/offline-run-*``, or ``root`` itself), by the start time in
+    their names (to the second; runs started in the same second in the order of their ids)."""
     root = Path(root)
     if list(root.glob("run-*.wandb")):
         return [root]
