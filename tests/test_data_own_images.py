@@ -141,6 +141,16 @@ def test_channels_come_from_the_files(tmp_path):
     torch.testing.assert_close(all_images(dm)[0], _as_tensor(np.repeat(_rgb(0)[..., :1], 3, -1)))  # grey repeated
 
 
+def test_the_shape_the_files_gave_is_recorded_so_a_checkpoint_needs_no_files(tmp_path):
+    write16(tmp_path / "a.png", LEVELS16)
+    write16(tmp_path / "b.png", LEVELS16)
+    dm = ImageDataModule("folder", root=str(tmp_path))
+    assert dm.data_shape == (1, 8, 8)
+    assert (dm.hparams["channels"], dm.hparams["image_size"]) == (1, 8)  # what a checkpoint stores of the DataModule
+    again = ImageDataModule(**{**dm.hparams, "root": str(tmp_path / "moved away")})
+    assert again.data_shape == (1, 8, 8)  # sample / fid --ckpt_path on a machine without the images
+
+
 # ---------------------------------------------------------------- files that cannot be used
 @pytest.mark.parametrize(
     ("pixels", "reason"),

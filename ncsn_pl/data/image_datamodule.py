@@ -193,20 +193,22 @@ class ImageDataModule(pl.LightningDataModule):
     def channels(self) -> int:
         """Number of image channels C.
 
-        For a folder or ``hf:`` data set without ``channels``: 1 when every image is grey, else 3 (from the headers).
+        For a folder or ``hf:`` data set without ``channels``: 1 when every image is grey, else 3 (from the headers;
+        recorded in ``hparams``, so a checkpoint's DataModule has its shape without the files).
         """
         if self._channels is None:
-            self._channels = max(header.channels for header in self._image_headers())
+            self._channels = self.hparams["channels"] = max(header.channels for header in self._image_headers())
         return self._channels
 
     @property
     def image_size(self) -> int:
         """Height and width of the images.
 
-        For a folder or ``hf:`` data set without ``image_size`` this is the first image's shorter side.
+        For a folder or ``hf:`` data set without ``image_size`` this is the first image's shorter side (recorded in
+        ``hparams``, as ``channels``).
         """
         if self._image_size is None:
-            self._image_size = min(self._image_headers()[0].size)
+            self._image_size = self.hparams["image_size"] = min(self._image_headers()[0].size)
         return self._image_size
 
     @property
