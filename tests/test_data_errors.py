@@ -234,10 +234,14 @@ def test_folder_with_a_single_image(tmp_path):
         ImageDataModule("folder", root=str(tmp_path)).setup()
 
 
-def test_unreadable_image_in_folder_is_named(tmp_path):
+def test_unreadable_image_in_folder_is_named_before_training(tmp_path):
     write_images(tmp_path, n=4, size=(16, 16))
     (tmp_path / "img_0001.png").write_bytes(b"\x89PNG garbage")
-    dm = ImageDataModule("folder", root=str(tmp_path), val_fraction=0.25)
-    dm.setup()
-    with pytest.raises(RuntimeError, match=r"img_0001\.png"):
-        dm.train_data()
+    (tmp_path / "notes.png").write_text("a text file with an image's name")
+    expected = (r"^Cannot use image '[^']*img_0001\.png': not an image PIL can read \(UnidentifiedImageError\) "
+                r"\(1 more: [^ ]*notes\.png\)\. Delete")
+    for image_size in (None, 16):  # the shape reads the headers; else setup, still before any batch
+        dm = ImageDataModule("folder", root=str(tmp_path), val_fraction=0.25, image_size=image_size)
+        with pytest.raises(ValueError, match=expected) as error:
+            dm.setup() if image_size else dm.data_shape  # noqa: B018
+        assert "\n" not in str(error.value)

@@ -140,7 +140,7 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         elif command == "fid":
             raise ValueError(
                 "fid needs real images to compare with: --dataset NAME (digits, mnist, fashion_mnist, cifar10, celeba, "
-                "folder) with --data_root DIR, a --data config, a checkpoint that records its DataModule, or "
+                "folder, hf:NAME) with --data_root DIR, a --data config, a checkpoint that records its DataModule, or "
                 "--ref_stats FILE.npz (a paper's statistics)."
             )
         else:

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from PIL import Image
 
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.predict import run_predict
 from ncsn_pl.commands.quality_run import QualityRun
 from ncsn_pl.commands.sample import open_sample_set, prepare_sample_set, sample_set_files, sampling_settings
 from ncsn_pl.core.samplers import Sampler, describe_sampler
-from ncsn_pl.data.image_files import find_images
+from ncsn_pl.data.image_decoding import ImageHeader, is_grey
+from ncsn_pl.data.image_files import find_images, read_headers, read_image
 from ncsn_pl.metrics import QualityOptions, RealImages, real_images
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.runs import log_fid_result, log_to_sweep_run
@@ -23,17 +23,36 @@ from ncsn_pl.training.runs import log_fid_result, log_to_sweep_run
 __all__ = ["fid"]
 
 
-def _check_folder(files: list[Path], real: RealImages) -> None:
+def _check_folder(headers: list[ImageHeader], real: RealImages) -> None:
     """Every generated image must have the real images' size (read from the headers only)."""
-    for path in files:
-        with Image.open(path) as image:
-            width, height = image.size
+    for header in headers:
+        width, height = header.size
         if (height, width) != (real.image_size, real.image_size):
             raise ValueError(
-                f"{path} is {width}x{height} but the real images ({real.dataset}) are {real.image_size}x"
+                f"{header.source} is {width}x{height} but the real images ({real.dataset}) are {real.image_size}x"
                 f"{real.image_size}: resize the generated images or compare with data of their size (e.g. "
                 f"--data.init_args.image_size {height})."
             )
+
+
+def _folder_channels(images: str, headers: list[ImageHeader], real_channels: int | None, real: str) -> int:
+    """The channels the image files are scored in: their own (1 when every file is grey, else 3), which must be the
+    real images' (``real_channels``; None with reference statistics, which do not say)."""
+    channels = max(header.channels for header in headers)
+    if real_channels is None or channels == real_channels:
+        return channels
+    if real_channels == 1:  # colour files may hold grey pixels: torchvision's save_image writes grey images as RGB
+        for header in headers:
+            if header.channels == 3 and not is_grey(read_image(header.source)):
+                raise ValueError(
+                    f"{header.source} is in colour but the real images ({real}) are greyscale: score colour images "
+                    "against colour data (e.g. --data.init_args.channels 3 for a folder)."
+                )
+        return 1
+    raise ValueError(
+        f"The images in {images} are greyscale but the real images ({real}) have {real_channels} channels: score "
+        "them against greyscale data (e.g. --data.init_args.channels 1 for a folder)."
+    )
 
 
 def default_sample_dir(out: str | Path) -> Path:
@@ -93,7 +112,10 @@ def fid(
         weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
         official_ckpt: an official NCSN / NCSNv2 checkpoint (``.pth``) whose samples are scored instead.
         official_config: its config (default: the ``config.yml`` beside it).
-        images: a folder of generated images (png/jpg/...), or a sample folder, to score instead of a checkpoint.
+        images: a folder of generated images (png/jpg/tif/...), or a sample folder, to score instead of a checkpoint.
+            The files are read in their own channels (1 when every file is grey, else 3), scaled by their bit depth,
+            and must match the real images in size and channels (colour files whose pixels are all grey count as
+            grey); with ``ref_stats`` their own channels are used.
         dataset: the real data set (digits, mnist, fashion_mnist, cifar10, celeba, folder) when no ``--data`` is
             given (read before parsing, to build the DataModule).
         data_root: where that data set lives.
@@ -131,24 +153,35 @@ def fid(
             raise ValueError("fid needs real images: --dataset NAME, a --data config, or a checkpoint's DataModule.")
         real = real_images(datamodule, split, num_real)
         record["real"] = {**real.cache_key()}
-    channels = int(datamodule.data_shape[0]) if datamodule is not None else 3
+    # without real images (--ref_stats) the DataModule is a placeholder: its channels are not the images'
+    real_channels = int(datamodule.data_shape[0]) if real is not None else None
+    channels = real_channels or 3
     files = store = resolved = None
     num_items = 0
     if images:
         opened = open_sample_set(images)
         if opened is not None:
             store, num_items = opened
-            size = store.record.get("data_shape", [None])[-1]
+            shape = store.record.get("data_shape") or [None, None]
+            size = shape[-1]
             if real is not None and size not in (None, real.image_size):
                 raise ValueError(
                     f"The samples in {store.folder} are {size}x{size} but the real images ({real.dataset}) are "
                     f"{real.image_size}x{real.image_size}: compare with data of their size (e.g. "
                     f"--data.init_args.image_size {size})."
                 )
+            if real is not None and shape[0] not in (None, real_channels):
+                raise ValueError(
+                    f"The samples in {store.folder} have {shape[0]} channel(s) but the real images ({real.dataset}) "
+                    f"have {real_channels}: compare with data of their channels (e.g. --data.init_args.channels "
+                    f"{shape[0]} for a folder)."
+                )
         else:
             files = sample_set_files(images) or find_images(images)
+            headers = read_headers(files)
             if real is not None:
-                _check_folder(files, real)
+                _check_folder(headers, real)
+            channels = _folder_channels(images, headers, real_channels, real.dataset if real else "")
             num_items = len(files)
         record["source"] = {"images": str(Path(images).resolve())}
     elif draws:

@@ -12,27 +12,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from ncsn_pl.commands.sample import DrawSamples
 from ncsn_pl.commands.sample_store import SampleStore
 from ncsn_pl.core.files import atomic_write_json
+from ncsn_pl.data.image_decoding import image_tensor
+from ncsn_pl.data.image_files import quantize_images, read_image
 from ncsn_pl.metrics import QualityOptions, RealImages, SampleQuality
 
 __all__ = ["QualityRun", "read_images"]
 
 
 def read_images(files: list[Path], channels: int) -> Tensor:
-    """uint8 images ``(N, C, H, W)`` from image files (gray ``L`` for one channel, else RGB)."""
-    arrays = []
-    for path in files:
-        with Image.open(path) as image:
-            arrays.append(np.asarray(image.convert("L" if channels == 1 else "RGB")))
-    batch = torch.from_numpy(np.stack(arrays))
-    return batch.unsqueeze(1) if batch.ndim == 3 else batch.permute(0, 3, 1, 2)
+    """uint8 images ``(N, channels, H, W)`` from image files, each scaled by its bit depth (16-bit grey too) and
+    rounded to 8 bits as ``save_image`` rounds (:func:`~ncsn_pl.data.image_decoding.image_tensor`)."""
+    return torch.stack([quantize_images(image_tensor(read_image(path), channels)) for path in files])
 
 
 class QualityRun(DrawSamples):

@@ -49,7 +49,7 @@ _FASHION_HINT = (
 class DatasetInfo:
     """What the DataModule needs to know of a data set before reading it."""
 
-    channels: int
+    channels: int | None  # None: 1 when every image is grey, else 3
     size: int | None  # native (or default) square size; None: read from the first image
     flip: bool  # the papers' default for random_flip
 
@@ -60,7 +60,8 @@ DATASET_INFO: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(channels=3, size=32, flip=True),  # NCSN v1 and v2 cifar10.yml
     "celeba": DatasetInfo(channels=3, size=32, flip=True),  # v1: 32 (crop 140); v2 celeba.yml: 64
     "digits": DatasetInfo(channels=1, size=8, flip=False),  # digits are not mirror-symmetric
-    "folder": DatasetInfo(channels=3, size=None, flip=True),  # as NCSNv2's LSUN/FFHQ pipelines
+    "folder": DatasetInfo(channels=None, size=None, flip=True),  # as NCSNv2's LSUN/FFHQ pipelines
+    "hf": DatasetInfo(channels=None, size=None, flip=True),  # hf:NAME, a Hugging Face data set: as a folder
 }
 
 _MNIST_FILES = (

@@ -1,4 +1,5 @@
-"""The image DataModule: MNIST, Fashion-MNIST, CIFAR-10, CelebA, scikit-learn's digits, or any folder of images.
+"""The image DataModule: MNIST, Fashion-MNIST, CIFAR-10, CelebA, scikit-learn's digits, any folder of images, or a
+Hugging Face ``datasets`` data set.
 
 Batches are plain float tensors ``(B, C, H, W)`` in [0, 1] (labels are dropped). The training split gets the
 papers' augmentation (horizontal flips where the paper used them) and, optionally, NCSN v1's uniform
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -20,13 +22,16 @@ from ncsn_pl.data.datasets import (
     BUILTIN_DOWNLOADS,
     DATASET_INFO,
     DATASETS,
+    DatasetInfo,
     download,
     load_builtin,
     load_digits_images,
     missing_files,
     missing_message,
 )
-from ncsn_pl.data.image_files import ImageFiles, find_images, read_image
+from ncsn_pl.data.hf_images import HF_PREFIX, HFImages, hf_headers, hf_name, load_hf_splits
+from ncsn_pl.data.image_decoding import ImageHeader
+from ncsn_pl.data.image_files import ImageFiles, find_images, read_headers
 from ncsn_pl.data.sampler import EpochShuffleSampler, ResumableLoader
 from ncsn_pl.data.transforms import dequantize, image_transform
 
@@ -49,12 +54,15 @@ class ImageDataModule(pl.LightningDataModule):
     celeba         CelebA "train"            CelebA "test" (as NCSN v1)             32 (or 64)   yes
     digits         sklearn ``load_digits``   seeded ``val_fraction`` of the 1797    8, 1 ch.     no
     folder         images under ``root``     seeded ``val_fraction`` of the files   any          yes
+    hf:NAME        split ``train``           ``validation`` / ``test``, or seeded   any          yes
+                                             ``val_fraction`` of the one split
     =============  ========================  =====================================  ===========  ======
 
     Preprocessing (ermongroup/ncsn ``anneal_runner.py:44-93``; ncsnv2 ``datasets/__init__.py``):
     CelebA is ``CenterCrop(140) -> Resize(image_size)``; MNIST, Fashion-MNIST and CIFAR-10 are resized only when
-    ``image_size`` differs from the native size; folder images are converted to RGB (or L when
-    ``channels=1``), their shorter side resized to ``image_size`` and the centre square cropped; digits
+    ``image_size`` differs from the native size; folder and ``hf:`` images are scaled by their own bit depth (8-bit,
+    16-bit PNG and TIFF, palette, RGBA: :mod:`ncsn_pl.data.image_decoding`) into ``channels``, their shorter side
+    resized to ``image_size`` and the centre square cropped; digits
     (8x8, levels 0..16) are scaled to [0, 1] and bilinearly resized when ``image_size`` is set; then ``ToTensor()``.
 
     Training batches are augmented by :meth:`augment` once they reach the device: a horizontal flip of each image
@@ -73,7 +81,11 @@ class ImageDataModule(pl.LightningDataModule):
     * celeba: ``<root>/celeba/img_align_celeba/*.jpg`` plus ``list_eval_partition.txt``,
       ``list_attr_celeba.txt``, ``identity_CelebA.txt``, ``list_bbox_celeba.txt`` and
       ``list_landmarks_align_celeba.txt`` in ``<root>/celeba/``;
-    * folder: ``root`` itself is the image directory, searched recursively.
+    * folder: ``root`` itself is the image directory, searched recursively;
+    * ``hf:NAME``: a folder written by ``save_to_disk``, or a Hugging Face Hub data set (:mod:`ncsn_pl.data.hf_images`).
+
+    The header of every folder or ``hf:`` image is read when the shape is first asked for (before training): a file
+    that is not an image PIL can read, or whose pixels have no range (floating-point), stops with one line naming it.
 
     With ``download=True``, :meth:`prepare_data` (run once per node by the Trainer) fetches the missing set
     with torchvision into a temporary folder inside ``root`` and moves the unpacked files into place only
@@ -82,15 +94,18 @@ class ImageDataModule(pl.LightningDataModule):
 
     Args:
         dataset: one of ``mnist``, ``fashion_mnist`` (Xiao et al. 2017), ``cifar10``, ``celeba``, ``digits``
-            (scikit-learn's 8x8 digits, no files needed) or ``folder`` (any directory of png/jpg/jpeg/bmp/webp images).
+            (scikit-learn's 8x8 digits, no files needed), ``folder`` (any directory of png/jpg/jpeg/bmp/webp/tif
+            images) or ``hf:NAME`` (a Hugging Face ``datasets`` folder or Hub name; needs ``pip install datasets``).
         root: directory that holds the data sets (``<root>/MNIST``, ``<root>/FashionMNIST``,
             ``<root>/cifar-10-batches-py``, ``<root>/celeba``); for ``folder`` the image directory itself. Unused by
             ``digits``.
         download: fetch a missing mnist/fashion_mnist/cifar10/celeba with torchvision (needs network access).
         image_size: output height and width. Default: the native size (mnist and fashion_mnist 28, cifar10 32,
-            digits 8), 32 for celeba (NCSN v1; NCSNv2 uses 64), and for ``folder`` the shorter side of the first image.
-        channels: 1 or 3. Only ``folder`` can choose (1 converts to grayscale "L", 3 to "RGB", default 3);
-            the built-in sets have a fixed count, which this may only repeat.
+            digits 8), 32 for celeba (NCSN v1; NCSNv2 uses 64), and for ``folder`` and ``hf:`` the shorter side of the
+            first image.
+        channels: 1 or 3. Only ``folder`` and ``hf:`` can choose (1 converts to grey by ITU-R 601-2 luma, 3 repeats
+            grey images); default: 1 when every image is grey, else 3. The built-in sets have a fixed count, which
+            this may only repeat.
         batch_size: training batch size (``--trainer.fast_dev_run`` uses at most 2, with no workers).
         val_batch_size: validation/test batch size; default ``batch_size``.
         num_workers: DataLoader worker processes.
@@ -98,8 +113,10 @@ class ImageDataModule(pl.LightningDataModule):
         random_flip: horizontal flips with p=0.5 on training images; default per data set (see table).
         dequantize: uniform dequantization of training images (NCSN v1: true; NCSNv2: false).
         dequantize_val: also dequantize validation/test images (NCSN v1 did, for its test loss).
-        val_fraction: share of ``digits``/``folder`` images held out for validation, drawn with ``seed``.
-        seed: seed of the validation split of ``digits``/``folder`` (the split is fixed by it).
+        val_fraction: share of ``digits``/``folder`` images (and of an ``hf:`` data set without a validation or
+            test split) held out for validation, drawn with ``seed``.
+        seed: seed of the validation split of ``digits``/``folder``/``hf:`` (the split is fixed by it).
+        image_column: the column of images of an ``hf:`` data set; default: the first of ``datasets.Image`` feature.
     """
 
     def __init__(
@@ -118,17 +135,23 @@ class ImageDataModule(pl.LightningDataModule):
         dequantize_val: bool = False,
         val_fraction: float = 0.1,
         seed: int = 0,
+        image_column: str | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"Unknown data.dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
+        if dataset not in DATASETS and not (dataset.startswith(HF_PREFIX) and len(dataset) > len(HF_PREFIX)):
+            raise ValueError(
+                f"Unknown data.dataset {dataset!r}; choose one of {', '.join(DATASETS)} or {HF_PREFIX}NAME (a Hugging "
+                "Face data set)."
+            )
         if image_size is not None and image_size < 1:
             raise ValueError(f"data.image_size must be a positive integer or null, got {image_size}.")
-        info = DATASET_INFO[dataset]
-        if dataset == "folder":
+        info = _info(dataset)
+        if image_column is not None and hf_name(dataset) is None:
+            raise ValueError(f"data.image_column is for {HF_PREFIX}NAME data sets; leave it unset for {dataset}.")
+        if info.channels is None:
             if channels not in (None, 1, 3):
                 raise ValueError(
-                    f"data.channels must be 1 (grayscale) or 3 (RGB) for folder, got {channels}."
+                    f"data.channels must be 1 (grayscale) or 3 (RGB) for {dataset}, got {channels}."
                 )
         elif channels not in (None, info.channels):
             raise ValueError(
@@ -155,8 +178,11 @@ class ImageDataModule(pl.LightningDataModule):
         self.dequantize_val = dequantize_val
         self.val_fraction = val_fraction
         self.seed = seed
-        self._channels = channels or info.channels
-        self._image_size = image_size or info.size  # None only for a folder without image_size
+        self.image_column = image_column
+        self._channels = channels or info.channels  # None only for a folder or hf: without channels
+        self._image_size = image_size or info.size  # None only for a folder or hf: without image_size
+        self._headers: list[ImageHeader] | None = None
+        self._hf_splits: tuple[HFImages, HFImages] | None = None
         self._train_base: Dataset | None = None
         self._val_base: Dataset | None = None
         self.train_set: Dataset | None = None
@@ -165,18 +191,24 @@ class ImageDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ shapes
     @property
     def channels(self) -> int:
-        """Number of image channels C."""
+        """Number of image channels C.
+
+        For a folder or ``hf:`` data set without ``channels``: 1 when every image is grey, else 3 (from the headers;
+        recorded in ``hparams``, so a checkpoint's DataModule has its shape without the files).
+        """
+        if self._channels is None:
+            self._channels = self.hparams["channels"] = max(header.channels for header in self._image_headers())
         return self._channels
 
     @property
     def image_size(self) -> int:
         """Height and width of the images.
 
-        For a folder without ``image_size`` this is the first image's shorter side (read once, on first use).
+        For a folder or ``hf:`` data set without ``image_size`` this is the first image's shorter side (recorded in
+        ``hparams``, as ``channels``).
         """
         if self._image_size is None:
-            first = find_images(self.root)[0]
-            self._image_size = min(read_image(first).size)
+            self._image_size = self.hparams["image_size"] = min(self._image_headers()[0].size)
         return self._image_size
 
     @property
@@ -268,12 +300,14 @@ class ImageDataModule(pl.LightningDataModule):
         """The deterministic part: decode, crop, resize, to a tensor in [0, 1] (the digits are tensors already)."""
         if self.dataset == "digits":
             return None
-        info = DATASET_INFO[self.dataset]
+        info = _info(self.dataset)
+        own_images = info.channels is None  # a folder or hf: data set, images of any mode and size
         return image_transform(
             self.image_size,
             native_size=info.size if self.dataset != "celeba" else None,
             center_crop=140 if self.dataset == "celeba" else None,
-            square_crop=self.dataset == "folder",
+            square_crop=own_images,
+            channels=self.channels if own_images else None,
         )
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
@@ -311,18 +345,21 @@ class ImageDataModule(pl.LightningDataModule):
             train_idx, val_idx = _split(len(images), self.val_fraction, self.seed)
             return images[train_idx], images[val_idx]
         if self.dataset == "folder":
-            files = find_images(self.root)
+            files = [header.source for header in self._image_headers()]  # every header checked: before training
             if len(files) < 2:
                 raise ValueError(
                     f"Found only {len(files)} image under {self.root!r}; a folder needs at least 2 images "
                     "(one is held out for validation). Add images or choose another data.dataset."
                 )
             train_idx, val_idx = _split(len(files), self.val_fraction, self.seed)
-            mode = "L" if self.channels == 1 else "RGB"
+            # decoded as they are; the transform converts them by their bit depth
             return (
-                ImageFiles([files[i] for i in train_idx], mode=mode),
-                ImageFiles([files[i] for i in val_idx], mode=mode),
+                ImageFiles([files[i] for i in train_idx], channels=None),
+                ImageFiles([files[i] for i in val_idx], channels=None),
             )
+        if hf_name(self.dataset) is not None:
+            self._image_headers()
+            return self._hf()
         missing = missing_files(self.dataset, self.root)
         if missing and self.download:
             self.prepare_data()  # used without a Trainer: prepare_data() was not called
@@ -330,6 +367,25 @@ class ImageDataModule(pl.LightningDataModule):
         if missing:
             raise FileNotFoundError(missing_message(self.dataset, self.root, missing))
         return load_builtin(self.dataset, self.root, "train"), load_builtin(self.dataset, self.root, "val")
+
+    def _hf(self) -> tuple[HFImages, HFImages]:
+        """The train and val images of an ``hf:`` data set (loaded once)."""
+        if self._hf_splits is None:
+            name = hf_name(self.dataset)
+            rows = partial(_split, val_fraction=self.val_fraction, seed=self.seed)
+            self._hf_splits = load_hf_splits(name, self.image_column, rows)
+        return self._hf_splits
+
+    def _image_headers(self) -> list[ImageHeader]:
+        """The header of every image of a folder or ``hf:`` data set, read once; one line names any that cannot be
+        used (:func:`~ncsn_pl.data.image_decoding.check_headers`)."""
+        if self._headers is None:
+            if self.dataset == "folder":
+                self._headers = read_headers(find_images(self.root))
+            else:
+                train, val = self._hf()
+                self._headers = hf_headers(train) + hf_headers(val)
+        return self._headers
 
 
 class _ImagesOnly(Dataset):
@@ -362,11 +418,17 @@ class _ImagesOnly(Dataset):
 
 
 def _describe_item(base: Any, index: int) -> str:
+    if callable(getattr(base, "describe", None)):  # HFImages
+        return base.describe(index)
     if hasattr(base, "filename") and hasattr(base, "base_folder"):  # torchvision CelebA
         return os.path.join(base.root, base.base_folder, "img_align_celeba", base.filename[index])
     if hasattr(base, "files"):
         return str(base.files[index])
     return type(base).__name__
+
+
+def _info(dataset: str) -> DatasetInfo:
+    return DATASET_INFO["hf" if hf_name(dataset) is not None else dataset]
 
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

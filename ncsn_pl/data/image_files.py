@@ -12,18 +12,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
 from ncsn_pl.core.files import atomic_write
+from ncsn_pl.data.image_decoding import READ_ERRORS, ImageHeader, check_headers, convert_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFiles",
     "find_images",
     "quantize_images",
+    "read_headers",
     "read_image",
     "save_grid",
     "upscale_factor",
@@ -31,7 +33,7 @@ __all__ = [
     "write_png",
 ]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def find_images(root: str | Path) -> list[Path]:
@@ -62,8 +64,9 @@ def find_images(root: str | Path) -> list[Path]:
     return files
 
 
-def read_image(path: str | Path, mode: str | None = None) -> Image.Image:
-    """Open and fully decode one image, optionally converted to ``mode`` ("RGB" or "L").
+def read_image(path: str | Path, channels: int | None = None) -> Image.Image:
+    """Open and fully decode one image; with ``channels`` (1 or 3), converted by its bit depth
+    (:func:`~ncsn_pl.data.image_decoding.convert_image`: ``L`` or ``RGB``, or ``F`` in [0, 1] for deeper grey).
 
     Raises:
         RuntimeError: the file cannot be decoded; the message names the file.
@@ -71,12 +74,18 @@ def read_image(path: str | Path, mode: str | None = None) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert(mode) if mode is not None else image.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            return convert_image(image, channels) if channels is not None else image.copy()
+    except READ_ERRORS as err:
         raise RuntimeError(
             f"Cannot read image file {str(path)!r} ({type(err).__name__}: {err}). "
             "The file is corrupt or not an image; delete or replace it."
         ) from err
+
+
+def read_headers(files: Sequence[str | Path]) -> list[ImageHeader]:
+    """The header of every image file (no pixels are decoded), or one ``ValueError`` line that names each file that
+    is not an image PIL can read, or whose pixels have no range (:func:`~ncsn_pl.data.image_decoding.check_headers`)."""
+    return check_headers([str(f) for f in files], lambda i: Image.open(files[i]), "Delete or replace the file(s)")
 
 
 class ImageFiles(Dataset):
@@ -84,22 +93,23 @@ class ImageFiles(Dataset):
 
     Args:
         files: image paths.
-        mode: PIL mode every image is converted to ("RGB" or "L"), or None to keep each file's own.
+        channels: 1 or 3, the channels every image is converted to (deeper grey images become mode ``F``, see
+            :func:`read_image`), or None to keep each file's own mode.
         transform: optional map from a PIL image to a tensor; without it items are PIL images.
     """
 
     def __init__(
-        self, files: Sequence[str | Path], mode: str | None = "RGB", transform: Callable | None = None
+        self, files: Sequence[str | Path], channels: int | None = 3, transform: Callable | None = None
     ) -> None:
         self.files = [Path(f) for f in files]
-        self.mode = mode
+        self.channels = channels
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> Image.Image | torch.Tensor:
-        image = read_image(self.files[index], self.mode)
+        image = read_image(self.files[index], self.channels)
         return self.transform(image) if self.transform is not None else image
 
 

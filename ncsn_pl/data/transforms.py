@@ -7,9 +7,12 @@ All pipelines end in ``ToTensor()``, so images come out as float tensors ``(C, H
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torchvision import transforms as T
+
+from ncsn_pl.data.image_decoding import convert_image, repeat_channels
 
 __all__ = ["dequantize", "image_transform"]
 
@@ -39,10 +42,12 @@ def image_transform(
     native_size: int | None = None,
     center_crop: int | None = None,
     square_crop: bool = False,
+    channels: int | None = None,
 ) -> Callable:
     """The PIL-image pipeline of NCSN's data loaders (ermongroup/ncsn ``anneal_runner.py:44-93``).
 
-    Order: CenterCrop(center_crop) -> Resize(image_size) [-> CenterCrop(image_size)] -> ToTensor(); the random
+    Order: [convert(channels) ->] CenterCrop(center_crop) -> Resize(image_size) [-> CenterCrop(image_size)] ->
+    ToTensor() [-> repeat(channels)]; the random
     flips and the dequantization of training batches follow on the device (``ImageDataModule.augment``).
     CelebA uses ``center_crop=140``; CIFAR-10 and MNIST only resize when ``image_size`` differs from
     ``native_size``; image folders of any aspect ratio resize the shorter side and crop the centre
@@ -53,11 +58,15 @@ def image_transform(
         native_size: the data set's own square size; the resize is skipped when it equals ``image_size``.
         center_crop: size of a centre crop taken before resizing (CelebA: 140), or None.
         square_crop: after resizing the shorter side, crop the centre ``image_size`` square.
+        channels: first convert each image by its bit depth into this many channels (1 or 3; images of a folder or
+            a Hugging Face data set, whatever their mode: :func:`~ncsn_pl.data.image_decoding.convert_image`), or None.
 
     Returns:
         A callable mapping a PIL image to a float tensor ``(C, image_size, image_size)`` in [0, 1].
     """
     steps: list[Callable] = []
+    if channels is not None:  # partials pickle, for DataLoader workers
+        steps.append(T.Lambda(partial(convert_image, channels=channels)))
     if center_crop is not None:
         steps.append(T.CenterCrop(center_crop))
     if center_crop is not None or native_size != image_size:
@@ -65,4 +74,6 @@ def image_transform(
         if square_crop:
             steps.append(T.CenterCrop(image_size))
     steps.append(T.ToTensor())
+    if channels is not None and channels != 1:  # a deep grey image is one channel of floats until here
+        steps.append(T.Lambda(partial(repeat_channels, channels=channels)))
     return T.Compose(steps)

@@ -87,21 +87,30 @@ def image_settings(datamodule: Any) -> dict[str, Any]:
     ``save_hyperparameters`` record them) less :data:`NOT_IN_REAL_IMAGES`, so a new setting is in the key unless
     declared harmless. Each takes the value the DataModule resolved (its attribute of that name: ``image_size`` 8
     for the digits' ``None``), so equal images under other spellings share an entry. Plus the ``data_shape`` and, for
-    an image folder, a digest of its files (relative paths, sizes, modification times): added, removed or replaced
-    images miss too.
+    an image folder or a Hugging Face ``save_to_disk`` folder (``hf:DIR``), a digest of its files (relative paths,
+    sizes, modification times): added, removed or replaced images miss too.
     """
     hparams = dict(getattr(datamodule, "hparams", None) or {})
     settings = {k: getattr(datamodule, k, v) for k, v in sorted(hparams.items()) if k not in NOT_IN_REAL_IMAGES}
     settings = json.loads(json.dumps(settings, default=repr))  # plain JSON values, as the cache file keeps them
     settings["data_shape"] = [int(n) for n in datamodule.data_shape]
-    if getattr(datamodule, "dataset", None) == "folder":
-        root = Path(datamodule.root)
-        digest = hashlib.sha256()
-        for path in find_images(root):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        settings["files"] = digest.hexdigest()[:16]
+    dataset = str(getattr(datamodule, "dataset", None) or "")
+    if dataset == "folder":
+        settings["files"] = _files_digest(Path(datamodule.root), find_images(datamodule.root))
+    elif dataset.startswith("hf:") and Path(dataset[3:]).is_dir():  # a save_to_disk folder: its Arrow and JSON files
+        root = Path(dataset[3:])
+        settings["files"] = _files_digest(root, sorted(p for p in root.rglob("*") if p.is_file()))
     return settings
+
+
+def _files_digest(root: Path, files: list[Path]) -> str:
+    """A digest of ``files`` (relative paths, sizes, modification times): any file added, removed or replaced
+    changes it."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def real_images(datamodule: Any, split: str = "train", max_images: int | None = None) -> RealImages:
@@ -110,7 +119,7 @@ def real_images(datamodule: Any, split: str = "train", max_images: int | None = 
     Works with any DataModule that has ``train_data(max_items)`` / ``val_data(max_items)``, ``train_set`` /
     ``val_set`` and ``data_shape`` (:class:`~ncsn_pl.data.ImageDataModule`); with ``image_dataset(split)`` too,
     the images are streamed instead of stacked (:meth:`RealImages.shard`). A folder data set is named by its
-    absolute path in the cache key.
+    absolute path in the cache key, and so is an ``hf:DIR`` folder.
 
     Raises:
         ValueError: unknown split, a DataModule without those methods, or data that are not images.
@@ -133,4 +142,6 @@ def real_images(datamodule: Any, split: str = "train", max_images: int | None = 
     name = str(getattr(datamodule, "dataset", None) or type(datamodule).__name__)
     if name == "folder":
         name = f"folder:{Path(getattr(datamodule, 'root', '.')).resolve()}"
+    elif name.startswith("hf:") and Path(name[3:]).is_dir():
+        name = f"hf:{Path(name[3:]).resolve()}"
     return RealImages(name, split, int(shape[-1]), count, datamodule, image_settings(datamodule))
