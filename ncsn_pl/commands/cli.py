@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -27,7 +26,7 @@ from ncsn_pl.commands.config_lists import check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.help import CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
-from ncsn_pl.core.files import atomic_write_text, check_torch_file
+from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
@@ -189,11 +188,13 @@ class NCSNCLI(LightningCLI):
 
     def _parse_checkpoint_hyperparameters(self, subcommand: str) -> None:
         """Lightning's ``LightningCLI._parse_ckpt_path``: the model's settings from the checkpoint's hyperparameters,
-        with a network config of an older checkpoint brought up to date (:func:`upgrade_network_config`)."""
+        with a network config of an older checkpoint brought up to date (:func:`upgrade_network_config`); a file whose
+        bytes do not match the CRC-32s it records is refused (:func:`~ncsn_pl.core.files.check_zip_crcs`)."""
         ckpt_path = self.config[subcommand]["ckpt_path"]
         if not Path(ckpt_path).is_file():
             return
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        checkpoint = load_torch_file(ckpt_path)  # one read, its CRC-32s checked: a corrupt file stops here
+        hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
         hparams.pop("_instantiator", None)
         if not hparams:
             return
