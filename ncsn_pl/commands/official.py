@@ -25,10 +25,11 @@ from typing import Any
 import torch
 import yaml
 
+from ncsn_pl.commands.checkpoints import check_data_shape
 from ncsn_pl.core.files import read_torch_file
 from ncsn_pl.networks.official import load_official_checkpoint
 
-__all__ = ["load_official_model", "official_command_args", "read_official_config"]
+__all__ = ["load_official_model", "official_command_args", "official_data_shape", "read_official_config"]
 
 # runners/ncsn_runner.py get_model (v2); v1 has one network, CondRefineNetDilated (our NCSN)
 V2_NETWORKS = {"CIFAR10": "NCSNv2", "CELEBA": "NCSNv2", "LSUN": "NCSNv2Deeper", "FFHQ": "NCSNv2Deepest"}
@@ -105,14 +106,20 @@ def _is_v2(config: dict[str, Any]) -> bool:
     return "sampling" in config
 
 
+def official_data_shape(config: dict[str, Any]) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images an official config's network was trained on."""
+    data = config["data"]
+    return int(data["channels"]), int(data["image_size"]), int(data["image_size"])
+
+
 def official_command_args(
     official_ckpt: str, official_config: str | None, data_root: str | None
-) -> tuple[list[str], dict[str, Any]]:
+) -> tuple[list[str], dict[str, Any], tuple[int, int, int]]:
     """``--model.*`` options (network, schedule, sampler) of an official config, and the ``--data`` it implies.
 
     Returns:
-        The model options, and the DataModule as a config entry (``ImageDataModule`` of the config's data set and
-        size; a ``folder`` under ``data_root`` for LSUN and FFHQ).
+        The model options; the DataModule as a config entry (``ImageDataModule`` of the config's data set and
+        size; a ``folder`` under ``data_root`` for LSUN and FFHQ); the images' shape ``(C, H, W)``.
     """
     config = read_official_config(official_config or default_config_path(official_ckpt))
     data, model = config["data"], config["model"]
@@ -141,19 +148,22 @@ def official_command_args(
                  "image_size": int(data["image_size"])}  # fmt: skip
     if init_args["dataset"] == "folder":
         init_args["channels"] = channels
-    return args, {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": init_args}
+    return args, {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": init_args}, official_data_shape(config)
 
 
 def load_official_model(model: Any, official_ckpt: str, official_config: str | None = None) -> dict[str, Any]:
     """Load an official checkpoint into ``model.score_net`` (EMA weights when present) and describe it.
 
-    The checkpoint's own schedule (NCSNv2 keeps its ``sigmas``) must be the one its config gave the model.
+    The checkpoint's own schedule (NCSNv2 keeps its ``sigmas``) must be the one its config gave the model, and its
+    images' size the model's data shape.
 
     Raises:
         FileNotFoundError, ValueError: a missing or foreign file, weights that do not fit the network the config
-            describes (the keys at fault are listed), or another schedule.
+            describes (the keys at fault are listed), another schedule or another image size.
     """
     config_path = Path(official_config) if official_config else default_config_path(official_ckpt)
+    check_data_shape(model, official_data_shape(read_official_config(config_path)),
+                     f"--official_ckpt {official_ckpt} (config {config_path})")  # fmt: skip
     obj, sha256 = read_torch_file(
         official_ckpt, what="--official_ckpt", expected="an official NCSN or NCSNv2 checkpoint (.pth)"
     )
