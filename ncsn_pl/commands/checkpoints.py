@@ -12,7 +12,27 @@ import torch
 
 from ncsn_pl.core.files import load_torch_file, read_torch_file
 
-__all__ = ["check_data_shape", "load_checkpoint", "load_model_weights", "load_sampling_model"]
+__all__ = ["check_data_shape", "load_checkpoint", "load_model_weights", "load_sampling_model", "newest_last_checkpoint"]
+
+
+def newest_last_checkpoint(root: str | os.PathLike[str]) -> Path | None:
+    """The ``last.ckpt`` under a run root written most recently, or None: what ``--ckpt_path last`` continues.
+
+    It is looked for in each run folder, ``root/version_N/checkpoints/last.ckpt``, and in ``root/checkpoints/`` (a
+    run without a logger). The newest by modification time is the one a preempted job wrote last, so a requeued job
+    that repeats its command continues its own run, also when the root holds older runs with more steps; ties go to
+    the highest version. (Give each job of an array a root of its own: two live runs in one root would both find
+    the newest; the second is refused, as its folder is held.)
+    """
+    root = Path(root)
+    found = [*root.glob("version_*/checkpoints/last.ckpt"), *root.glob("checkpoints/last.ckpt")]
+
+    def age(path: Path) -> tuple[int, int]:
+        run = path.parents[1].name
+        version = int(run[8:]) if run.startswith("version_") and run[8:].isdigit() else -1
+        return path.stat().st_mtime_ns, version
+
+    return max(found, key=age, default=None)
 
 
 def load_checkpoint(ckpt_path: str | os.PathLike[str], weights_only: bool | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 import ncsn_pl
+from ncsn_pl.commands.checkpoints import newest_last_checkpoint
 from ncsn_pl.commands.config_lists import check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.help import CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
@@ -131,7 +132,8 @@ class NCSNCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """``sample`` / ``fid`` without ``--config``: take the model and data from the checkpoint first; refuse
-        config files whose lists would merge into other classes' settings."""
+        config files whose lists would merge into other classes' settings; ``--ckpt_path last``: the run root's newest
+        ``last.ckpt`` (:func:`_resolve_last`)."""
         from ncsn_pl.commands.arguments import complete_command_args
 
         if isinstance(args, (list, tuple)):
@@ -145,7 +147,10 @@ class NCSNCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+        if ckpt_path == "last" and subcommand in ("fit", "validate", "test"):
+            ckpt_path = _resolve_last(subcommand, self.config[subcommand].trainer)
+            self.config[subcommand]["ckpt_path"] = ckpt_path
+        if ckpt_path and ckpt_path not in ("best", "hpc", "registry"):
             check_torch_file(ckpt_path)  # before LightningCLI unpickles the checkpoint's hyperparameters
 
     def _parse_ckpt_path(self) -> None:
@@ -265,6 +270,38 @@ def _quiet_advertisements() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _NoAdvertisements) for f in log.filters):
             log.addFilter(_NoAdvertisements())
+
+
+def _run_root(trainer: Namespace) -> Path:
+    """Where a run's ``version_N`` folders go: the save_dir (and name) of a first ``RunLogger``, else
+    ``trainer.default_root_dir`` (the working folder when unset), as Lightning places checkpoints."""
+    loggers = trainer.get("logger")
+    first = loggers[0] if isinstance(loggers, list) and loggers else loggers
+    if isinstance(first, Namespace) and str(first.get("class_path", "")).endswith("RunLogger"):
+        init = first.get("init_args") or Namespace()
+        if init.get("save_dir"):
+            return Path(init.save_dir) / (init.get("name") or "")
+    return Path(trainer.get("default_root_dir") or ".")
+
+
+def _resolve_last(subcommand: str, trainer: Namespace) -> str | None:
+    """``--ckpt_path last``: the newest ``last.ckpt`` of the run root (:func:`newest_last_checkpoint`), so that a
+    requeued job continues its run with the same command; with none there, ``fit`` starts a new run (and says so)
+    while ``validate`` and ``test`` stop.
+
+    Raises:
+        FileNotFoundError: ``validate`` / ``test`` with no ``last.ckpt`` under the root.
+    """
+    root = _run_root(trainer)
+    found = newest_last_checkpoint(root)
+    if found is not None:
+        rank_zero_info(f"--ckpt_path last: continuing from {found}")
+        return str(found)
+    where = f"{root}/version_*/checkpoints/"
+    if subcommand != "fit":
+        raise FileNotFoundError(f"--ckpt_path last: no last.ckpt in {where}; give the checkpoint's path.")
+    rank_zero_info(f"--ckpt_path last: no last.ckpt in {where} yet; starting a new run.")
+    return None
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
