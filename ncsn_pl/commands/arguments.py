@@ -11,7 +11,8 @@ from ncsn_pl.networks import upgrade_network_config
 
 __all__ = ["complete_command_args", "option_values"]
 
-COMMANDS = ("sample", "fid")
+COMMANDS = ("sample", "fid", "fid_nfe")
+SCORING = ("fid", "fid_nfe")  # the commands that compare with real images
 PLACEHOLDER_NET = {"class_path": "ncsn_pl.networks.NoScoreNetwork"}
 
 def option_values(args: Sequence[str], *names: str) -> list[str]:
@@ -70,7 +71,7 @@ def _sized_like(shape: Sequence[int] | None, dataset: str) -> dict[str, int]:
 
 
 def complete_command_args(args: Sequence[str]) -> list[str]:
-    """Fill in the model and the data of ``sample`` / ``fid`` when no ``--config`` gives them.
+    """Fill in the model and the data of ``sample`` / ``fid`` / ``fid_nfe`` when no ``--config`` gives them.
 
     LightningCLI needs ``model.score_net`` and ``data`` before it reads the checkpoint, so for these two
     commands:
@@ -129,13 +130,15 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
             extra.append("--model.score_net=" + json.dumps(PLACEHOLDER_NET))
         elif command == "sample":
             raise ValueError("sample needs --ckpt_path CKPT (a checkpoint written by training).")
+        elif command == "fid_nfe":
+            raise ValueError("fid_nfe needs --ckpt_path CKPT or --official_ckpt FILE.pth (a model to draw samples of).")
         else:
             raise ValueError(
                 "fid needs --ckpt_path CKPT or --official_ckpt FILE.pth (to draw samples of a model) or --images DIR "
                 "(a folder)."
             )
     if not _gives_data(options):  # dotted --data.init_args.* options refine the DataModule built here
-        dataset = _option(options, "--dataset") if command == "fid" else None
+        dataset = _option(options, "--dataset") if command in SCORING else None
         stored = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
         if dataset:
             root = _option(options, "--data_root") or "data"
@@ -146,12 +149,12 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         elif "_class_path" in stored:
             init = {k: v for k, v in stored.items() if not k.startswith("_")}
             data = {"class_path": stored["_class_path"], "init_args": init}
-        elif command == "fid" and _option(options, "--ref_stats"):
+        elif command in SCORING and _option(options, "--ref_stats"):
             data = {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": {"dataset": "digits"}}  # unused
-        elif command == "fid":
+        elif command in SCORING:
             raise ValueError(
-                "fid needs real images to compare with: --dataset NAME (digits, mnist, fashion_mnist, cifar10, celeba, "
-                "folder) with --data_root DIR, a --data config, a checkpoint that records its DataModule, or "
+                f"{command} needs real images to compare with: --dataset NAME (digits, mnist, fashion_mnist, cifar10, "
+                "celeba, folder) with --data_root DIR, a --data config, a checkpoint that records its DataModule, or "
                 "--ref_stats FILE.npz (a paper's statistics)."
             )
         else:

@@ -25,6 +25,7 @@ import ncsn_pl
 from ncsn_pl.commands.checkpoints import newest_last_checkpoint
 from ncsn_pl.commands.config_lists import check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
+from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file
@@ -50,7 +51,8 @@ __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 class NCSNTrainer(pl.Trainer):
     """Lightning's Trainer, which runs every command.
 
-    ``sample`` and ``fid`` are its methods (LightningCLI builds their parsers from them) and run as predict loops
+    ``sample``, ``fid`` and ``fid_nfe`` are its methods (LightningCLI builds their parsers from them) and run as predict
+    loops
     (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``, ``--trainer.devices``, ``--trainer.strategy`` (DDP
     too) and ``--trainer.precision`` apply to them. Each is written once, as a function of the Trainer in its own
     module; its signature is the command's options.
@@ -58,6 +60,7 @@ class NCSNTrainer(pl.Trainer):
 
     sample = sample_command
     fid = fid_command
+    fid_nfe = fid_nfe_command
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -90,6 +93,9 @@ RESUMABLE_SETTINGS = frozenset(
 )  # fmt: skip
 
 
+SAMPLING_COMMANDS = ("sample", "fid", "fid_nfe")  # methods of NCSNTrainer: predict loops of a checkpoint's model
+
+
 class NCSNCLI(LightningCLI):
     """LightningCLI for NCSN: forced checkpointing, links from the data to the model.
 
@@ -105,10 +111,10 @@ class NCSNCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands but ``predict`` (a score model has no predictions), plus ``sample`` and ``fid``
-        (methods of :class:`NCSNTrainer`)."""
+        """Lightning's subcommands but ``predict`` (a score model has no predictions), plus ``sample``, ``fid`` and
+        ``fid_nfe`` (methods of :class:`NCSNTrainer`)."""
         lightning = {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
-        return {**lightning, "sample": {"model", "datamodule"}, "fid": {"model", "datamodule"}}
+        return {**lightning, **{name: {"model", "datamodule"} for name in SAMPLING_COMMANDS}}
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         """Every command in the top-level help, one line each: the Trainer's and the tools."""
@@ -131,15 +137,15 @@ class NCSNCLI(LightningCLI):
         seed.help = seed.help.replace("instantiation.Set", "instantiation. Set")  # Lightning's text lacks a space
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        """``sample`` / ``fid`` without ``--config``: take the model and data from the checkpoint first; refuse
-        config files whose lists would merge into other classes' settings; ``--ckpt_path last``: the run root's newest
-        ``last.ckpt`` (:func:`_resolve_last`)."""
+        """``sample`` / ``fid`` / ``fid_nfe`` without ``--config``: take the model and data from the checkpoint first;
+        refuse config files whose lists would merge into other classes' settings; ``--ckpt_path last``: the run root's
+        newest ``last.ckpt`` (:func:`_resolve_last`)."""
         from ncsn_pl.commands.arguments import complete_command_args
 
         if isinstance(args, (list, tuple)):
             check_config_lists(args)
             args = complete_command_args(args)
-            if args[:1] in (["sample"], ["fid"]) and not any(a.startswith("--trainer.logger") for a in args):
+            if args and args[0] in SAMPLING_COMMANDS and not any(a.startswith("--trainer.logger") for a in args):
                 # they log nothing (ncsn_pl.commands.predict), so Lightning need not build nor announce a logger
                 args = [args[0], "--trainer.logger=false", *args[1:]]
             # --model.<key> given on the command line applies over the checkpoint's, even when equal to the default
@@ -172,7 +178,7 @@ class NCSNCLI(LightningCLI):
         fixed = {key: (stored[key], value) for key, value in changed.items() if key not in RESUMABLE_SETTINGS}
         if given.get("score_net", {}).get("class_path") != stored.get("score_net", {}).get("class_path"):
             fixed["score_net"] = (stored["score_net"].get("class_path"), given["score_net"].get("class_path"))
-        if fixed and subcommand in ("sample", "fid"):
+        if fixed and subcommand in SAMPLING_COMMANDS:
             listed = ", ".join(f"--model.{k}" for k in fixed)
             raise ValueError(
                 f"{subcommand} draws with the checkpoint's schedule and network, so {listed} cannot change; leave "
