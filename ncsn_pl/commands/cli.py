@@ -51,11 +51,10 @@ __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 class NCSNTrainer(pl.Trainer):
     """Lightning's Trainer, which runs every command.
 
-    ``sample``, ``fid`` and ``fid_nfe`` are its methods (LightningCLI builds their parsers from them) and run as predict
-    loops
-    (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``, ``--trainer.devices``, ``--trainer.strategy`` (DDP
-    too) and ``--trainer.precision`` apply to them. Each is written once, as a function of the Trainer in its own
-    module; its signature is the command's options.
+    ``sample``, ``fid`` and ``fid_nfe`` are its methods (LightningCLI builds their parsers from them) and run as
+    predict loops (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``, ``--trainer.devices``,
+    ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them. Each is written once, as a function
+    of the Trainer in its own module; its signature is the command's options.
     """
 
     sample = sample_command
