@@ -1,6 +1,6 @@
 """``python -m ncsn_pl fid_nfe``: FID against NFE as a command, on official and trained checkpoints: each point is the
 ``fid`` command's number, the table, JSON and plot are written, points the network cannot draw are skipped with the
-reason, and a rerun reuses the points already scored."""
+reason, and a rerun draws no sample again."""
 
 import csv
 import json
@@ -50,7 +50,7 @@ def test_an_official_checkpoint_gives_the_fid_command_s_number_at_each_point(tmp
         assert plot.format == "PNG" and plot.size[0] > 300
 
 
-def test_the_default_grid_on_a_trained_checkpoint_skips_what_it_cannot_draw_and_reuses_points(tmp_path):
+def test_the_default_grid_on_a_trained_checkpoint_skips_what_it_cannot_draw_and_reuses_samples(tmp_path):
     ckpt = smoke_checkpoint(tmp_path / "run")  # NCSN: a level-indexed network, 10 levels
     command = ["fid_nfe", f"--ckpt_path={ckpt}", *TINY, "--num_real=20", f"--quality.cache_dir={tmp_path / 'cache'}",
                f"--out_dir={tmp_path / 'study'}", *CPU]  # fmt: skip
@@ -63,9 +63,10 @@ def test_the_default_grid_on_a_trained_checkpoint_skips_what_it_cannot_draw_and_
     assert cas["fid"] == "" and "visits sigmas between the trained levels" in cas["skipped"]
 
     record = tmp_path / "study" / "points" / "ALS_T1.json"
-    scored = record.stat().st_mtime_ns
-    main([*command, '--points=["ALS T=1"]'])  # a rerun: the point is not drawn nor scored again
-    assert record.stat().st_mtime_ns == scored
+    assert json.loads(record.read_text())["drawn_by_this_run"] == 4
+    main([*command, '--points=["ALS T=1"]'])  # a rerun: the point's samples are not drawn again, the same FID
+    assert json.loads(record.read_text())["drawn_by_this_run"] == 0
+    assert float(read_table(tmp_path / "study" / "fid_nfe.csv")[0]["fid"]) == float(als["fid"])
     assert [r["label"] for r in read_table(tmp_path / "study" / "fid_nfe.csv")] == ["ALS T=1"]
     with pytest.raises(ValueError, match=r"--points: no point named \['ALS T=3'\]; the grid's are \['ALS T=1', "):
         main([*command, '--points=["ALS T=3"]'])

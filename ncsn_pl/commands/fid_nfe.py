@@ -3,7 +3,7 @@ sampler setting on one checkpoint (trained or official), with a table and a plot
 
 Every point is the ``fid`` command with the same checkpoint, seed and real images; only the sampler changes. Each
 keeps its record (``points/<label>.json``) and its samples (``points/<label>_samples/``, resumable), so a rerun
-after a preemption draws only what is missing and reuses the points already scored.
+after a preemption draws only the samples that are missing (and scores every point again, from its samples).
 """
 
 from __future__ import annotations
@@ -118,8 +118,9 @@ def fid_nfe(
     Langevin T = 1-20, consistent annealed sampling, predictor-corrector, probability-flow ODE: ``ALS T=5``,
     ``CAS n=1``, ``PC n=2``, ``ODE Heun N=10``, ...; ``--points`` picks some by label). Each point is the ``fid``
     command with the same checkpoint, seed and real images (its options, e.g. ``--quality.kid true``, apply to all):
-    ``<out_dir>/points/<label>.json`` and its samples, resumable. A point the network cannot draw with (NCSN's
-    level-indexed network on a grid of its own) is listed as skipped, with the reason. Writes
+    ``<out_dir>/points/<label>.json`` and its samples, resumable (a rerun draws only the missing samples). A point
+    the network cannot draw with (NCSN's level-indexed network on a grid of its own) is listed as skipped, with the
+    reason. Writes
     ``<out_dir>/fid_nfe.csv`` (label, sampler, settings, NFE and the metrics), ``<out_dir>/fid_nfe.json`` (each point
     with its whole record) and ``<out_dir>/fid_nfe.png`` (FID against NFE, one line per sampler family).
 
@@ -168,34 +169,16 @@ def fid_nfe(
             rows.append({"label": label, **describe_sampler(sampler), "skipped": str(err)})
             continue
         record = out / "points" / f"{_file_name(label)}.json"
-        result = _scored(record, loaded, sampler, num_samples, seed)
-        if result is None:
-            result = fid(trainer, model, datamodule, ckpt_path=ckpt_path, weights_only=weights_only,
-                         official_ckpt=official_ckpt, official_config=official_config, dataset=dataset,
-                         data_root=data_root, split=split, num_real=num_real, ref_stats=ref_stats,
-                         num_samples=num_samples, batch_size=batch_size, seed=seed, sampler=sampler,
-                         sample_dir=str(record.with_name(record.stem + "_samples")), quality=quality,
-                         out=str(record))  # fmt: skip
+        result = fid(trainer, model, datamodule, ckpt_path=ckpt_path, weights_only=weights_only,
+                     official_ckpt=official_ckpt, official_config=official_config, dataset=dataset, data_root=data_root,
+                     split=split, num_real=num_real, ref_stats=ref_stats, num_samples=num_samples,
+                     batch_size=batch_size, seed=seed, sampler=sampler, quality=quality, out=str(record),
+                     sample_dir=str(record.with_name(record.stem + "_samples")))  # fmt: skip
         rows.append({"label": label, **describe_sampler(sampler), "nfe": result["sampler"]["nfe"],
                      **{k: result[k] for k in METRICS if k in result}, "record": str(record)})  # fmt: skip
     if trainer.is_global_zero:
         _write_results(rows, out, {"checkpoint": loaded, "num_scales": model.num_scales, "num_samples": num_samples})
     return rows
-
-
-def _scored(record: Path, loaded: dict[str, Any], sampler: Sampler, num_samples: int, seed: int) -> dict | None:
-    """The record of a point already scored with this checkpoint, sampler, seed and sample count, else None."""
-    if not record.is_file():
-        return None
-    result = json.loads(record.read_text())
-    same = (
-        result.get("num_samples") == num_samples
-        and (result.get("source") or {}).get("checkpoint_sha256") == loaded["checkpoint_sha256"]
-        and {k: v for k, v in (result.get("sampler") or {}).items() if k not in ("seed", "nfe")}
-        == json.loads(json.dumps(describe_sampler(sampler)))
-        and (result.get("sampler") or {}).get("seed") == seed
-    )
-    return result if same else None
 
 
 def _write_results(rows: list[dict[str, Any]], out: Path, study: dict[str, Any]) -> None:
