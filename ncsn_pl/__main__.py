@@ -1,5 +1,6 @@
 """``python -m ncsn_pl <command> ...``: Lightning's commands and ours (fit, validate, test, sample, fid) through
-LightningCLI, and the tools (sweep, compare), which need no Lightning and start without importing it.
+LightningCLI, and the tools (sweep, compare, convert), which are not Trainer runs and start without importing
+Lightning (convert builds a model with it once started).
 
 A mistake in the input (a bad value, a missing file, a full disk, a diverged run) ends the process with one line
 that says what to fix and exit status 1; ``NCSN_DEBUG=1`` shows the whole traceback instead. When every process
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 # commands that are not Trainer runs: ``python -m ncsn_pl <name> ...`` calls ``<module>.main(argv)``
-TOOLS = {"sweep": "ncsn_pl.tools.sweep", "compare": "ncsn_pl.tools.compare"}
+TOOLS = {"sweep": "ncsn_pl.tools.sweep", "compare": "ncsn_pl.tools.compare", "convert": "ncsn_pl.commands.convert"}
 # what the project raises for input it cannot use (RunFolderInUseError is a RuntimeError of its own)
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPointError)
 

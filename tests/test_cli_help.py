@@ -51,9 +51,9 @@ def section_titles(text: str) -> list[str]:
 def test_top_level_help_says_what_ncsn_pl_is_and_lists_every_command(capsys):
     text = help_text(capsys)
     assert "ncsn-pl: noise conditional score networks" in text and "Lightning Trainer command line tool" not in text
-    listed = re.search(r"\{([a-z,]+)\}", text).group(1).split(",")
+    listed = re.search(r"\{([a-z_,]+)\}", text).group(1).split(",")
     assert listed == [*COMMANDS, *TOOLS] and "predict" not in listed
-    assert set(listed) == {"fit", "validate", "test", "sample", "fid", "sweep", "compare"}
+    assert set(listed) == {"fit", "validate", "test", "sample", "fid", "fid_nfe", "sweep", "compare", "convert"}
     lines = dict(re.findall(r"^    (\w+) +(\S.*)$", text, flags=re.MULTILINE))
     assert set(lines) == set(listed)  # one line (at least its start) for every command
     assert lines["sweep"].startswith("Run a W&B sweep file") and lines["compare"].startswith("Compare runs by a metric")

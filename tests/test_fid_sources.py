@@ -3,7 +3,6 @@
 and the official NCSN / NCSNv2 checkpoints with their configs (``--official_ckpt``, small files in the official
 formats written here)."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 import yaml
 from fake_datasets import write_images
 from networks_reference import with_sigmas
+from official_checkpoints import write_v1, write_v2
 from PIL import Image
 from tiny_models import TinyFeatures
 
@@ -21,7 +21,7 @@ from ncsn_pl.commands.cli import main
 from ncsn_pl.core.samplers import AnnealedLangevin
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.metrics import QualityOptions, ReferenceStatsError, SampleQuality
-from ncsn_pl.networks import NCSN, NCSNv2
+from ncsn_pl.networks import NCSNv2
 from ncsn_pl.training import ScoreModel
 
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false"]
@@ -100,53 +100,6 @@ def test_our_statistics_exported_in_the_pytorch_fid_layout_from_the_command_line
 
 
 # ------------------------------------------------------------------ official checkpoints
-def _prefixed(state: dict) -> dict:
-    return {f"module.{k}": v.clone() for k, v in state.items()}
-
-
-def write_v1(folder: Path) -> tuple[Path, NCSN]:
-    """``run/logs/<doc>/checkpoint.pth`` ([state_dict, optimizer], ``module.`` keys) and the anneal.yml it ran."""
-    torch.manual_seed(0)
-    net = NCSN(channels=1, ngf=4, num_scales=10)
-    folder.mkdir(parents=True)
-    torch.save([_prefixed(net.state_dict()), {"state": {}, "param_groups": []}], folder / "checkpoint.pth")
-    config = {
-        "training": {"batch_size": 128, "n_iters": 200001, "snapshot_freq": 5000, "algo": "dsm", "anneal_power": 2.0},
-        "data": {"dataset": "MNIST", "image_size": 8, "channels": 1, "logit_transform": False, "random_flip": False},
-        "model": {"sigma_begin": 1, "sigma_end": 0.01, "num_classes": 10, "batch_norm": False, "ngf": 4},
-        "optim": {"weight_decay": 0.0, "optimizer": "Adam", "lr": 0.001, "beta1": 0.9, "amsgrad": False},
-    }
-    (folder / "anneal.yml").write_text(yaml.safe_dump(config))
-    return folder / "checkpoint.pth", net
-
-
-def write_v2(folder: Path, ngf: int = 4) -> tuple[Path, dict]:
-    """``exp/logs/<doc>/checkpoint_5000.pth`` ([state_dict, optimizer, epoch, step, ema shadow]) and the
-    ``config.yml`` the runner dumps (an ``argparse.Namespace``, as ``yaml.dump`` writes it)."""
-    torch.manual_seed(0)
-    net = with_sigmas(NCSNv2(channels=3, ngf=ngf), 3.0, 0.01, 6)
-    shadow = {n: p.detach() * 0.9 for n, p in net.named_parameters()}  # the EMA weights differ from the raw ones
-    folder.mkdir(parents=True)
-    torch.save([_prefixed(net.state_dict()), {}, 2, 5000, shadow], folder / "checkpoint_5000.pth")
-
-    def namespace(d: dict) -> argparse.Namespace:
-        return argparse.Namespace(**{k: namespace(v) if isinstance(v, dict) else v for k, v in d.items()})
-
-    config = {
-        "training": {"batch_size": 128, "n_iters": 300001, "anneal_power": 2},
-        "sampling": {"batch_size": 100, "data_init": False, "step_lr": 1e-4, "n_steps_each": 2, "denoise": True,
-                     "final_only": True},  # fmt: skip
-        "data": {"dataset": "CELEBA", "image_size": 8, "channels": 3, "logit_transform": False,
-                 "uniform_dequantization": False, "random_flip": True, "rescaled": False},  # fmt: skip
-        "model": {"sigma_begin": 3, "num_classes": 6, "ema": True, "ema_rate": 0.999, "spec_norm": False,
-                  "sigma_dist": "geometric", "sigma_end": 0.01, "normalization": "InstanceNorm++",
-                  "nonlinearity": "elu", "ngf": ngf},  # fmt: skip
-    }
-    (folder / "config.yml").write_text(yaml.dump(namespace(config), default_flow_style=False))
-    state = {**net.state_dict(), **shadow}
-    return folder / "checkpoint_5000.pth", state
-
-
 def test_official_ncsn_checkpoint_samples_like_the_official_runner(tmp_path):
     ckpt, net = write_v1(tmp_path / "run" / "logs" / "mnist")
     config = str(ckpt.parent / "anneal.yml")

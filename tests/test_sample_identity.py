@@ -42,7 +42,6 @@ def sample_args(checkpoint: Path, out: Path, *extra: str, num_samples: int = 4) 
     [
         ("--model.init_range=[-1.0, 1.0]", r"init_range \[0\.0, 1\.0\] there, \[-1\.0, 1\.0\] here"),
         ("--trainer.precision=bf16-mixed", r"precision '32-true' there, 'bf16-mixed' here"),
-        ("--data.init_args.image_size=16", r"data_shape \[1, 8, 8\] there, \[1, 16, 16\] here"),
         ("--model.channels_last=false", r"channels_last True there, False here"),
     ],
 )
@@ -57,13 +56,21 @@ def test_a_rerun_with_another_setting_is_refused_naming_it(checkpoint, sample_se
     assert sorted(p.name for p in (out / "shards").iterdir()) == shards  # nothing written or deleted
 
 
-def test_a_rerun_on_another_kind_of_device_is_refused_naming_it(checkpoint, sample_set, tmp_path):
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("device_type", "cuda", r"device_type 'cuda' there, 'cpu' here"),  # as a GPU run leaves it
+        ("data_shape", [1, 16, 16], r"data_shape \[1, 16, 16\] there, \[1, 8, 8\] here"),  # an older run's shape
+    ],
+)
+def test_a_rerun_on_another_kind_of_device_or_shape_is_refused_naming_it(checkpoint, sample_set, tmp_path, key, value,
+                                                                         named):  # fmt: skip
     out = tmp_path / "samples"
     shutil.copytree(sample_set, out)
     record = json.loads((out / "sample.json").read_text())
-    assert record["device_type"] == "cpu"
-    (out / "sample.json").write_text(json.dumps({**record, "device_type": "cuda"}))  # as a GPU run leaves it
-    with pytest.raises(ValueError, match=r"holds another sample set \(device_type 'cuda' there, 'cpu' here\)"):
+    assert record["device_type"] == "cpu" and record["data_shape"] == [1, 8, 8]
+    (out / "sample.json").write_text(json.dumps({**record, key: value}))
+    with pytest.raises(ValueError, match=rf"holds another sample set \({named}\)"):
         main(sample_args(checkpoint, out))
 
 

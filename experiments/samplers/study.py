@@ -1,16 +1,15 @@
-"""FID against network evaluations (NFE) for every sampler of ncsn_pl on one trained checkpoint.
+"""FID against network evaluations (NFE) for every sampler of ncsn_pl on one checkpoint: the `fid_nfe` command, then
+this study's table and plot (the best annealed-Langevin point and a quarter of its NFE marked).
 
-Each point is one `python -m ncsn_pl fid` run (its command is recorded): the same checkpoint, seed and real images,
-only the sampler and its step count change. Writes ``results.json`` (every point, its command and its record),
-``results.md`` (a table) and ``fid_vs_nfe.png`` into ``--out``.
+Each point is one `fid` run of the checkpoint (the `fid_nfe` command runs them; its points and settings are
+`ncsn_pl.commands.fid_nfe.default_points`): the same checkpoint, seed and real images, only the sampler and its step
+count change. Writes the command's files into ``--out`` (``fid_nfe.csv``, ``fid_nfe.json``, ``points/``), then
+``results.json`` (every point with its record), ``results.md`` (a table) and ``fid_vs_nfe.png``.
 
     python experiments/samplers/study.py --ckpt runs/samplers/version_0/checkpoints/last.ckpt \
         --out experiments/samplers/digits [--num-samples 360] [--split val] [--num-real 1000]
 
-The step sizes follow each sampler's paper on the checkpoint's schedule: annealed Langevin takes NCSNv2's
-Technique 4 for each T (the step_lr whose variance ratio is closest to 1), consistent annealed sampling takes
-eta = 1 - gamma^-2 on its refined grid (gamma its ratio: the largest step that keeps the noise consistent and
-reduces to ancestral sampling), the predictor-corrector sampler takes score_sde's snr = 0.16.
+An official checkpoint (``.pth``, its ``config.yml`` beside it) goes as ``--ckpt`` too.
 """
 
 from __future__ import annotations
@@ -19,60 +18,20 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
-from ncsn_pl.core.samplers import consistent_ancestral_step_lr
-from ncsn_pl.core.sigmas import step_lr_from_variance_rule
-
-SAMPLERS = "ncsn_pl.core.samplers"
-
-
-def points(sigmas: list[float], pc_snrs: tuple[float, ...] = (0.16,)) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(label, class name, init_args)`` of every point of the study, on the schedule ``sigmas``; the
-    predictor-corrector points for each snr of ``pc_snrs`` (labelled with it unless it is score_sde's 0.16)."""
-    gamma, sigma_min = sigmas[0] / sigmas[1], sigmas[-1]
-    grid: list[tuple[str, str, dict[str, Any]]] = []
-    for steps in (1, 2, 5, 10, 20):
-        step_lr = step_lr_from_variance_rule(gamma, sigma_min, steps)
-        settings = {"n_steps_each": steps, "step_lr": step_lr, "denoise": True}
-        grid.append((f"ALS T={steps}", "AnnealedLangevin", settings))
-    for refine in (1, 2, 4, 8):
-        step_lr = consistent_ancestral_step_lr(sigmas, refine)
-        grid.append((f"CAS n={refine}", "ConsistentAnnealed", {"n_steps_each": refine, "step_lr": step_lr}))
-    for snr in pc_snrs:
-        for correct in (1, 2, 4):
-            label = f"PC n={correct}" + ("" if snr == 0.16 else f" snr={snr}")
-            grid.append((label, "PredictorCorrector", {"n_steps_each": correct, "snr": snr}))
-    for steps in (5, 10, 20, 40):
-        grid.append((f"ODE Heun N={steps}", "ProbabilityFlowODE", {"solver": "heun", "num_steps": steps}))
-    for steps in (10, 20, 40, 80):
-        grid.append((f"ODE Euler N={steps}", "ProbabilityFlowODE", {"solver": "euler", "num_steps": steps}))
-    return grid
-
-
-def run_point(args: argparse.Namespace, label: str, name: str, init_args: dict[str, Any], out: Path) -> dict[str, Any]:
-    """One `fid` run of the checkpoint with this sampler; returns its JSON record with the command."""
-    record_path = out / "points" / (label.replace(" ", "_").replace("=", "") + ".json")
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable, "-m", "ncsn_pl", "fid", f"--ckpt_path={args.ckpt}", f"--split={args.split}",
-        f"--num_samples={args.num_samples}", f"--batch_size={args.batch_size}", f"--seed={args.seed}",
-        f"--sampler={SAMPLERS}.{name}", *(f"--sampler.{k}={v}" for k, v in init_args.items()),
-        f"--out={record_path}", "--trainer.enable_progress_bar=false",
-        *([f"--num_real={args.num_real}"] if args.num_real else []), *args.fid_args,
+def fid_nfe_command(args: argparse.Namespace) -> list[str]:
+    """The `fid_nfe` command of this study."""
+    checkpoint = "--official_ckpt" if args.ckpt.endswith(".pth") else "--ckpt_path"
+    return [
+        sys.executable, "-m", "ncsn_pl", "fid_nfe", checkpoint, args.ckpt, f"--out_dir={args.out}",
+        f"--split={args.split}", f"--num_samples={args.num_samples}", f"--batch_size={args.batch_size}",
+        f"--seed={args.seed}", f"--pc_snr={json.dumps(args.pc_snr)}", "--trainer.enable_progress_bar=false",
+        *([f"--num_real={args.num_real}"] if args.num_real else []),
+        *([f"--points={json.dumps(args.only)}"] if args.only else []), *args.fid_args,
     ]  # fmt: skip
-    if not record_path.is_file():  # a rerun skips the points already scored
-        start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            return {"label": label, "command": command, "error": done.stderr.strip().splitlines()[-1:]}
-        print(f"{label}: {time.perf_counter() - start:.0f} s", flush=True)
-    record = json.loads(record_path.read_text())
-    return {"label": label, "command": " ".join(command[1:]), "nfe": record["sampler"]["nfe"], **record}
 
 
 def write_table(results: list[dict[str, Any]], path: Path) -> None:
@@ -82,7 +41,7 @@ def write_table(results: list[dict[str, Any]], path: Path) -> None:
             kid = f"{r['kid']:.4f}" if "kid" in r else ""
             lines.append(f"| {r['label']} | {r['nfe']} | {r['fid']:.2f} | {kid} |")
         else:
-            lines.append(f"| {r['label']} | | failed: {' '.join(r['error'])} | |")
+            lines.append(f"| {r['label']} | | skipped: {r['skipped'].split(':')[0]} | |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -113,7 +72,7 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True, help="the trained checkpoint")
+    parser.add_argument("--ckpt", required=True, help="the trained checkpoint, or an official .pth")
     parser.add_argument("--out", required=True, help="where the points, the table and the plot go")
     parser.add_argument("--num-samples", type=int, default=360)
     parser.add_argument("--split", default="val", choices=("train", "val"))
@@ -129,15 +88,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                              "with another --seed into another --out, to see how much of a difference is noise")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    sigmas = torch.load(args.ckpt, map_location="cpu", weights_only=False)["state_dict"]["sigmas"].tolist()
-    chosen = [p for p in points(sigmas, tuple(args.pc_snr)) if args.only is None or p[0] in args.only]
-    if args.only and len(chosen) != len(args.only):
-        parser.error(f"--only: no point named {sorted(set(args.only) - {p[0] for p in chosen})}")
-    results = [run_point(args, *point, out) for point in chosen]
+    subprocess.run(fid_nfe_command(args), check=True)
+    study = json.loads((out / "fid_nfe.json").read_text())
+    results = [{**r, **(json.loads(Path(r["record"]).read_text()) if "record" in r else {})} for r in study["points"]]
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     write_table(results, out / "results.md")
     if any("fid" in r for r in results):
-        plot(results, out / "fid_vs_nfe.png", f"{args.title} ({args.num_samples} samples, L={len(sigmas)})")
+        plot(results, out / "fid_vs_nfe.png", f"{args.title} ({args.num_samples} samples, L={study['num_scales']})")
     print((out / "results.md").read_text())
     return results
 

@@ -11,7 +11,8 @@ from ncsn_pl.networks import upgrade_network_config
 
 __all__ = ["complete_command_args", "option_values"]
 
-COMMANDS = ("sample", "fid")
+COMMANDS = ("sample", "fid", "fid_nfe")
+SCORING = ("fid", "fid_nfe")  # the commands that compare with real images
 PLACEHOLDER_NET = {"class_path": "ncsn_pl.networks.NoScoreNetwork"}
 
 def option_values(args: Sequence[str], *names: str) -> list[str]:
@@ -61,8 +62,16 @@ def _switches_on(options: Sequence[str]) -> list[str]:
     return given
 
 
+def _sized_like(shape: Sequence[int] | None, dataset: str) -> dict[str, int]:
+    """The ``ImageDataModule`` settings that give a data set the images a checkpoint was trained on (its size, and a
+    folder's channels), so that the network draws at its own size and the real images are resized to it."""
+    if shape is None or len(shape) != 3:
+        return {}
+    return {"image_size": int(shape[-1])} | ({"channels": int(shape[0])} if dataset == "folder" else {})
+
+
 def complete_command_args(args: Sequence[str]) -> list[str]:
-    """Fill in the model and the data of ``sample`` / ``fid`` when no ``--config`` gives them.
+    """Fill in the model and the data of ``sample`` / ``fid`` / ``fid_nfe`` when no ``--config`` gives them.
 
     LightningCLI needs ``model.score_net`` and ``data`` before it reads the checkpoint, so for these two
     commands:
@@ -70,7 +79,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
     * ``--ckpt_path CKPT`` without ``--config``/``--model``: the network from the checkpoint's hyperparameters
       (LightningCLI then reads the rest of them, and ``--model.*`` settings a checkpoint's model can change, such as
       ``--model.n_steps_each``, apply to it); without ``--data``: the checkpoint's DataModule;
-    * ``fid --dataset NAME [--data_root DIR]``: ``ImageDataModule(dataset=NAME, root=DIR)`` as the real data;
+    * ``fid --dataset NAME [--data_root DIR]``: ``ImageDataModule(dataset=NAME, root=DIR)`` as the real data, with a
+      checkpoint's image size (and a folder's channels) so that its network draws at the size it was trained for;
     * ``fid --images DIR`` without a checkpoint: a placeholder network (no model is used);
     * ``--official_ckpt FILE.pth [--official_config config.yml]``: the network, schedule and sampler of the official
       config (:mod:`ncsn_pl.commands.official`) and, without ``--data``/``--dataset``, its data set;
@@ -98,10 +108,11 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
     images = _option(options, "--images") if command == "fid" else None
     official_ckpt = _option(options, "--official_ckpt")
     official_data = None
+    trained_shape = (checkpoint or {}).get("hyper_parameters", {}).get("data_shape")
     if official_ckpt:
         if ckpt_path:
             raise ValueError(f"{command} takes --ckpt_path or --official_ckpt, not both.")
-        official_args, official_data = official_command_args(
+        official_args, official_data, trained_shape = official_command_args(
             official_ckpt, _option(options, "--official_config"), _option(options, "--data_root")
         )
         if not _gives_model(options):
@@ -119,28 +130,32 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
             extra.append("--model.score_net=" + json.dumps(PLACEHOLDER_NET))
         elif command == "sample":
             raise ValueError("sample needs --ckpt_path CKPT (a checkpoint written by training).")
+        elif command == "fid_nfe":
+            raise ValueError("fid_nfe needs --ckpt_path CKPT or --official_ckpt FILE.pth (a model to draw samples of).")
         else:
             raise ValueError(
                 "fid needs --ckpt_path CKPT or --official_ckpt FILE.pth (to draw samples of a model) or --images DIR "
                 "(a folder)."
             )
     if not _gives_data(options):  # dotted --data.init_args.* options refine the DataModule built here
-        dataset = _option(options, "--dataset") if command == "fid" else None
+        dataset = _option(options, "--dataset") if command in SCORING else None
         stored = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
         if dataset:
             root = _option(options, "--data_root") or "data"
-            data = {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": {"dataset": dataset, "root": root}}
+            init = {"dataset": dataset, "root": root, **_sized_like(trained_shape, dataset)}
+            data = {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": init}
         elif official_data is not None:
             data = official_data
         elif "_class_path" in stored:
             init = {k: v for k, v in stored.items() if not k.startswith("_")}
             data = {"class_path": stored["_class_path"], "init_args": init}
-        elif command == "fid" and _option(options, "--ref_stats"):
+        elif command in SCORING and _option(options, "--ref_stats"):
             data = {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": {"dataset": "digits"}}  # unused
-        elif command == "fid":
+        elif command in SCORING:
             raise ValueError(
-                "fid needs real images to compare with: --dataset NAME (digits, mnist, fashion_mnist, cifar10, celeba, "
-                "folder, hf:NAME) with --data_root DIR, a --data config, a checkpoint that records its DataModule, or "
+                f"{command} needs real images to compare with: --dataset NAME (digits, mnist, fashion_mnist, cifar10, "
+                "celeba, folder, hf:NAME) with --data_root DIR, a --data config, a checkpoint that records its DataModule, "
+                "or "
                 "--ref_stats FILE.npz (a paper's statistics)."
             )
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,27 @@ import torch
 
 from ncsn_pl.core.files import load_torch_file, read_torch_file
 
-__all__ = ["load_checkpoint", "load_model_weights", "load_sampling_model"]
+__all__ = ["check_data_shape", "load_checkpoint", "load_model_weights", "load_sampling_model", "newest_last_checkpoint"]
+
+
+def newest_last_checkpoint(root: str | os.PathLike[str]) -> Path | None:
+    """The ``last.ckpt`` under a run root written most recently, or None: what ``--ckpt_path last`` continues.
+
+    It is looked for in each run folder, ``root/version_N/checkpoints/last.ckpt``, and in ``root/checkpoints/`` (a
+    run without a logger). The newest by modification time is the one a preempted job wrote last, so a requeued job
+    that repeats its command continues its own run, also when the root holds older runs with more steps; ties go to
+    the highest version. (Give each job of an array a root of its own: two live runs in one root would both find
+    the newest; the second is refused, as its folder is held.)
+    """
+    root = Path(root)
+    found = [*root.glob("version_*/checkpoints/last.ckpt"), *root.glob("checkpoints/last.ckpt")]
+
+    def age(path: Path) -> tuple[int, int]:
+        run = path.parents[1].name
+        version = int(run[8:]) if run.startswith("version_") and run[8:].isdigit() else -1
+        return path.stat().st_mtime_ns, version
+
+    return max(found, key=age, default=None)
 
 
 def load_checkpoint(ckpt_path: str | os.PathLike[str], weights_only: bool | None = None) -> dict[str, Any]:
@@ -38,6 +59,30 @@ def _check_lightning_checkpoint(checkpoint: Any, ckpt_path: str | os.PathLike[st
     return checkpoint
 
 
+def check_data_shape(model: pl.LightningModule, trained: Sequence[int] | None, what: str) -> None:
+    """Refuse to draw a checkpoint's network at another data shape than the one it was trained for (a convolutional
+    network runs at any size, and would give samples of a size it never learned).
+
+    Args:
+        model: the model built for the command (its ``data_shape`` comes from the DataModule).
+        trained: the checkpoint's data shape (``None``: not recorded, nothing to check).
+        what: names the checkpoint in the message.
+
+    Raises:
+        ValueError: the shapes differ (the message names both).
+    """
+    given = getattr(model, "data_shape", None)
+    if trained is None or given is None or tuple(trained) == tuple(given):
+        return
+    trained_size, given_size = ("x".join(str(n) for n in shape) for shape in (trained, given))
+    resize = f" (--data.init_args.image_size {trained[-1]} resizes images to it)" if len(trained) == 3 else ""
+    raise ValueError(
+        f"{what} is a network for {trained_size} data, but the data given are {given_size}; it draws at the size it "
+        f"was trained for only. Give data of its size{resize}, or leave out --data / --config and the size options "
+        f"(the checkpoint's size is then used), or use a checkpoint trained at {given_size}."
+    )
+
+
 def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: bool | None = None) -> dict[str, Any]:
     """Load the checkpoint's ``state_dict`` into ``model`` and describe what was loaded.
 
@@ -51,6 +96,7 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
     """
     checkpoint, sha256 = read_torch_file(ckpt_path, weights_only=True if weights_only is None else weights_only)
     checkpoint = _check_lightning_checkpoint(checkpoint, ckpt_path)
+    check_data_shape(model, checkpoint.get("hyper_parameters", {}).get("data_shape"), f"--ckpt_path {ckpt_path}")
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 import ncsn_pl
+from ncsn_pl.commands.checkpoints import newest_last_checkpoint
 from ncsn_pl.commands.config_lists import check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
+from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
-from ncsn_pl.core.files import atomic_write_text, check_torch_file
+from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
@@ -50,14 +51,15 @@ __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 class NCSNTrainer(pl.Trainer):
     """Lightning's Trainer, which runs every command.
 
-    ``sample`` and ``fid`` are its methods (LightningCLI builds their parsers from them) and run as predict loops
-    (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``, ``--trainer.devices``, ``--trainer.strategy`` (DDP
-    too) and ``--trainer.precision`` apply to them. Each is written once, as a function of the Trainer in its own
-    module; its signature is the command's options.
+    ``sample``, ``fid`` and ``fid_nfe`` are its methods (LightningCLI builds their parsers from them) and run as
+    predict loops (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``, ``--trainer.devices``,
+    ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them. Each is written once, as a function
+    of the Trainer in its own module; its signature is the command's options.
     """
 
     sample = sample_command
     fid = fid_command
+    fid_nfe = fid_nfe_command
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -90,6 +92,9 @@ RESUMABLE_SETTINGS = frozenset(
 )  # fmt: skip
 
 
+SAMPLING_COMMANDS = ("sample", "fid", "fid_nfe")  # methods of NCSNTrainer: predict loops of a checkpoint's model
+
+
 class NCSNCLI(LightningCLI):
     """LightningCLI for NCSN: forced checkpointing, links from the data to the model.
 
@@ -105,10 +110,10 @@ class NCSNCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands but ``predict`` (a score model has no predictions), plus ``sample`` and ``fid``
-        (methods of :class:`NCSNTrainer`)."""
+        """Lightning's subcommands but ``predict`` (a score model has no predictions), plus ``sample``, ``fid`` and
+        ``fid_nfe`` (methods of :class:`NCSNTrainer`)."""
         lightning = {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
-        return {**lightning, "sample": {"model", "datamodule"}, "fid": {"model", "datamodule"}}
+        return {**lightning, **{name: {"model", "datamodule"} for name in SAMPLING_COMMANDS}}
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         """Every command in the top-level help, one line each: the Trainer's and the tools."""
@@ -131,14 +136,15 @@ class NCSNCLI(LightningCLI):
         seed.help = seed.help.replace("instantiation.Set", "instantiation. Set")  # Lightning's text lacks a space
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        """``sample`` / ``fid`` without ``--config``: take the model and data from the checkpoint first; refuse
-        config files whose lists would merge into other classes' settings."""
+        """``sample`` / ``fid`` / ``fid_nfe`` without ``--config``: take the model and data from the checkpoint first;
+        refuse config files whose lists would merge into other classes' settings; ``--ckpt_path last``: the run root's
+        newest ``last.ckpt`` (:func:`_resolve_last`)."""
         from ncsn_pl.commands.arguments import complete_command_args
 
         if isinstance(args, (list, tuple)):
             check_config_lists(args)
             args = complete_command_args(args)
-            if args[:1] in (["sample"], ["fid"]) and not any(a.startswith("--trainer.logger") for a in args):
+            if args and args[0] in SAMPLING_COMMANDS and not any(a.startswith("--trainer.logger") for a in args):
                 # they log nothing (ncsn_pl.commands.predict), so Lightning need not build nor announce a logger
                 args = [args[0], "--trainer.logger=false", *args[1:]]
             # --model.<key> given on the command line applies over the checkpoint's, even when equal to the default
@@ -146,7 +152,10 @@ class NCSNCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+        if ckpt_path == "last" and subcommand in ("fit", "validate", "test"):
+            ckpt_path = _resolve_last(subcommand, self.config[subcommand].trainer)
+            self.config[subcommand]["ckpt_path"] = ckpt_path
+        if ckpt_path and ckpt_path not in ("best", "hpc", "registry"):
             check_torch_file(ckpt_path)  # before LightningCLI unpickles the checkpoint's hyperparameters
 
     def _parse_ckpt_path(self) -> None:
@@ -168,7 +177,7 @@ class NCSNCLI(LightningCLI):
         fixed = {key: (stored[key], value) for key, value in changed.items() if key not in RESUMABLE_SETTINGS}
         if given.get("score_net", {}).get("class_path") != stored.get("score_net", {}).get("class_path"):
             fixed["score_net"] = (stored["score_net"].get("class_path"), given["score_net"].get("class_path"))
-        if fixed and subcommand in ("sample", "fid"):
+        if fixed and subcommand in SAMPLING_COMMANDS:
             listed = ", ".join(f"--model.{k}" for k in fixed)
             raise ValueError(
                 f"{subcommand} draws with the checkpoint's schedule and network, so {listed} cannot change; leave "
@@ -189,11 +198,13 @@ class NCSNCLI(LightningCLI):
 
     def _parse_checkpoint_hyperparameters(self, subcommand: str) -> None:
         """Lightning's ``LightningCLI._parse_ckpt_path``: the model's settings from the checkpoint's hyperparameters,
-        with a network config of an older checkpoint brought up to date (:func:`upgrade_network_config`)."""
+        with a network config of an older checkpoint brought up to date (:func:`upgrade_network_config`); a file whose
+        bytes do not match the CRC-32s it records is refused (:func:`~ncsn_pl.core.files.check_zip_crcs`)."""
         ckpt_path = self.config[subcommand]["ckpt_path"]
         if not Path(ckpt_path).is_file():
             return
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        checkpoint = load_torch_file(ckpt_path)  # one read, its CRC-32s checked: a corrupt file stops here
+        hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
         hparams.pop("_instantiator", None)
         if not hparams:
             return
@@ -264,6 +275,38 @@ def _quiet_advertisements() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _NoAdvertisements) for f in log.filters):
             log.addFilter(_NoAdvertisements())
+
+
+def _run_root(trainer: Namespace) -> Path:
+    """Where a run's ``version_N`` folders go: the save_dir (and name) of a first ``RunLogger``, else
+    ``trainer.default_root_dir`` (the working folder when unset), as Lightning places checkpoints."""
+    loggers = trainer.get("logger")
+    first = loggers[0] if isinstance(loggers, list) and loggers else loggers
+    if isinstance(first, Namespace) and str(first.get("class_path", "")).endswith("RunLogger"):
+        init = first.get("init_args") or Namespace()
+        if init.get("save_dir"):
+            return Path(init.save_dir) / (init.get("name") or "")
+    return Path(trainer.get("default_root_dir") or ".")
+
+
+def _resolve_last(subcommand: str, trainer: Namespace) -> str | None:
+    """``--ckpt_path last``: the newest ``last.ckpt`` of the run root (:func:`newest_last_checkpoint`), so that a
+    requeued job continues its run with the same command; with none there, ``fit`` starts a new run (and says so)
+    while ``validate`` and ``test`` stop.
+
+    Raises:
+        FileNotFoundError: ``validate`` / ``test`` with no ``last.ckpt`` under the root.
+    """
+    root = _run_root(trainer)
+    found = newest_last_checkpoint(root)
+    if found is not None:
+        rank_zero_info(f"--ckpt_path last: continuing from {found}")
+        return str(found)
+    where = f"{root}/version_*/checkpoints/"
+    if subcommand != "fit":
+        raise FileNotFoundError(f"--ckpt_path last: no last.ckpt in {where}; give the checkpoint's path.")
+    rank_zero_info(f"--ckpt_path last: no last.ckpt in {where} yet; starting a new run.")
+    return None
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:

@@ -25,16 +25,28 @@ from typing import Any
 import torch
 import yaml
 
+from ncsn_pl.commands.checkpoints import check_data_shape
 from ncsn_pl.core.files import read_torch_file
 from ncsn_pl.networks.official import load_official_checkpoint
 
-__all__ = ["load_official_model", "official_command_args", "read_official_config"]
+__all__ = [
+    "has_ema_weights",
+    "load_official_model",
+    "load_official_weights",
+    "official_command_args",
+    "official_data_shape",
+    "official_training_settings",
+    "read_official_checkpoint",
+    "read_official_config",
+    "recorded_step",
+]
 
 # runners/ncsn_runner.py get_model (v2); v1 has one network, CondRefineNetDilated (our NCSN)
 V2_NETWORKS = {"CIFAR10": "NCSNv2", "CELEBA": "NCSNv2", "LSUN": "NCSNv2Deeper", "FFHQ": "NCSNv2Deepest"}
 DATASETS = {"MNIST": "mnist", "CIFAR10": "cifar10", "CELEBA": "celeba"}  # ours; LSUN / FFHQ: a folder of images
 V1_SAMPLER = {"n_steps_each": 100, "step_lr": 2e-5, "denoise": False}  # ermongroup/ncsn anneal_runner.py test()
 CONFIG_NAME = "config.yml"
+OFFICIAL_CHECKPOINT = "an official NCSN or NCSNv2 checkpoint (.pth)"
 
 
 class _NamespaceLoader(yaml.SafeLoader):
@@ -105,14 +117,20 @@ def _is_v2(config: dict[str, Any]) -> bool:
     return "sampling" in config
 
 
+def official_data_shape(config: dict[str, Any]) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images an official config's network was trained on."""
+    data = config["data"]
+    return int(data["channels"]), int(data["image_size"]), int(data["image_size"])
+
+
 def official_command_args(
     official_ckpt: str, official_config: str | None, data_root: str | None
-) -> tuple[list[str], dict[str, Any]]:
+) -> tuple[list[str], dict[str, Any], tuple[int, int, int]]:
     """``--model.*`` options (network, schedule, sampler) of an official config, and the ``--data`` it implies.
 
     Returns:
-        The model options, and the DataModule as a config entry (``ImageDataModule`` of the config's data set and
-        size; a ``folder`` under ``data_root`` for LSUN and FFHQ).
+        The model options; the DataModule as a config entry (``ImageDataModule`` of the config's data set and
+        size; a ``folder`` under ``data_root`` for LSUN and FFHQ); the images' shape ``(C, H, W)``.
     """
     config = read_official_config(official_config or default_config_path(official_ckpt))
     data, model = config["data"], config["model"]
@@ -141,26 +159,62 @@ def official_command_args(
                  "image_size": int(data["image_size"])}  # fmt: skip
     if init_args["dataset"] == "folder":
         init_args["channels"] = channels
-    return args, {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": init_args}
+    return args, {"class_path": "ncsn_pl.data.ImageDataModule", "init_args": init_args}, official_data_shape(config)
 
 
-def load_official_model(model: Any, official_ckpt: str, official_config: str | None = None) -> dict[str, Any]:
-    """Load an official checkpoint into ``model.score_net`` (EMA weights when present) and describe it.
+def official_training_settings(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What an official run trained with, for a run that continues it: ``ScoreModel``'s optimizer and loss settings
+    (the config's ``optim`` and ``training.anneal_power``) and ``ImageDataModule``'s training settings (batch size,
+    flips, and uniform dequantization: always in NCSN's ``anneal_runner.py``, ``data.uniform_dequantization`` in
+    NCSNv2).
+
+    Raises:
+        ValueError: a setting ncsn-pl does not train with (another optimizer, AMSGrad, sliced score matching,
+            Gaussian dequantization).
+    """
+    optim, training, data = config.get("optim") or {}, config.get("training") or {}, config["data"]
+    unsupported = {
+        "optim.optimizer": (optim.get("optimizer", "Adam"), "Adam"),
+        "optim.amsgrad": (bool(optim.get("amsgrad", False)), False),
+        "training.algo": (training.get("algo", "dsm"), "dsm"),
+        "data.gaussian_dequantization": (bool(data.get("gaussian_dequantization", False)), False),
+    }
+    wrong = {k: v for k, (v, ok) in unsupported.items() if v != ok}
+    if wrong:
+        raise ValueError(f"The official config sets {wrong}; ncsn-pl trains with "
+                         f"{ {k: ok for k, (_, ok) in unsupported.items()} }.")  # fmt: skip
+    model = {
+        "lr": float(optim.get("lr", 1e-4 if _is_v2(config) else 1e-3)),
+        "betas": [float(optim.get("beta1", 0.9)), 0.999],  # get_optimizer: betas=(beta1, 0.999)
+        "eps": float(optim.get("eps", 1e-8)),
+        "weight_decay": float(optim.get("weight_decay", 0.0)),
+        "anneal_power": float(training.get("anneal_power", 2.0)),
+    }
+    dequantize = bool(data.get("uniform_dequantization", False)) if _is_v2(config) else True
+    datamodule = {"batch_size": int(training.get("batch_size", 128)), "random_flip": bool(data.get("random_flip")),
+                  "dequantize": dequantize}  # fmt: skip
+    return model, datamodule
+
+
+def read_official_checkpoint(official_ckpt: str) -> tuple[Any, str]:
+    """The object an official ``.pth`` holds (read with ``weights_only=True``, its CRC-32s checked) and the sha256 of
+    its bytes."""
+    return read_torch_file(official_ckpt, what="--official_ckpt", expected=OFFICIAL_CHECKPOINT)
+
+
+def load_official_weights(model: Any, obj: Any, official_ckpt: str, config_path: Path, *, use_ema: bool = True) -> None:
+    """Load a read official checkpoint ``obj`` into ``model.score_net``: its EMA weights when ``use_ema`` and it has
+    them, else its raw ones.
 
     The checkpoint's own schedule (NCSNv2 keeps its ``sigmas``) must be the one its config gave the model.
 
     Raises:
-        FileNotFoundError, ValueError: a missing or foreign file, weights that do not fit the network the config
-            describes (the keys at fault are listed), or another schedule.
+        ValueError: weights that do not fit the network the config describes (the keys at fault are listed), another
+            schedule, or weights that are not finite.
     """
-    config_path = Path(official_config) if official_config else default_config_path(official_ckpt)
-    obj, sha256 = read_torch_file(
-        official_ckpt, what="--official_ckpt", expected="an official NCSN or NCSNv2 checkpoint (.pth)"
-    )
-    has_ema = isinstance(obj, (list, tuple)) and len(obj) >= 5 and isinstance(obj[4], dict)
     sigmas = model.sigmas.detach().clone()
     try:
-        load_official_checkpoint(model.score_net, obj, use_ema=True)
+        load_official_checkpoint(model.score_net, obj, use_ema=use_ema)
     except ValueError as err:
         raise ValueError(f"--official_ckpt {official_ckpt}: {err} (config: {config_path})") from err
     loaded = getattr(model.score_net, "sigmas", None)
@@ -175,13 +229,42 @@ def load_official_model(model: Any, official_ckpt: str, official_config: str | N
         model.score_net.set_sigmas(sigmas)  # the model's float32 schedule, equal within rounding
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise ValueError(f"The weights in {official_ckpt} are not finite.")
-    step = obj[3] if isinstance(obj, (list, tuple)) and len(obj) >= 4 and isinstance(obj[3], int) else None
+
+
+def has_ema_weights(obj: Any) -> bool:
+    """Whether an official checkpoint holds EMA weights (NCSNv2's 5th element, the ``EMAHelper`` shadow)."""
+    return isinstance(obj, (list, tuple)) and len(obj) >= 5 and isinstance(obj[4], dict) and bool(obj[4])
+
+
+def recorded_step(obj: Any) -> tuple[int, int] | None:
+    """``(epoch, step)`` an NCSNv2 checkpoint records (its 3rd and 4th elements), or None (NCSN records neither)."""
+    if isinstance(obj, (list, tuple)) and len(obj) >= 4 and isinstance(obj[2], int) and isinstance(obj[3], int):
+        return obj[2], obj[3]
+    return None
+
+
+def load_official_model(model: Any, official_ckpt: str, official_config: str | None = None) -> dict[str, Any]:
+    """Load an official checkpoint into ``model.score_net`` (EMA weights when present) and describe it.
+
+    The checkpoint's own schedule (NCSNv2 keeps its ``sigmas``) must be the one its config gave the model, and its
+    images' size the model's data shape.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or foreign file, weights that do not fit the network the config
+            describes (the keys at fault are listed), another schedule or another image size.
+    """
+    config_path = Path(official_config) if official_config else default_config_path(official_ckpt)
+    check_data_shape(model, official_data_shape(read_official_config(config_path)),
+                     f"--official_ckpt {official_ckpt} (config {config_path})")  # fmt: skip
+    obj, sha256 = read_official_checkpoint(official_ckpt)
+    load_official_weights(model, obj, official_ckpt, config_path, use_ema=True)
+    epoch, step = recorded_step(obj) or (None, None)
     return {
         "checkpoint": str(Path(official_ckpt).resolve()),
         "checkpoint_sha256": sha256,
         "official": "ncsnv2" if "sigmas" in getattr(model.score_net, "state_dict", dict)() else "ncsn",
         "config": str(config_path.resolve()),
-        "epoch": obj[2] if step is not None else None,
+        "epoch": epoch,
         "global_step": step,
-        "ema": has_ema,
+        "ema": has_ema_weights(obj),
     }

@@ -1,4 +1,5 @@
-"""Files written whole or not at all, and torch files read with errors that say what is wrong.
+"""Files written whole or not at all, and torch files read with errors that say what is wrong (and checked against
+the CRC-32 of each part that ``torch.save`` records in its zip archive).
 
 Every file the project writes goes through :func:`atomic_write`: the content is staged in a temporary file in
 the destination's own folder, flushed to disk, then renamed into place with ``os.replace`` (atomic on one file
@@ -27,6 +28,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_torch_file",
+    "check_zip_crcs",
     "current_umask",
     "load_torch_file",
     "read_torch_file",
@@ -141,6 +143,40 @@ def check_torch_file(
     raise ValueError(f"{what} {str(path)!r} is not a PyTorch checkpoint ({problem}); give the path of {expected}.")
 
 
+def check_zip_crcs(data: bytes, path: str | os.PathLike[str], what: str = "--ckpt_path",
+                   expected: str = TRAINED_CHECKPOINT) -> None:  # fmt: skip
+    """Check every part of the torch file in ``data`` against the CRC-32 its zip archive records for it.
+
+    ``torch.load`` does not: flipped bytes inside a tensor's storage load as other weights. A part recorded with CRC
+    0 is skipped (``torch.utils.serialization.config.save.compute_crc32 = False`` writes no CRC-32s); files of
+    torch < 1.6 (a plain pickle, no zip) have none to check.
+
+    Args:
+        data: the file's bytes.
+        path: the file, for messages.
+        what: names the file in messages.
+        expected: what the file should be, for messages.
+
+    Raises:
+        ValueError: a part whose bytes do not match its CRC-32 (the message names it).
+    """
+    if not data.startswith(b"PK"):
+        return
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                if info.CRC == 0 and info.file_size:
+                    continue
+                with archive.open(info) as part:  # zipfile compares the CRC-32 once the part is read to its end
+                    while part.read(1 << 24):
+                        pass
+    except zipfile.BadZipFile as err:
+        raise ValueError(
+            f"{what} {str(path)!r} is corrupt ({err}: its bytes changed on disk or in a copy); copy it again from "
+            f"its source, or give the path of {expected}."
+        ) from err
+
+
 def load_torch_file(
     path: str | os.PathLike[str],
     *,
@@ -148,7 +184,8 @@ def load_torch_file(
     what: str = "--ckpt_path",
     expected: str = TRAINED_CHECKPOINT,
 ) -> Any:
-    """``torch.load`` on the CPU after :func:`check_torch_file`, with errors that say what is wrong.
+    """``torch.load`` on the CPU of one read of the file, after :func:`check_torch_file` and :func:`check_zip_crcs`,
+    with errors that say what is wrong.
 
     Args:
         path: the file.
@@ -157,14 +194,10 @@ def load_torch_file(
         expected: what the file should be, for messages.
 
     Raises:
-        FileNotFoundError, IsADirectoryError, ValueError: see :func:`check_torch_file`; ``ValueError`` also when
-            ``torch.load`` fails.
+        FileNotFoundError, IsADirectoryError, ValueError: see :func:`check_torch_file`; ``ValueError`` also for a
+            corrupt file (:func:`check_zip_crcs`) and when ``torch.load`` fails.
     """
-    path = check_torch_file(path, what, expected)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
-        _raise_unreadable(path, err, what, expected)
+    return read_torch_file(path, weights_only=weights_only, what=what, expected=expected, digest=False)[0]
 
 
 def read_torch_file(
@@ -173,20 +206,23 @@ def read_torch_file(
     weights_only: bool = True,
     what: str = "--ckpt_path",
     expected: str = TRAINED_CHECKPOINT,
+    digest: bool = True,
 ) -> tuple[Any, str]:
-    """:func:`load_torch_file` from one read of the file, and the sha256 of the bytes loaded: a file replaced while it
-    is read cannot give the weights of one file and the name of another. Holds the file's bytes in memory once.
+    """:func:`load_torch_file` and the sha256 of the bytes loaded (``""`` without ``digest``), from one read of the
+    file: a file replaced while it is read cannot give the weights of one file and the name of another. Holds the
+    file's bytes in memory once.
 
     Raises:
         FileNotFoundError, IsADirectoryError, ValueError: as :func:`load_torch_file`.
     """
     path = check_torch_file(path, what, expected)
     data = path.read_bytes()
+    check_zip_crcs(data, path, what, expected)
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=weights_only)
-    except Exception as err:  # as in load_torch_file
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
         _raise_unreadable(path, err, what, expected)
-    return obj, hashlib.sha256(data).hexdigest()
+    return obj, hashlib.sha256(data).hexdigest() if digest else ""
 
 
 def _raise_unreadable(path: Path, err: Exception, what: str, expected: str) -> NoReturn:
