@@ -288,7 +288,15 @@ def test_fid_of_a_folder_with_the_offline_inception_weights(sampled, tmp_path):
           f"--quality.cache_dir={tmp_path}", f"--out={tmp_path / 'fid.json'}", *CPU])  # fmt: skip
     result = json.loads((tmp_path / "fid.json").read_text())
     assert result["feature_extractor"].startswith("inception-v3-compat-pool3-tf1resize-")
+    assert result["resize"] == "tf1"
     assert np.isfinite(result["fid"]) and result["fid"] > 0
+    main(["fid", "--images", str(out / "images"), "--dataset=digits", "--num_real=10", "--quality.resize=pytorch-fid",
+          f"--quality.cache_dir={tmp_path}", f"--out={tmp_path / 'fid_pt.json'}", *CPU])  # fmt: skip
+    other = json.loads((tmp_path / "fid_pt.json").read_text())
+    assert other["resize"] == "pytorch-fid" and other["feature_extractor"].startswith(
+        "inception-v3-compat-pool3-pytorchfidresize-")
+    assert other["real"]["from_cache"] is False  # not the tf1 statistics cached by the first run
+    assert np.isfinite(other["fid"]) and other["fid"] != result["fid"]
 
 
 def test_sample_keeps_one_sample_set_per_folder_and_fid_scores_only_that_set(checkpoint, tmp_path):
