@@ -202,7 +202,10 @@ class RunLogger(CSVLogger):
         """Write what is left, record how the run ended and release the run folder."""
         super().finalize(status)
         if self._lock is not None:
-            write_run_status(self.log_dir, *run_end(status))
+            try:
+                write_run_status(self.log_dir, *run_end(status))
+            except OSError:
+                pass  # a full disk: the error that ended the run is the one to report; compare says "killed"
             self._lock.release()
             self._lock = None
 
