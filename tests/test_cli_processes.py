@@ -1,6 +1,7 @@
 """The CLI as users run it, in its own processes: DDP on the CPU with gloo, and a SIGTERM (preemption)."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -8,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
+
+from ncsn_pl.tools.compare import collect_runs
+from ncsn_pl.tools.tracking import read_metrics_csv
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -30,6 +35,11 @@ def cli(tmp_path: Path, *extra: str) -> list[str]:
         "--trainer.limit_val_batches=0.0",
         *extra,
     ]
+
+
+def statuses(root: Path) -> list[str]:
+    """The status ``compare`` gives each run under ``root``."""
+    return [row.status for row in collect_runs([str(root)], metric="train/loss").rows]
 
 
 def environment() -> dict[str, str]:
@@ -66,11 +76,13 @@ def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
         while not list(tmp_path.rglob("config.yaml")) and time.time() < deadline:
             time.sleep(0.5)
         time.sleep(4)  # a few training steps
+        assert statuses(tmp_path) == ["running"]  # compare sees the live fit
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 143, output[-2000:]  # 128 + SIGTERM: a scheduler sees a preempted run
+    assert statuses(tmp_path) == ["interrupted"]
     (checkpoint,) = tmp_path.rglob("last.ckpt")
     assert "Stopped by SIGTERM at step" in output and f"resume with --ckpt_path {checkpoint}" in output
     state = torch.load(checkpoint, weights_only=False)
@@ -91,6 +103,34 @@ def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states from the checkpoint" in resumed.stderr + resumed.stdout
     assert [p.name for p in tmp_path.glob("version_*")] == ["version_0"]  # the run continued in its folder
+    assert statuses(tmp_path) == ["finished"]
+
+
+@pytest.mark.slow  # a whole fit in a process; tests/test_compare.py reads such a folder in the default run
+def test_a_killed_fit_is_not_called_finished(tmp_path):
+    logger = {"class_path": "ncsn_pl.training.RunLogger",
+              "init_args": {"save_dir": str(tmp_path), "flush_logs_every_n_steps": 5}}  # fmt: skip
+    process = subprocess.Popen(
+        cli(tmp_path, "--trainer.max_steps=-1", "--trainer.max_epochs=1000", "--trainer.limit_train_batches=1000",
+            f"--trainer.logger={json.dumps(logger)}"),
+        env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while not logged_steps(tmp_path) and time.time() < deadline and process.poll() is None:
+            time.sleep(0.2)  # the logger writes metrics.csv every 5 steps
+    finally:
+        process.kill()  # SIGKILL: nothing runs on the way out
+        process.wait(timeout=60)
+    (row,) = collect_runs([str(tmp_path)], metric="train/loss").rows
+    assert row.status == "killed" and row.rank is None and row.steps >= 19
+
+
+def logged_steps(root: Path) -> bool:
+    """Whether a run under ``root`` has written the rows of its first 20 steps to metrics.csv."""
+    steps = [step for path in root.rglob("metrics.csv") for history in read_metrics_csv(path).values()
+             for step, _ in history]  # fmt: skip
+    return max(steps, default=0) >= 19
 
 
 def test_two_fits_started_together_get_a_folder_each(tmp_path):

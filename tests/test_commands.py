@@ -19,7 +19,13 @@ from ncsn_pl.commands.arguments import complete_command_args
 from ncsn_pl.commands.cli import main
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.data.image_files import quantize_images
-from ncsn_pl.metrics import InceptionWeightsNotFoundError, QualityOptions, SampleQuality, inception_weights
+from ncsn_pl.metrics import (
+    InceptionWeightsNotFoundError,
+    QualityOptions,
+    ReferenceStatsError,
+    SampleQuality,
+    inception_weights,
+)
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false"]
@@ -288,7 +294,15 @@ def test_fid_of_a_folder_with_the_offline_inception_weights(sampled, tmp_path):
           f"--quality.cache_dir={tmp_path}", f"--out={tmp_path / 'fid.json'}", *CPU])  # fmt: skip
     result = json.loads((tmp_path / "fid.json").read_text())
     assert result["feature_extractor"].startswith("inception-v3-compat-pool3-tf1resize-")
+    assert result["resize"] == "tf1"
     assert np.isfinite(result["fid"]) and result["fid"] > 0
+    main(["fid", "--images", str(out / "images"), "--dataset=digits", "--num_real=10", "--quality.resize=pytorch-fid",
+          f"--quality.cache_dir={tmp_path}", f"--out={tmp_path / 'fid_pt.json'}", *CPU])  # fmt: skip
+    other = json.loads((tmp_path / "fid_pt.json").read_text())
+    assert other["resize"] == "pytorch-fid" and other["feature_extractor"].startswith(
+        "inception-v3-compat-pool3-pytorchfidresize-")
+    assert other["real"]["from_cache"] is False  # not the tf1 statistics cached by the first run
+    assert np.isfinite(other["fid"]) and other["fid"] != result["fid"]
 
 
 def test_sample_keeps_one_sample_set_per_folder_and_fid_scores_only_that_set(checkpoint, tmp_path):
@@ -311,3 +325,13 @@ def test_sample_keeps_one_sample_set_per_folder_and_fid_scores_only_that_set(che
     with pytest.raises(ValueError, match="is not empty and is not a sample folder"):
         main(["sample", "--ckpt_path", str(checkpoint), f"--out_dir={tmp_path / 'notes'}", *CPU])
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
+def test_fid_refuses_kid_and_precision_recall_against_mu_and_sigma_before_drawing(checkpoint, tmp_path):
+    np.savez(tmp_path / "ttur.npz", mu=np.zeros(4), sigma=np.eye(4))  # TTUR's layout: no feature vectors
+    with pytest.raises(ReferenceStatsError, match=r"KID and precision/recall need the real images' feature vectors; "
+                                                  r"compare with real images instead"):  # fmt: skip
+        main([*fid_args(tmp_path, "--ckpt_path", str(checkpoint), "--ref_stats", str(tmp_path / "ttur.npz")),
+              "--num_samples=4", "--quality.kid=true", "--quality.kid_subset_size=2", "--quality.precision_recall=true",
+              f"--sample_dir={tmp_path / 'samples'}"])  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ttur.npz"]  # no sample folder, no record

@@ -2,21 +2,29 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from ncsn_pl.core.locks import ProcessLock
+from ncsn_pl.core.run_records import write_run_status
 from ncsn_pl.tools.compare import collect_runs, main
 from ncsn_pl.tools.compare import wandb_runs as compare_module
+from ncsn_pl.tools.tracking import read_metrics_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(folder: Path, sigma_max: float, fid: list[float] | None, extra_columns: dict | None = None) -> Path:
-    """A CSVLogger run folder as the CLI leaves it: config.yaml, hparams.yaml, metrics.csv (fid every 10 steps)."""
+def write_run(folder: Path, sigma_max: float, fid: list[float] | None, extra_columns: dict | None = None,
+              status: str | None = "finished") -> Path:
+    """A run folder as a fit leaves it: config.yaml, hparams.yaml, metrics.csv (fid every 10 steps) and
+    run_status.json (``status``; None: a folder from before runs recorded it)."""
     folder.mkdir(parents=True)
+    if status is not None:
+        write_run_status(folder, status)
     config = {"model": {"sigma_max": sigma_max, "sigma_min": 0.01, "num_scales": 10},
               "trainer": {"default_root_dir": str(folder.parent), "max_steps": 30}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -227,3 +235,67 @@ def test_plots_with_nothing_to_show_are_skipped(tmp_path):
     write_run(tmp_path / "one" / "a", 1.0, [50.0])
     alone = main([str(tmp_path / "one"), "--out", str(tmp_path / "out_one")])
     assert not list((tmp_path / "out_one").glob("*.png")) and all(p.suffix != ".png" for p in alone.files)
+
+
+# ------------------------------------------------------------------ how each run ended, from what it recorded
+def test_only_runs_that_recorded_a_clean_end_are_ranked(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "finished", 1.0, [60.0, 50.0, 40.0])
+    write_run(root / "killed", 2.0, [30.0, 20.0], status="running")  # died at step 19: no end recorded, no lock
+    write_run(root / "live", 3.0, [10.0], status="running")
+    lock = ProcessLock(root / "live" / ".run.lock")  # a live process holds its folder, as a running fit does
+    try:
+        comparison = collect_runs([str(root)])
+    finally:
+        lock.release()
+    rows = {row.run: row for row in comparison.rows}
+    assert [row.run for row in comparison.rows] == ["finished", "killed", "live"]
+    assert [row.rank for row in comparison.rows] == [1, None, None]  # the better FIDs of the others do not rank
+    assert (rows["finished"].status, rows["killed"].status, rows["live"].status) == ("finished", "killed", "running")
+    assert rows["killed"].steps == 19 and "SIGKILL" in rows["killed"].note
+    assert f"pid {os.getpid()}" in rows["live"].note
+    # the lock is gone with its process: the same folder now reads as killed
+    assert {r.run: r.status for r in collect_runs([str(root)]).rows}["live"] == "killed"
+
+
+def test_interrupted_and_failed_runs_say_why(tmp_path, capsys):
+    write_run(tmp_path / "preempted", 1.0, [20.0])
+    write_run_status(tmp_path / "preempted", "interrupted", "SIGTERM (preempted)")
+    write_run(tmp_path / "crashed", 2.0, [10.0])
+    write_run_status(tmp_path / "crashed", "failed", "RuntimeError: CUDA out of memory")
+    write_run(tmp_path / "done", 3.0, [30.0])
+    comparison = main([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert [(r.run, r.status, r.rank) for r in comparison.rows] == [
+        ("done", "finished", 1), ("crashed", "failed", None), ("preempted", "interrupted", None)]
+    printed = capsys.readouterr().out
+    assert "crashed: RuntimeError: CUDA out of memory" in printed and "preempted: SIGTERM (preempted)" in printed
+
+
+def test_a_cut_last_row_of_metrics_csv_is_left_out_and_said(tmp_path, capsys):
+    run = write_run(tmp_path / "runs" / "cut", 1.0, [3.0, 2.0])  # val/loss 1, 1/2 at steps 9, 19
+    with open(run / "metrics.csv", "a") as file:
+        file.write("0,299,1")  # the run was killed while writing the row of step 299
+    write_run_status(run, "running")
+    write_run(tmp_path / "runs" / "whole", 2.0, [5.0, 4.0])
+    assert read_metrics_csv(run / "metrics.csv")["train/loss"] == [(5, 2.0), (15, 2.0)]  # not (299, 1.0)
+    comparison = main([str(tmp_path / "runs"), "--metric", "train/loss", "--out", str(tmp_path / "out")])
+    cut = {row.run: row for row in comparison.rows}["cut"]
+    assert cut.steps == 19 and cut.metric.last == 2.0 and cut.loss == 0.5
+    assert cut.status == "killed" and cut.rank is None
+    assert "the last row of metrics.csv was cut short ('0,299,1'" in cut.note
+    assert "'0,299,1'" in capsys.readouterr().out
+    # a row cut inside its cells (line break written, cells missing) is left out too
+    (run / "metrics.csv").write_text("epoch,step,train/loss,val/fid\n0,5,2.0,\n0,9,,7.0\n0,19\n")
+    assert read_metrics_csv(run / "metrics.csv") == {"train/loss": [(5, 2.0)], "val/fid": [(9, 7.0)]}
+
+
+def test_folders_that_recorded_no_end_are_unknown_unless_their_sweep_says(tmp_path):
+    write_run(tmp_path / "old" / "version_0", 1.0, [40.0], status=None)
+    (row,) = collect_runs([str(tmp_path / "old")]).rows
+    assert (row.status, row.rank) == ("unknown", None) and "run_status.json" in row.note
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "trial-000" / "version_0", 1.0, [40.0], status=None)
+    trials = [{"name": "trial-000", "dir": "trial-000", "state": "finished", "params": {"model.sigma_max": 1.0}}]
+    (sweep / "sweep.json").write_text(json.dumps({"sweep": {"parameters": {}}, "trials": trials}))
+    (row,) = collect_runs([str(sweep)]).rows
+    assert (row.status, row.rank) == ("finished", 1)  # the sweep runner recorded the trial's end

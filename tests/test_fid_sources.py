@@ -3,6 +3,7 @@
 and the official NCSN / NCSNv2 checkpoints with their configs (``--official_ckpt``, small files in the official
 formats written here)."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def test_ref_stats_in_both_layouts_give_the_fid_against_the_data_set(pngs, tmp_p
     ttur = score(tmp_path, "--images", str(pngs), "--ref_stats", str(tmp_path / "pytorch_fid.npz"))  # no data set
     assert ttur["fid"] == pytest.approx(against_data["fid"], rel=1e-5)
     assert ttur["real"] == {"reference_stats": str(tmp_path / "pytorch_fid.npz"), "layout": "pytorch-fid",
-                            "num_images": None}  # fmt: skip
+                            "num_images": None, "resize": None,  # a file that records no resize
+                            "sha256": hashlib.sha256((tmp_path / "pytorch_fid.npz").read_bytes()).hexdigest()}
     assert ttur["num_real"] is None and ttur["num_samples"] == 9
 
     sde = score(tmp_path, "--images", str(pngs), "--ref_stats", str(tmp_path / "score_sde.npz"),
@@ -67,6 +69,31 @@ def test_ref_stats_in_both_layouts_give_the_fid_against_the_data_set(pngs, tmp_p
     assert sde["fid"] == pytest.approx(against_data["fid"], rel=1e-5)
     assert sde["real"]["layout"] == "score_sde" and sde["num_real"] == 30
     assert 0 <= sde["precision"] <= 1 and 0 <= sde["recall"] <= 1 and "kid" in sde
+
+
+def test_ref_stats_by_name_come_from_the_cache_and_are_recorded(pngs, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    placed = tmp_path / "xdg" / "ncsn_pl" / "reference_stats" / "fid_stats_cifar10_train.npz"
+    placed.parent.mkdir(parents=True)
+    features = real_features()
+    np.savez(placed, mu=features.mean(0).numpy(), sigma=torch.cov(features.T).numpy())  # a small stand-in
+    by_file = score(tmp_path, "--images", str(pngs), "--ref_stats", str(placed))
+    by_name = score(tmp_path, "--images", str(pngs), "--ref_stats", "cifar10-train")
+    assert by_name["fid"] == by_file["fid"]
+    assert by_name["real"] == {"reference_stats": str(placed), "name": "cifar10-train", "layout": "pytorch-fid",
+                               "num_images": None, "resize": "tf1",
+                               "sha256": hashlib.sha256(placed.read_bytes()).hexdigest()}  # fmt: skip
+    placed.unlink()
+
+    def offline(url, dst, *args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    (tmp_path / "fid.json").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"--ref_stats cifar10-train: {placed} is not there and the download "
+                                                r"failed \(Network is unreachable\); offline, download "):  # fmt: skip
+        score(tmp_path, "--images", str(pngs), "--ref_stats", "cifar10-train")
+    assert not (tmp_path / "fid.json").exists()
 
 
 def test_ref_stats_of_the_wrong_layout_or_dimension_stop_with_what_was_found(pngs, tmp_path):
@@ -78,7 +105,8 @@ def test_ref_stats_of_the_wrong_layout_or_dimension_stop_with_what_was_found(png
     with pytest.raises(ReferenceStatsError, match=r"unknown layout, keys \['means'\]"):
         score(tmp_path, "--images", str(pngs), "--ref_stats", str(tmp_path / "other.npz"))
     np.savez(tmp_path / "ttur.npz", mu=np.zeros(4), sigma=np.eye(4))
-    with pytest.raises(ReferenceStatsError, match="holds only mu and sigma .* precision/recall cannot work"):
+    with pytest.raises(ReferenceStatsError, match="holds only mu and sigma .* precision/recall needs the real images' "
+                                                  "feature vectors; compare with real images instead"):  # fmt: skip
         score(tmp_path, "--images", str(pngs), "--ref_stats", str(tmp_path / "ttur.npz"),
               "--quality.precision_recall=true")  # fmt: skip
     assert not (tmp_path / "fid.json").exists()

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ncsn_pl.commands.cli import main
 from ncsn_pl.core import files
+from ncsn_pl.core.run_records import read_run_status
 from ncsn_pl.networks import NCSN, ToyScoreMLP
 from ncsn_pl.training import RunLogger, ScoreModel
 from ncsn_pl.training.run_logger import RunFolderInUseError, claim_version
@@ -44,11 +45,14 @@ def test_a_live_run_holds_its_folder(tmp_path):
     first = RunLogger(str(tmp_path))
     first.log_metrics({"a": 1.0}, step=0)
     assert first.version == 0
+    assert read_run_status(tmp_path / "version_0")["status"] == "running"
     second = RunLogger(str(tmp_path), version=0)
     with pytest.raises(RunFolderInUseError, match=r"version_0 is in use by a live run \(pid \d+\)"):
         second.log_metrics({"a": 2.0}, step=1)
     first.finalize("success")  # the run ended: its folder may be continued
+    assert read_run_status(tmp_path / "version_0")["status"] == "finished"
     second.log_metrics({"a": 2.0}, step=1)
+    assert read_run_status(tmp_path / "version_0")["status"] == "running"  # continued: no longer finished
     second.finalize("success")
 
 
@@ -215,6 +219,18 @@ def test_a_run_continues_exactly_however_it_stopped(stop, straight_six, tmp_path
     assert resumed.trainer.global_step == 6
     for (name, a), b in zip(straight_six.items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(("stop", "status", "reason"), [
+    (callback("StopLikeSIGTERM", 1), "interrupted", "SIGTERM (preempted)"),
+    (callback("CrashAt", 1), "failed", "RuntimeError: crash"),
+])  # fmt: skip
+def test_a_run_records_how_it_ended(tmp_path, stop, status, reason):
+    with pytest.raises((SystemExit, RuntimeError)):
+        fit_digits(tmp_path, "--trainer.max_steps=4", "--trainer.limit_val_batches=0", stop)
+    (run,) = run_dirs(tmp_path)
+    record = read_run_status(run)
+    assert record["status"] == status and record["reason"].startswith(reason)
 
 
 # ------------------------------------------------------------------ overrides with --ckpt_path

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
 from ncsn_pl.metrics import (
     QualityOptions,
@@ -84,3 +85,25 @@ def test_inception_score_with_the_offline_weights_says_what_to_do(offline_weight
         SampleQuality(QualityOptions(fid=False, inception_score=True, weights_path=str(offline_weights)))
     assert "FID and KID work" in str(info.value)
     assert "download" in str(info.value) and "weights_path" in str(info.value)
+
+
+def test_the_two_resizes_give_different_features_and_are_named(quality, offline_weights):
+    tf1 = quality.extractor
+    pytorch_fid = SampleQuality(QualityOptions(weights_path=str(offline_weights), resize="pytorch-fid"))
+    x = torch.randint(0, 256, (1, 3, 8, 8), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
+    with torch.no_grad():
+        a, b = tf1(x), pytorch_fid.extractor(x)
+        # the layers after the resize are torch-fidelity's forward: the TF 1.x input through them gives its features
+        resized = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(299, 299), align_corners=False)
+        torch.testing.assert_close(tf1.pool3((resized - 128) / 128), a, rtol=1e-5, atol=1e-5)
+        # at 299 px neither resizes: only the scalings differ, (x - 128) / 128 against 2 x / 255 - 1
+        big = torch.randint(0, 256, (1, 3, 299, 299), generator=torch.Generator().manual_seed(2)).to(torch.uint8)
+        c, d = tf1(big), pytorch_fid.extractor(big)
+    assert (a - b).norm() > 0.05 * a.norm()  # an 8 px image: the resizes put its pixels elsewhere (32 % here)
+    assert (c - d).norm() < 0.01 * c.norm()  # 0.3 % here
+    assert quality.resize == "tf1" and pytorch_fid.resize == "pytorch-fid"
+    assert pytorch_fid.feature_extractor_id.startswith("inception-v3-compat-pool3-pytorchfidresize-")
+    assert quality.feature_extractor_id.startswith("inception-v3-compat-pool3-tf1resize-")
+    # cached real statistics of one never serve the other
+    key = dict(dataset="cifar10", split="train", image_size=32, num_images=10)
+    assert pytorch_fid.real_stats_key(**key) != quality.real_stats_key(**key)

@@ -241,7 +241,8 @@ def test_sample_quality_refuses_files_it_cannot_use_and_keeps_its_statistics(tmp
     for options, names, flags in cases:
         q = quality(**options)
         q.update_real(REAL[:10])
-        expected = rf"only mu and sigma .* but {names} cannot work.*; turn {flags} off to score FID"
+        expected = (rf"only mu and sigma .*, and {names} needs? the real images' feature vectors; compare with real "
+                    rf"images instead .* or with a file of the features .* or turn {flags} off to score FID")
         with pytest.raises(ReferenceStatsError, match=expected):
             q.use_reference_stats(mu_sigma)
         assert q.num_real == 10  # unchanged

@@ -15,6 +15,7 @@ from PIL import Image
 from tiny_models import TinyFeatures
 
 from ncsn_pl.commands.cli import main
+from ncsn_pl.core.run_records import write_run_status
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.metrics import QualityOptions, SampleQuality
 from ncsn_pl.networks import NCSN
@@ -102,9 +103,11 @@ def test_the_callback_logs_counts_precision_recall_and_records_what_the_fid_is(t
         "dataset": "digits", "split": "train", "image_size": 8, "num_images": 40, "from_cache": False}  # fmt: skip
     assert record["sampler"]["nfe"] == 2 and record["sampler"]["seed"] == 2
     assert record["feature_extractor"].startswith("test_quality_records.TinyClassifier-")
+    assert record["resize"] is None  # a custom extractor: no Inception input resize
     assert {"precision", "recall", "is", "fid"} <= set(record)
     ((config,),) = [list(c.values()) for c in configs]  # W&B: the run's config gets the description
-    assert config == {k: record[k] for k in ("num_samples", "num_real", "real", "sampler", "feature_extractor")}
+    keys = ("num_samples", "num_real", "real", "sampler", "feature_extractor", "resize")
+    assert config == {k: record[k] for k in keys}
 
 
 def test_the_fid_command_reports_precision_recall_and_the_inception_score_with_a_head(tmp_path):
@@ -131,6 +134,7 @@ def test_compare_shows_counts_extractor_and_precision_recall_at_the_best_step(tm
     for name, counts, fids in (("small", (1000, 50000), [40.0, 30.0]), ("paper", (50000, 50000), [12.0, 11.0])):
         run = tmp_path / name
         run.mkdir()
+        write_run_status(run, "finished")
         with open(run / "metrics.csv", "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["epoch", "step", "val/fid", "val/fid_num_samples", "val/fid_num_real", "val/nfe",
@@ -142,7 +146,7 @@ def test_compare_shows_counts_extractor_and_precision_recall_at_the_best_step(tm
                   "0123456789abcdef-round8bit", "precision": 0.7, "recall": 0.5}  # fmt: skip
         (run / "sample_quality.jsonl").write_text(json.dumps({**record, "step": 10}) + "\n" + json.dumps(record))
     comparison = compare_main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-plots"])
-    assert [r.run for r in comparison.rows] == ["paper", "small"]
+    assert [(r.run, r.rank) for r in comparison.rows] == [("paper", 1), ("small", 2)]
     assert comparison.rows[0].quality == {"samples": 50000, "real": 50000, "NFE": 1161, "precision": 0.7,
                                           "recall": 0.5, "features": "inception-v3-compat-pool3-tf1resize"}  # fmt: skip
     assert comparison.rows[1].quality["samples"] == 1000

@@ -154,9 +154,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         elif command in SCORING:
             raise ValueError(
                 f"{command} needs real images to compare with: --dataset NAME (digits, mnist, fashion_mnist, cifar10, "
-                "celeba, folder, hf:NAME) with --data_root DIR, a --data config, a checkpoint that records its DataModule, "
-                "or "
-                "--ref_stats FILE.npz (a paper's statistics)."
+                "celeba, folder, hf:NAME) with --data_root DIR, a --data config, a checkpoint that records its "
+                "DataModule, or --ref_stats FILE.npz (a paper's statistics)."
             )
         else:
             raise ValueError(

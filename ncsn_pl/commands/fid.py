@@ -16,7 +16,7 @@ from ncsn_pl.commands.sample import open_sample_set, prepare_sample_set, sample_
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_decoding import ImageHeader, is_grey
 from ncsn_pl.data.image_files import find_images, read_headers, read_image
-from ncsn_pl.metrics import QualityOptions, RealImages, real_images
+from ncsn_pl.metrics import QualityOptions, RealImages, read_reference_stats, real_images
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.runs import log_fid_result, log_to_sweep_run
 
@@ -121,7 +121,8 @@ def fid(
         data_root: where that data set lives.
         split: the real split to compare with.
         num_real: real images in the statistics (default: the whole split).
-        ref_stats: a reference statistics file (``.npz``) to compare with instead of real images.
+        ref_stats: a reference statistics file (``.npz``) to compare with instead of real images, or a published one
+            by name (``cifar10-train``, ``lsun-bedroom-train``, ``cifar10-train-score_sde``; fetched into the cache).
         export_stats: write the real statistics (``mu``, ``sigma``) to this ``.npz`` (pytorch-fid layout).
         num_samples: samples drawn from the checkpoint, over all devices.
         batch_size: samples (or images) per step on each device.
@@ -147,6 +148,8 @@ def fid(
         raise ValueError("fid scores either --ckpt_path CKPT (samples of a model) or --images DIR, not neither.")
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}.")
+    if ref_stats:  # before any work: a published file is fetched, and one that cannot serve these metrics refused
+        read_reference_stats(ref_stats, quality)
     real, record = None, {"real": {}}
     if not ref_stats:
         if datamodule is None:

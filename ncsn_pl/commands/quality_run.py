@@ -124,6 +124,7 @@ class QualityRun(DrawSamples):
                     "scoring_seconds": round(time.perf_counter() - start, 3),
                     "world_size": world,
                     "feature_extractor": self.quality.feature_extractor_id,
+                    "resize": self.quality.resize,
                     "num_features": self.quality.num_features,
                 }
             )

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["LockHeldError", "NO_FLOCK_ERRNOS", "ProcessLock", "exclusive"]
+__all__ = ["LockHeldError", "NO_FLOCK_ERRNOS", "ProcessLock", "exclusive", "lock_holder"]
 
 # what flock raises on a file system that does not implement it
 NO_FLOCK_ERRNOS = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK})
@@ -131,6 +131,37 @@ class ProcessLock:
         if self.folder is not None:
             _break(self.folder)
             self.folder = None
+
+
+def lock_holder(path: str | os.PathLike[str]) -> str | None:
+    """Who holds the :class:`ProcessLock` at ``path`` (``pid N`` or ``pid N on HOST``), or None when no live process
+    holds it; for readers such as ``compare``, which must not take it.
+
+    With ``flock`` the probe is a shared lock taken without waiting and dropped at once: a run that tries to take the
+    lock in that same instant is refused as if the folder were in use. Without ``flock``, the lock folder
+    ``<path>.d`` is held unless its owner ran on this host and is gone.
+    """
+    path = Path(path)
+    folder = path.with_name(path.name + ".d")
+    if folder.is_dir():
+        return None if _holder_gone(folder) else _holder(folder)
+    try:
+        handle = open(path)  # noqa: SIM115 - closed below; read-only, so the probe creates nothing
+    except FileNotFoundError:
+        return None
+    with handle:
+        import fcntl
+
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        except OSError as err:
+            if err.errno in NO_FLOCK_ERRNOS:
+                return None
+            raise
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 @contextlib.contextmanager

@@ -1,10 +1,12 @@
 """What a run records about itself for the trackers, with no framework: which value of each metric the project logs
 is the best one (the W&B summary each run declares, a sweep's goal, and :func:`rank_runs`, the one rule by which the
-offline runner and ``compare`` rank runs), and a sweep trial's parameters file and run name (written by ``wandb
-agent`` or ``python -m ncsn_pl sweep``, read by the trial)."""
+offline runner and ``compare`` rank runs), how a run folder's run ended (``run_status.json``), and a sweep trial's
+parameters file and run name (written by ``wandb agent`` or ``python -m ncsn_pl sweep``, read by the trial)."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -13,12 +15,17 @@ from typing import Any, TypeVar
 __all__ = [
     "FID_COMMAND_GOALS",
     "METRIC_SUMMARIES",
+    "RUN_LOCK_FILE",
+    "RUN_STATES",
+    "RUN_STATUS_FILE",
     "SWEEP_PARAM_PATH",
     "goal_of",
     "rank_runs",
+    "read_run_status",
     "read_sweep_parameters",
     "summary_value",
     "sweep_run_name",
+    "write_run_status",
     "write_sweep_parameters",
 ]
 
@@ -87,6 +94,36 @@ def rank_runs(
         return (0, sign * value, index) if math.isfinite(value) else (1, 0.0, index)
 
     return [run for _, (run, _) in sorted(enumerate(scored), key=key)]
+
+
+# the lock a live run holds on its folder (:class:`~ncsn_pl.core.locks.ProcessLock`), and the record of how it ended
+RUN_LOCK_FILE = ".run.lock"
+RUN_STATUS_FILE = "run_status.json"
+# what ``run_status.json`` says: ``running`` from the moment the run takes its folder, then how it ended
+RUN_STATES = ("running", "finished", "interrupted", "failed")
+
+
+def write_run_status(folder: str | Path, status: str, reason: str = "") -> Path:
+    """Record in ``folder/run_status.json`` (atomically) where the run stands: ``running`` when it takes the folder,
+    then ``finished``, ``interrupted`` (SIGTERM, preemption, Ctrl-C: a checkpoint to resume from was written) or
+    ``failed`` (an exception), with the time (UTC, ISO 8601) and ``reason`` (the error, the signal)."""
+    from ncsn_pl.core.files import atomic_write_json  # imports torch: only where a run writes
+
+    if status not in RUN_STATES:
+        raise ValueError(f"A run's status is one of {', '.join(RUN_STATES)}, got {status!r}.")
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = {"status": status, "time": now, **({"reason": reason} if reason else {})}
+    return atomic_write_json(record, Path(folder) / RUN_STATUS_FILE)
+
+
+def read_run_status(folder: str | Path) -> dict[str, Any] | None:
+    """The ``run_status.json`` of a run folder, or None when there is none (a folder written before runs recorded
+    it, or by another logger) or it cannot be read."""
+    try:
+        record = json.loads((Path(folder) / RUN_STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 # the environment variable naming a sweep trial's parameters file (wandb's ``config-<run id>.yaml``: a line

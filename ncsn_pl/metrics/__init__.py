@@ -10,13 +10,14 @@ Typical use (in a Callback, never as a LightningModule attribute)::
 
 or against a paper's reference statistics (``mu``/``sigma`` or score_sde's ``pool_3``)::
 
-    quality.use_reference_stats("fid_stats_cifar10_train.npz")
+    quality.use_reference_stats("fid_stats_cifar10_train.npz")   # or by name: "cifar10-train"
 
 The modules read top-down, each importing only those above it: ``distributed`` (counts across processes),
-``inception_weights``, ``options``, ``features``, ``precision_recall``, ``sample_distances``, ``seeded_metrics``
-(KID and IS with their own generator); ``real_stats`` (the real statistics, their cache and the metric states),
-``reference_stats`` (the papers' files), ``real_images`` (which images); ``quality`` (:class:`SampleQuality`, which
-uses them all).
+``inception_weights``, ``features`` (and the Inception input resize), ``options``, ``precision_recall``,
+``sample_distances``, ``seeded_metrics`` (KID and IS with their own generator); ``real_stats`` (the real statistics,
+their cache and the metric states), ``published_stats`` (the papers' files by name, fetched into the cache),
+``reference_stats`` (reading the papers' files), ``real_images`` (which images); ``quality`` (:class:`SampleQuality`,
+which uses them all).
 """
 
 from ncsn_pl.metrics.features import InceptionFeatureExtractor
@@ -32,6 +33,7 @@ from ncsn_pl.metrics.inception_weights import (
 )
 from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.precision_recall import PrecisionRecall, precision_recall
+from ncsn_pl.metrics.published_stats import PUBLISHED_STATS, resolve_reference_stats
 from ncsn_pl.metrics.quality import SampleQuality
 from ncsn_pl.metrics.real_images import RealImages, real_images
 from ncsn_pl.metrics.real_stats import RealStats, RealStatsKey, load_real_stats, save_real_stats
@@ -40,9 +42,11 @@ from ncsn_pl.metrics.reference_stats import (
     ReferenceStatsError,
     export_fid_stats,
     load_reference_stats,
+    read_reference_stats,
 )
 
 __all__ = [
+    "PUBLISHED_STATS",
     "InceptionFeatureExtractor",
     "InceptionWeightsNotFoundError",
     "PrecisionRecall",
@@ -62,8 +66,10 @@ __all__ = [
     "load_reference_stats",
     "package_weights_file",
     "precision_recall",
+    "read_reference_stats",
     "real_images",
     "resolve_inception_weights",
+    "resolve_reference_stats",
     "save_real_stats",
     "state_dict_sha256",
 ]

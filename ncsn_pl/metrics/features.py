@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.image.fid import NoTrainInceptionV3
 
 from ncsn_pl.data.image_files import quantize_images
 from ncsn_pl.metrics.inception_weights import has_classifier_head
 
-__all__ = ["InceptionFeatureExtractor", "PrecomputedFeatures", "extractor_input"]
+__all__ = ["RESIZES", "InceptionFeatureExtractor", "PrecomputedFeatures", "Resize", "extractor_input"]
+
+# How images reach Inception's 299 x 299 input (see :class:`InceptionFeatureExtractor`).
+Resize = Literal["tf1", "pytorch-fid"]
+RESIZES: tuple[str, ...] = get_args(Resize)
+# the layers from the input to the 2048-d pool3 features (torch-fidelity's ``FeatureExtractorInceptionV3``)
+_POOL3_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                 "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+                 "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")  # fmt: skip
 
 
 def extractor_input(images: Tensor, device: torch.device, *, inception: bool, quantize: bool) -> Tensor:
@@ -50,14 +60,28 @@ def extractor_input(images: Tensor, device: torch.device, *, inception: bool, qu
 class InceptionFeatureExtractor(nn.Module):
     """torch-fidelity's FID Inception-v3 (via torchmetrics' ``NoTrainInceptionV3``), 2048-d pool3 features.
 
+    Two ways of bringing the uint8 images to the network's 299 x 299 input give different features, and so different
+    FIDs, for the same images (most for small images such as CIFAR-10's 32 px):
+
+    - ``"tf1"``: TensorFlow 1.x's bilinear resize of the 0..255 values (``align_corners=False`` without half-pixel
+      centres), then ``(x - 128) / 128``: what TTUR's and the official TF FID code compute inside the graph, and
+      torch-fidelity reproduces (``interpolate_bilinear_2d_like_tensorflow1x``).
+    - ``"pytorch-fid"``: mseitzer/pytorch-fid's ``InceptionV3.forward``: the image in [0, 1] (``uint8 / 255``) resized
+      by ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, then ``2x - 1``; NCSNv2's
+      ``evaluation/fid_score.py`` is a port of it.
+
     Args:
         weights_path: a torch-fidelity state dict (see :func:`resolve_inception_weights`).
+        resize: ``"tf1"`` or ``"pytorch-fid"`` (above).
     """
 
     num_features: int = 2048
 
-    def __init__(self, weights_path: str | os.PathLike[str]) -> None:
+    def __init__(self, weights_path: str | os.PathLike[str], resize: Resize = "tf1") -> None:
         super().__init__()
+        if resize not in RESIZES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}.")
+        self.resize = resize
         self.net = NoTrainInceptionV3(
             name="inception-v3-compat",
             features_list=["2048"],
@@ -68,8 +92,17 @@ class InceptionFeatureExtractor(nn.Module):
         self.has_classifier = has_classifier_head({"fc.weight": self.net.fc.weight})
 
     def forward(self, images: Tensor) -> Tensor:
-        """uint8 images (N, 3, H, W) -> features (N, 2048); resized to 299 px like TF 1.x inside."""
-        return self.net(images)
+        """uint8 images (N, 3, H, W) -> features (N, 2048), resized to 299 px as ``resize`` says."""
+        if self.resize == "tf1":
+            return self.net(images)  # torch-fidelity's forward: the TF 1.x resize and (x - 128) / 128 inside
+        x = F.interpolate(images.float() / 255, size=(299, 299), mode="bilinear", align_corners=False)
+        return self.pool3(2 * x - 1)
+
+    def pool3(self, x: Tensor) -> Tensor:
+        """The pool3 features (N, 2048) of network inputs (N, 3, 299, 299) already resized and scaled."""
+        for name in _POOL3_LAYERS:
+            x = getattr(self.net, name)(x)
+        return torch.flatten(x, 1)
 
     def logits(self, features: Tensor) -> Tensor:
         """1008-way logits without bias (torch-fidelity's ``logits_unbiased``) for the Inception Score."""

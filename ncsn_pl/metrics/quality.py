@@ -8,8 +8,9 @@ Pipeline (as in the NCSNv2 evaluation, ermongroup/ncsnv2 ``evaluation/fid_score.
    instead; torchmetrics' own ``normalize=True`` truncates too, which is why it is not used);
 2. the uint8 images go through torch-fidelity's Inception-v3 (``inception-v3-compat``) with TF-1.x bilinear
    resizing to 299 px (torchmetrics' ``antialias=False``; the antialiased resize is *not* TF-FID) and
-   ``(x - 128) / 128`` scaling; the 2048-d pool3 features feed FID and KID, and ``features @ fc.weight.T``
-   (torch-fidelity's ``logits_unbiased``) feeds the Inception Score;
+   ``(x - 128) / 128`` scaling, or pytorch-fid's resize and scaling (``options.resize``; see
+   :class:`~ncsn_pl.metrics.features.InceptionFeatureExtractor`); the 2048-d pool3 features feed FID and KID, and
+   ``features @ fc.weight.T`` (torch-fidelity's ``logits_unbiased``) feeds the Inception Score;
 3. torchmetrics ``FrechetInceptionDistance``, ``KernelInceptionDistance`` and ``InceptionScore`` (and
    :class:`~ncsn_pl.metrics.precision_recall.PrecisionRecall`) accumulate those features; KID's subsets and the
    Inception Score's splits are drawn from a generator seeded by ``options.seed``
@@ -49,6 +50,7 @@ from ncsn_pl.metrics.features import InceptionFeatureExtractor, PrecomputedFeatu
 from ncsn_pl.metrics.inception_weights import NUM_CLASSES, resolve_inception_weights, state_dict_sha256
 from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.precision_recall import PrecisionRecall
+from ncsn_pl.metrics.published_stats import file_sha256
 from ncsn_pl.metrics.real_stats import (
     RealStatsKey,
     add_real_features,
@@ -56,12 +58,7 @@ from ncsn_pl.metrics.real_stats import (
     load_or_compute_real_stats,
     real_count,
 )
-from ncsn_pl.metrics.reference_stats import (
-    ReferenceStats,
-    export_real_states,
-    load_reference_stats,
-    require_features,
-)
+from ncsn_pl.metrics.reference_stats import ReferenceStats, export_real_states, read_reference_stats
 from ncsn_pl.metrics.seeded_metrics import SeededInceptionScore, SeededKernelInceptionDistance
 
 
@@ -108,7 +105,7 @@ class SampleQuality:
             self.weights_path: Path | None = resolve_inception_weights(
                 options.weights_path, weights_cache_dir, require_classifier=options.inception_score
             )
-            self.extractor: nn.Module = InceptionFeatureExtractor(self.weights_path)
+            self.extractor: nn.Module = InceptionFeatureExtractor(self.weights_path, options.resize)
             d, num_logits = InceptionFeatureExtractor.num_features, NUM_CLASSES
         else:
             self.weights_path = None
@@ -191,13 +188,19 @@ class SampleQuality:
         return isinstance(self.extractor, InceptionFeatureExtractor)
 
     @property
+    def resize(self) -> str | None:
+        """The resize of the images to Inception's input (``options.resize``), None for a custom extractor."""
+        return self.options.resize if self.uses_inception else None
+
+    @property
     def feature_extractor_id(self) -> str:
         """Names the extractor, its weights and the preprocessing (used in real-statistics cache keys)."""
         if self._feature_id is None:
             if self.uses_inception:
                 net = self.extractor.net
                 digest = state_dict_sha256(net.state_dict())[:16]
-                base = f"inception-v3-compat-pool3-tf1resize-{digest}"
+                resize = self.resize.replace("-", "")  # tf1resize (as before), pytorchfidresize
+                base = f"inception-v3-compat-pool3-{resize}resize-{digest}"
             elif self._custom_id is not None:
                 base = self._custom_id
             else:
@@ -382,8 +385,9 @@ class SampleQuality:
         return cached
 
     # --- reference statistics files
-    def use_reference_stats(self, path: str | os.PathLike[str]) -> ReferenceStats:
-        """Take the real statistics from a paper's reference file instead of real images.
+    def use_reference_stats(self, ref: str | os.PathLike[str]) -> ReferenceStats:
+        """Take the real statistics from a paper's reference file, or a published one by name
+        (``"cifar10-train"``; :mod:`ncsn_pl.metrics.published_stats`), instead of real images.
 
         Reads the pytorch-fid / TTUR layout (``mu``, ``sigma``: FID only) or score_sde's (``pool_3`` features:
         FID, KID, precision/recall); see :mod:`ncsn_pl.metrics.reference_stats`. FID is then exactly the
@@ -391,23 +395,25 @@ class SampleQuality:
         are kept. Under DDP call it on every rank (rank 0 holds the FID sums, the features are split over ranks).
 
         Raises:
-            ReferenceStatsError: the file's layout, keys, feature dimension (it must be :attr:`num_features`) or
-                values are wrong, or KID / precision-recall are on and the file holds only ``mu`` and ``sigma``.
-                Nothing is changed then.
+            ReferenceStatsError: the file's layout, keys, feature dimension (it must be :attr:`num_features`),
+                values or recorded resize are wrong, or KID / precision-recall are on and the file holds only ``mu``
+                and ``sigma``. Nothing is changed then.
         """
-        ref = load_reference_stats(path, self.num_features)
-        named = (("KID", "kid", self.kid), ("precision/recall", "precision_recall", self.precision_recall))
-        require_features(ref, [(name, flag) for name, flag, metric in named if metric is not None])
+        stats = read_reference_stats(ref, self.options, self.num_features)
         if self.fid is not None or self.real_feature_metrics:
-            install_real_states(self.fid, self.real_feature_metrics, ref.real_stats(), self._device)
+            install_real_states(self.fid, self.real_feature_metrics, stats.real_stats(), self._device)
         self.real_source = {
-            "reference_stats": str(Path(path).resolve()),
-            "layout": ref.layout,
-            "num_images": ref.num_samples,
+            "reference_stats": str(stats.path.resolve()),
+            **({"name": stats.name} if stats.name else {}),
+            "layout": stats.layout,
+            "num_images": stats.num_samples,
+            "resize": stats.resize,
+            "sha256": file_sha256(stats.path),
         }
-        return ref
+        return stats
 
     def export_real_stats(self, path: str | os.PathLike[str]) -> Path:
-        """Write the real statistics held (all ranks) as ``mu``, ``sigma`` (float64) in the pytorch-fid layout,
-        atomically; collective under DDP (rank 0 writes). See :func:`ncsn_pl.metrics.export_fid_stats`."""
-        return export_real_states(self.fid, self.real_feature_metrics, self.num_features, path)
+        """Write the real statistics held (all ranks) as ``mu``, ``sigma`` (float64) in the pytorch-fid layout, with
+        the resize they were computed with, atomically; collective under DDP (rank 0 writes). See
+        :func:`ncsn_pl.metrics.export_fid_stats`."""
+        return export_real_states(self.fid, self.real_feature_metrics, self.num_features, path, self.resize)

@@ -7,16 +7,20 @@ Published FIDs were computed against statistics files of the real data, in one o
   (bioinf-jku/TTUR ``precalc_stats_example.py`` and ``fid.py`` ``_handle_path``; mseitzer/pytorch-fid
   ``fid_score.py`` ``save_fid_stats`` and ``compute_statistics_of_path``). NCSNv2 scores CIFAR-10 against TTUR's
   ``fid_stats_cifar10_train.npz`` (ermongroup/ncsnv2 ``evaluation/fid_score.py``). FID only: KID and
-  precision/recall need the feature vectors themselves.
+  precision/recall need the feature vectors themselves, so with such a file they are refused (compare with real
+  images, or a file with the features, for them).
 - **score_sde**: ``pool_3`` (N, d), the pool-3 features of all N real images (optionally ``logits`` too, ignored
   here), e.g. ``assets/stats/cifar10_stats.npz`` (yang-song/score_sde_pytorch ``evaluation.py``
   ``load_dataset_stats``; ``run_lib.py`` ``evaluate`` scores against ``data_stats["pool_3"]``). FID, KID and
   precision/recall.
 
 A file holding ``pool_3`` is read in the score_sde layout even if it also holds ``mu`` and ``sigma``. d must match
-the feature extractor in use (2048 for Inception pool3). A file cannot tell which network made it: TTUR's and
-pytorch-fid's files come from the same TF Inception graph as our extractor; score_sde's from TF-Hub's
-``tfgan/eval/inception/1`` with inputs scaled by 127.5 instead of 128, close to but not exactly our features.
+the feature extractor in use (2048 for Inception pool3). Our exported files also hold ``resize`` (the Inception input
+resize they were computed with, see :class:`~ncsn_pl.metrics.QualityOptions`); a file, or a published file by name
+(:mod:`~ncsn_pl.metrics.published_stats`), that records another resize than the one in use is refused. A file
+cannot tell which network made it: TTUR's and pytorch-fid's files come from the same TF Inception graph as our
+extractor; score_sde's from TF-Hub's ``tfgan/eval/inception/1`` with inputs scaled by 127.5 instead of 128, close to
+but not exactly our features.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,9 @@ from torchmetrics import Metric
 
 from ncsn_pl.core.files import atomic_write
 from ncsn_pl.metrics.distributed import global_count, world
+from ncsn_pl.metrics.features import InceptionFeatureExtractor
+from ncsn_pl.metrics.options import QualityOptions
+from ncsn_pl.metrics.published_stats import PUBLISHED_STATS, resolve_reference_stats
 from ncsn_pl.metrics.real_stats import RealStats, gather_real_states, real_count
 
 __all__ = [
@@ -42,6 +49,7 @@ __all__ = [
     "export_fid_stats",
     "export_real_states",
     "load_reference_stats",
+    "read_reference_stats",
     "require_features",
 ]
 
@@ -65,6 +73,8 @@ class ReferenceStats:
         mu: (d,) float64 mean of the features.
         sigma: (d, d) float64 unbiased covariance of the features.
         features: (N, d) float32 features (score_sde layout), or None.
+        resize: the Inception input resize the file records (``"tf1"``, ``"pytorch-fid"``), or None.
+        name: the published name it was given by (``"cifar10-train"``), or None for a path.
     """
 
     path: Path
@@ -73,6 +83,8 @@ class ReferenceStats:
     sigma: Tensor
     features: Tensor | None = None
     _sums: RealStats | None = field(default=None, repr=False, compare=False)
+    resize: str | None = None
+    name: str | None = None
 
     @property
     def num_features(self) -> int:
@@ -115,7 +127,10 @@ def _finite(path: Path, name: str, array: np.ndarray) -> None:
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     expected = f"give an .npz file with {_LAYOUTS}"
     if not path.exists():
-        raise FileNotFoundError(f"Reference statistics {str(path)!r} do not exist; {expected}.")
+        raise FileNotFoundError(
+            f"Reference statistics {str(path)!r} do not exist; {expected}, or a published file by name "
+            f"({', '.join(PUBLISHED_STATS)})."
+        )
     if path.is_dir():
         raise IsADirectoryError(f"Reference statistics {str(path)!r} is a directory; {expected}.")
     try:
@@ -146,6 +161,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 keys = sorted(data.files)
                 shown = keys[:8] + (["..."] if len(keys) > 8 else [])
                 raise _fail(path, f"unknown layout, keys {shown}", expected)
+            if "resize" in data.files:
+                names.append("resize")
             return {name: np.asarray(data[name]) for name in names}
     except ReferenceStatsError:
         raise
@@ -190,7 +207,7 @@ def load_reference_stats(path: str | os.PathLike[str], num_features: int | None 
         features = torch.from_numpy(np.ascontiguousarray(pool, dtype=np.float32))
         sums = RealStats.from_features(features)
         mu, sigma = sums.mean_and_covariance()
-        return ReferenceStats(path, SCORE_SDE, mu, sigma, features, sums)
+        return ReferenceStats(path, SCORE_SDE, mu, sigma, features, sums, resize=_recorded_resize(arrays))
 
     mu, sigma = arrays["mu"], arrays["sigma"]
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
@@ -214,19 +231,25 @@ def load_reference_stats(path: str | os.PathLike[str], num_features: int | None 
     negative = int((sigma64.diagonal() < 0).sum())
     if negative:
         raise _fail(path, f"sigma has {negative} negative variance(s) on its diagonal", "recompute the file")
-    return ReferenceStats(path, PYTORCH_FID, mu64, sigma64)
+    return ReferenceStats(path, PYTORCH_FID, mu64, sigma64, resize=_recorded_resize(arrays))
 
 
-def export_fid_stats(path: str | os.PathLike[str], stats: RealStats) -> Path:
+def _recorded_resize(arrays: dict[str, np.ndarray]) -> str | None:
+    resize = arrays.get("resize")
+    return str(resize) if resize is not None and resize.ndim == 0 and resize.dtype.kind == "U" else None
+
+
+def export_fid_stats(path: str | os.PathLike[str], stats: RealStats, resize: str | None = None) -> Path:
     """Write ``stats`` in the pytorch-fid / TTUR layout, atomically (temp file + ``os.replace``).
 
     The ``.npz`` holds ``mu`` (d,) and ``sigma`` (d, d), float64: the mean and the unbiased covariance
     (:meth:`RealStats.mean_and_covariance`), what pytorch-fid's ``save_fid_stats`` writes; pytorch-fid, TTUR and
-    :func:`load_reference_stats` read it.
+    :func:`load_reference_stats` read it (the first two read ``mu`` and ``sigma`` by name and ignore the rest).
 
     Args:
         path: the file (``.npz`` by convention; the name is used as given).
         stats: e.g. a cache entry from :func:`~ncsn_pl.metrics.load_real_stats`.
+        resize: the Inception input resize the statistics were computed with, written as ``resize``.
     """
     if stats.num_samples < 2:
         raise ValueError(f"FID statistics need at least 2 images (a covariance), got {stats.num_samples}.")
@@ -234,7 +257,8 @@ def export_fid_stats(path: str | os.PathLike[str], stats: RealStats) -> Path:
     if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(sigma).all())):
         raise ValueError("The real statistics contain NaN/inf; nothing was written.")
     with atomic_write(path) as file:
-        np.savez_compressed(file, mu=mu.numpy(), sigma=sigma.numpy())
+        recorded = {"resize": np.array(resize)} if resize else {}
+        np.savez_compressed(file, mu=mu.numpy(), sigma=sigma.numpy(), **recorded)
     return Path(path)
 
 
@@ -251,15 +275,55 @@ def require_features(ref: ReferenceStats, feature_metrics: Sequence[tuple[str, s
         flags = " and ".join(flag for _, flag in feature_metrics)
         raise _fail(
             ref.path,
-            f"it holds only mu and sigma (pytorch-fid / TTUR layout), but {names} cannot work without the real "
-            "feature vectors",
-            f"turn {flags} off to score FID against this file, or use a file with the features (score_sde layout: "
-            "pool_3 of shape (N, d))",
+            f"it holds only mu and sigma (pytorch-fid / TTUR layout), and {names} "
+            f"{'need' if len(feature_metrics) > 1 else 'needs'} the real images' feature vectors",
+            "compare with real images instead (--dataset NAME or the run's data, without ref_stats), or with a file of "
+            f"the features (score_sde layout: pool_3 of shape (N, d)), or turn {flags} off to score FID against "
+            "this file",
         )
 
 
+def read_reference_stats(
+    ref: str | os.PathLike[str], options: QualityOptions, num_features: int | None = None
+) -> ReferenceStats:
+    """``ref_stats`` (a file, or a published name: :func:`~ncsn_pl.metrics.published_stats.resolve_reference_stats`)
+    read and checked against the metrics of ``options``: the feature dimension, KID and precision/recall need
+    features, and the file's recorded resize must be the one in use.
+
+    Call it when a run is configured, so a file that cannot serve fails before any sampling.
+
+    Args:
+        ref: the file or name.
+        options: the metrics that will use it.
+        num_features: the feature dimension of the extractor in use (default: Inception's 2048, or a custom
+            extractor's ``num_features``).
+    """
+    if num_features is None:
+        extractor = options.feature_extractor
+        num_features = InceptionFeatureExtractor.num_features if extractor is None else (
+            options.num_features or getattr(extractor, "num_features", None))  # fmt: skip
+    name = str(ref) if str(ref) in PUBLISHED_STATS else None
+    stats = load_reference_stats(resolve_reference_stats(str(ref)), num_features)
+    recorded = stats.resize or (PUBLISHED_STATS[name].resize if name else None)
+    in_use = options.resize if options.feature_extractor is None else None
+    if recorded and in_use and recorded != in_use:
+        raise _fail(
+            stats.path,
+            f"it was computed with the {recorded!r} resize to Inception's input, but this FID uses {in_use!r}",
+            f"set quality.resize to {recorded!r} (--quality.resize {recorded}) to compare with it, or use statistics "
+            f"computed with the {in_use!r} resize",
+        )
+    named = (("KID", "kid", options.kid), ("precision/recall", "precision_recall", options.precision_recall))
+    require_features(stats, [(label, flag) for label, flag, on in named if on])
+    return replace(stats, resize=recorded, name=name)
+
+
 def export_real_states(
-    fid: Metric | None, feature_metrics: Sequence[Metric], num_features: int, path: str | os.PathLike[str]
+    fid: Metric | None,
+    feature_metrics: Sequence[Metric],
+    num_features: int,
+    path: str | os.PathLike[str],
+    resize: str | None = None,
 ) -> Path:
     """Write the real statistics FID and the feature-keeping metrics hold (all ranks) in the pytorch-fid layout
     (see :meth:`SampleQuality.export_real_stats`; collective under DDP, rank 0 writes)."""
@@ -273,5 +337,5 @@ def export_real_states(
         )
     stats = gather_real_states(fid, feature_metrics, num_features)
     if world()[0] == 0:
-        export_fid_stats(path, stats)
+        export_fid_stats(path, stats, resize)
     return Path(path)

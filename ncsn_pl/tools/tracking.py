@@ -9,6 +9,7 @@ binary ``run-<id>.wandb`` log; ``wandb leet inspect`` (part of the ``wandb`` pac
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "MetricSummary",
+    "cut_metrics_row",
     "find_csv_runs",
     "newest_csv_run",
     "flatten_config",
@@ -137,24 +139,43 @@ def read_metrics_csv(path: str | Path) -> dict[str, History]:
     """Read a CSVLogger ``metrics.csv`` into ``{column: [(step, value), ...]}``.
 
     Rows hold only the metrics logged at that step (other cells empty); empty and non-numeric cells are skipped,
-    ``nan``/``inf`` are kept (a diverged run shows as such). The ``step`` and ``epoch`` columns are not metrics.
+    ``nan``/``inf`` are kept (a diverged run shows as such). The ``step`` and ``epoch`` columns are not metrics. A
+    last row cut short (:func:`cut_metrics_row`) is left out.
     """
     history: dict[str, History] = {}
-    with open(path, newline="") as file:
-        for row in csv.DictReader(file):
+    text = Path(path).read_text()
+    if cut_metrics_row(text) is not None:
+        text = text[: text.rstrip("\r\n").rfind("\n") + 1]
+    for row in csv.DictReader(io.StringIO(text, newline="")):
+        try:
+            step = int(float(row.get("step") or 0))
+        except ValueError:
+            step = 0
+        for key, cell in row.items():
+            if key in (None, "step", "epoch") or cell in (None, ""):
+                continue
             try:
-                step = int(float(row.get("step") or 0))
+                value = float(cell)
             except ValueError:
-                step = 0
-            for key, cell in row.items():
-                if key in (None, "step", "epoch") or cell in (None, ""):
-                    continue
-                try:
-                    value = float(cell)
-                except ValueError:
-                    continue
-                history.setdefault(key, []).append((step, value))
+                continue
+            history.setdefault(key, []).append((step, value))
     return history
+
+
+def cut_metrics_row(text: str) -> str | None:
+    """The last row of a ``metrics.csv`` (its text) when it was cut short, else None.
+
+    The CSV writer ends every row with a line break and writes a cell for each column of the header, empty or not,
+    so a last row without its line break, or with fewer cells than the header, is one that a run stopped writing
+    (killed, out of disk): ``0,299,1`` of ``0,299,1.2345,...``. Its numbers are not the ones logged.
+    """
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return None
+    header, last = next(csv.reader([lines[0]])), lines[-1]
+    if not text.endswith(("\n", "\r")) or len(next(csv.reader([last]), [])) < len(header):
+        return last
+    return None
 
 
 def newest_csv_run(root: str | Path) -> Path | None:

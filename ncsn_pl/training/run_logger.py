@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,16 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ncsn_pl.core.files import atomic_write, atomic_write_text
 from ncsn_pl.core.locks import LockHeldError, ProcessLock
+from ncsn_pl.core.run_records import RUN_LOCK_FILE, write_run_status
 from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, trim_step_records
 
 __all__ = ["RunFolderInUseError", "RunLogger", "claim_version"]
 
-LOCK_FILE = ".run.lock"
+LOCK_FILE = RUN_LOCK_FILE
 BRANCH_RECORD = "branched_from.json"
 
 
@@ -57,6 +60,23 @@ def _hold(folder: Path) -> ProcessLock:
             f"The run folder {folder} is in use by a live run ({err.holder}); wait for it to end, or start a new run "
             "(leave out --ckpt_path, or give another trainer.default_root_dir)."
         ) from None
+
+
+def run_end(status: str) -> tuple[str, str]:
+    """How the run ended, for ``run_status.json``: Lightning's ``finalize`` status (``success`` at the end of a fit,
+    ``failed`` while an exception is handled) and that exception: ``("finished", "")``, ``("interrupted", why)``
+    for a SIGTERM (a preemption) or Ctrl-C, else ``("failed", the error)``."""
+    if status == "success":
+        return "finished", ""
+    error = sys.exc_info()[1]  # finalize("failed") is called inside Lightning's ``except`` block
+    if isinstance(error, SIGTERMException):
+        return "interrupted", "SIGTERM (preempted): resume it with --ckpt_path <run>/checkpoints/last.ckpt"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", "KeyboardInterrupt"
+    if error is None:  # Lightning's SLURM requeue handler finalizes with "finished" in the middle of the fit
+        return "interrupted", f"the logger was finalized with status {status!r} during the run"
+    message = str(error).strip().splitlines()
+    return "failed", f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
 
 
 def _global_step(path: str | os.PathLike[str]) -> int:
@@ -113,9 +133,10 @@ class RunLogger(CSVLogger):
     run owns its folder.
 
     A new run claims the next free ``version_N`` atomically and holds a lock on it while it lives, so runs started
-    together never share a folder. A resumed run is given its version (the CLI does so when ``--ckpt_path`` lies in
-    ``version_N/checkpoints/``): it takes the lock (a folder a live run holds is refused) and continues the run's
-    ``metrics.csv`` from the checkpoint's step.
+    together never share a folder; its ``run_status.json`` says ``running`` from then on, and how the run ended
+    when it ends (:func:`run_end`), which ``compare`` reads. A resumed run is given its version (the CLI does so when
+    ``--ckpt_path`` lies in ``version_N/checkpoints/``): it takes the lock (a folder a live run holds is refused) and
+    continues the run's ``metrics.csv`` from the checkpoint's step.
 
     Args:
         save_dir: where the run folders go (``trainer.default_root_dir`` in the configs).
@@ -178,9 +199,13 @@ class RunLogger(CSVLogger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        """Write what is left and release the run folder (the run has ended, successfully or not)."""
+        """Write what is left, record how the run ended and release the run folder."""
         super().finalize(status)
         if self._lock is not None:
+            try:
+                write_run_status(self.log_dir, *run_end(status))
+            except OSError:
+                pass  # a full disk: the error that ended the run is the one to report; compare says "killed"
             self._lock.release()
             self._lock = None
 
@@ -192,6 +217,7 @@ class RunLogger(CSVLogger):
             folder = Path(self.log_dir)
             folder.mkdir(parents=True, exist_ok=True)
             self._lock = _hold(folder)
+            write_run_status(folder, "running")
             self._experiment = _ContinuingWriter(self.log_dir, self._resume_step, self._claimed)
             if self.branched_from is not None:
                 atomic_write_text(json.dumps(self.branched_from, indent=2) + "\n", folder / BRANCH_RECORD)

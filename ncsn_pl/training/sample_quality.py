@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.core.seeding import shard_indices
 from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
-from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
+from ncsn_pl.metrics import QualityOptions, SampleQuality, read_reference_stats, real_images
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
 from ncsn_pl.training.progress import sampling_progress
 from ncsn_pl.training.runs import log_config, run_dir
@@ -60,7 +60,8 @@ class SampleQualityMonitor(Callback):
         split: the real images: ``train`` (NCSNv2's fast FID) or ``val`` (the held-out split: the official test
             set of MNIST, Fashion-MNIST and CIFAR-10).
         ref_stats: a reference statistics file (``.npz``: pytorch-fid / TTUR ``mu``, ``sigma`` or score_sde
-            ``pool_3``) to compare with instead of the training images, for numbers comparable with a paper's.
+            ``pool_3``), or a published one by name (``cifar10-train``; :mod:`ncsn_pl.metrics.published_stats`), to
+            compare with instead of the training images, for numbers comparable with a paper's.
         sampler: the sampler of the samples (``None``: the model's); its network evaluations per sample are logged
             as ``val/nfe`` and recorded with each FID.
         quality: the metrics and their feature extractor.
@@ -105,6 +106,8 @@ class SampleQualityMonitor(Callback):
         self.sampler = sampler
         # fails when the run is configured, not after the first epoch; lists the ways to get the weights
         self.options = quality.with_resolved_weights()
+        if ref_stats:  # a file (or name) that cannot serve these metrics fails here too; a named one is downloaded
+            read_reference_stats(ref_stats, self.options)
         self.progress_bar = progress_bar
         self.quality: SampleQuality | None = None  # built at the first evaluation
         self._real_loaded = False
@@ -228,6 +231,7 @@ class SampleQualityMonitor(Callback):
                 "real": real,
                 "sampler": {"seed": self.seed, **describe_sampler(sampler), "nfe": sampler.nfe(model.num_scales)},
                 "feature_extractor": quality.feature_extractor_id,
+                "resize": quality.resize,
             }
             record = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                       **{k: v for k, v in results.items() if k not in counts}, **described,

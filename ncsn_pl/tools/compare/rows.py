@@ -21,7 +21,8 @@ class RunRow:
     Attributes:
         run: a short name (``trial-003``, ``version_0``, a W&B run name).
         path: the run folder, or the W&B run's path.
-        status: ``finished``, ``failed``, ``interrupted``, ``running``, ``no metrics`` (a run folder without
+        status: ``finished``, ``failed``, ``interrupted``, ``running``, ``killed`` or ``unknown`` (as the run
+            recorded it: :mod:`~ncsn_pl.tools.compare.status`), ``no metrics`` (a run folder without
             ``metrics.csv``) or ``no <metric>`` (metrics, but not this one).
         config: the flat (dotted) config, with a sweep trial's parameters.
         metric: the metric's best and last value, or ``None``.

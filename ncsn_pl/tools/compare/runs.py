@@ -20,9 +20,10 @@ from typing import Any
 
 import yaml
 
-from ncsn_pl.core.run_records import goal_of, rank_runs, summary_value
+from ncsn_pl.core.run_records import RUN_STATUS_FILE, goal_of, rank_runs, summary_value
 from ncsn_pl.tools.compare.quality import fid_json_quality, run_quality
 from ncsn_pl.tools.compare.rows import Comparison, RunRow, auto_resolved, row_from_metrics, varied
+from ncsn_pl.tools.compare.status import cut_row_note, run_folder_status
 from ncsn_pl.tools.compare.wandb_runs import api_project_runs, api_rows, sweep_config, wandb_offline_run
 from ncsn_pl.tools.tracking import (
     find_csv_runs,
@@ -57,14 +58,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
-    """A CSVLogger run folder (``metrics.csv``, ``config.yaml``); listed as ``no metrics`` without a csv."""
-    row = RunRow(run=name, path=str(run_dir), status="finished")
+    """A CSVLogger run folder (``metrics.csv``, ``config.yaml``), with the status the run recorded
+    (:func:`~ncsn_pl.tools.compare.status.run_folder_status`); listed as ``no metrics`` without a csv."""
+    status, note = run_folder_status(run_dir)
+    row = RunRow(run=name, path=str(run_dir), status=status, note=note)
     row.config = flatten_config(_read_yaml(run_dir / "config.yaml"))
     csv_path = run_dir / "metrics.csv"
     if not csv_path.is_file():
-        row.status, row.note = "no metrics", "no metrics.csv in the run folder"
-        return row
-    metrics = read_metrics_csv(csv_path)
+        return _without_metric(row, "no metrics", "no metrics.csv in the run folder")
+    metrics = read_metrics_csv(csv_path)  # a last row cut short is left out
+    row.note = _join(row.note, cut_row_note(csv_path))
     row_from_metrics(row, metrics, metric, goal)
     row.quality = run_quality(metrics, row.metric.best_step if row.metric else None, run_dir, metric)
     first = min((p.stat().st_mtime for p in (run_dir / "hparams.yaml", run_dir / "config.yaml") if p.is_file()),
@@ -72,7 +75,22 @@ def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
     if first is not None:
         row.runtime_s = round(max(0.0, csv_path.stat().st_mtime - first), 1)
     if row.metric is None:
-        row.status, row.note = f"no {metric}", f"metrics.csv has no {metric} column"
+        missing = _join(f"metrics.csv has no {metric} column", cut_row_note(csv_path))
+        return _without_metric(row, f"no {metric}", missing)
+    return row
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
+
+
+def _without_metric(row: RunRow, status: str, note: str) -> RunRow:
+    """A run without the metric: ``status`` when it ended normally or nobody knows how, else how it ended (the
+    note says both)."""
+    if row.status in ("finished", "unknown"):
+        row.status, row.note = status, note
+    else:
+        row.note = _join(note, row.note)
     return row
 
 
@@ -120,6 +138,8 @@ def _sweep_runs(sweep_dir: Path, metric: str, goal: str, prefix: str) -> tuple[l
         if trial.get("state") != "finished":
             row.status = trial.get("state", row.status)
             row.note = trial.get("error") or row.note
+        elif row.status == "unknown":  # a trial folder from before runs recorded their end: the sweep's record
+            row.status, row.note = "finished", ""
         rows.append(row)
     sweep_goal = None
     if isinstance(sweep.get("metric"), Mapping) and sweep["metric"].get("name") == metric:
@@ -146,10 +166,10 @@ def _local_runs(path: Path, metric: str, goal: str, prefix: str) -> tuple[list[R
 
     run_dirs = {p for p in find_csv_runs(path) if not in_sweep(p)}
     # folders a run wrote (config.yaml, hparams.yaml, checkpoints/) but that hold no metrics.csv
-    for marker in ("config.yaml", "hparams.yaml"):
+    for marker in ("config.yaml", "hparams.yaml", RUN_STATUS_FILE):
         for p in path.rglob(marker):
             if "wandb" not in p.relative_to(path).parts and not in_sweep(p.parent) and p.parent not in run_dirs:
-                if (p.parent / "checkpoints").is_dir() or marker == "hparams.yaml" or p.parent.name.startswith(
+                if (p.parent / "checkpoints").is_dir() or marker != "config.yaml" or p.parent.name.startswith(
                         "version_"):
                     run_dirs.add(p.parent)
     for run_dir in sorted(run_dirs):
@@ -179,7 +199,7 @@ def _sweep_metric(paths: Sequence[str], api_runs: Mapping[str, Sequence[Any]]) -
         path = Path(raw)
         files = sorted(path.rglob("sweep.json")) if path.is_dir() else []
         for file in files:
-            with contextlib.suppress(OSError, json.JSONDecodeError, AttributeError, TypeError):
+            with contextlib.suppress(OSError, json.JSONDecodeError, AttributeError, TypeError, KeyError):
                 return str(json.loads(file.read_text())["sweep"]["metric"]["name"])
         for run in api_runs.get(raw, []):
             name = (sweep_config(run).get("metric") or {}).get("name")
@@ -252,7 +272,8 @@ def sort_rows(rows: list[RunRow], metric: str, goal: str) -> list[RunRow]:
 
     Ranked as the sweep runner ranks its trials (:func:`~ncsn_pl.core.run_records.rank_runs`): the finished runs
     with the metric, by the value their W&B summary holds (the best one for a metric with a declared summary, such as
-    ``val/fid``, the last one otherwise); failed, interrupted and running trials are listed, not ranked.
+    ``val/fid``, the last one otherwise); failed, interrupted, killed, running and unknown runs are listed, not
+    ranked.
     """
     summaries = {id(row): summary_value(metric, [value for _, value in row.history]) for row in rows}
     ranked = rank_runs(rows, goal, lambda row: summaries[id(row)], lambda row: row.status == "finished")
