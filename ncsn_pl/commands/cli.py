@@ -31,6 +31,7 @@ from ncsn_pl.core.files import atomic_write_text, check_torch_file
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
+from ncsn_pl.training.run_folder import give_run_folder
 from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.runs import (
     continue_wandb_run,
@@ -232,6 +233,8 @@ class NCSNCLI(LightningCLI):
         copies the model (EMA) and write the numbers into the config the run saves."""
         super().instantiate_classes()
         drop_unset_wandb_settings(self.trainer.loggers)
+        if self.subcommand == "fit":  # a version_N/ of its own, whatever the loggers (--trainer.logger=false too)
+            give_run_folder(self.trainer)
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder
             for logger in self.trainer.loggers:

@@ -1,0 +1,49 @@
+"""Run folders that nothing overwrites or litters: a folder per fit whatever the loggers, no leftovers of a killed
+writer, no W&B run for a refused resume, one line ending in ``metrics.csv``."""
+
+import json
+
+import torch
+from cli_runs import CONFIGS, SMOKE, run_dirs
+
+from ncsn_pl.commands.cli import main
+
+GRID = '--trainer.callbacks=[{"class_path": "ncsn_pl.training.SampleGrid", "init_args": {"num_samples": 4}}]'
+
+
+def fit_without_logger(root, *extra: str):
+    return main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE,
+                 f"--trainer.default_root_dir={root}", "--trainer.logger=false", GRID,
+                 "--trainer.limit_val_batches=0.0", "--data.init_args.batch_size=8", *extra])  # fmt: skip
+
+
+def files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+# ------------------------------------------------------------------ a folder per fit
+def test_fits_without_a_logger_get_a_folder_each_and_resume_in_theirs(tmp_path):
+    fit_without_logger(tmp_path, "--seed_everything=1")
+    first = files(tmp_path / "version_0")
+    assert {"config.yaml", "checkpoints/last.ckpt", "samples/final.png"} <= set(first)
+    assert "metrics.csv" not in first and "hparams.yaml" not in first  # no logger: no metrics
+    fit_without_logger(tmp_path, "--seed_everything=2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_1"]
+    assert files(tmp_path / "version_0") == first  # last.ckpt, config.yaml and final.png of the first run kept
+    assert {"config.yaml", "checkpoints/last.ckpt", "samples/final.png"} <= set(files(tmp_path / "version_1"))
+
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    resumed = fit_without_logger(tmp_path, "--trainer.max_steps=4", "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert resumed.trainer.global_step == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_1"]  # continued in its folder
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+def test_a_fit_logging_to_wandb_alone_gets_a_folder_too(tmp_path):
+    wandb_alone = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"save_dir": str(tmp_path)}}
+    for _ in range(2):
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE,
+              f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", "--trainer.limit_val_batches=0.0",
+              f"--trainer.logger={json.dumps(wandb_alone)}"])  # fmt: skip
+    assert sorted(p.parent.parent.name for p in tmp_path.rglob("last.ckpt")) == ["version_0", "version_1"]
+    assert len(run_dirs(tmp_path)) == 2
