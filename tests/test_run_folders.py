@@ -4,7 +4,7 @@ writer, no W&B run for a refused resume, one line ending in ``metrics.csv``."""
 import json
 
 import torch
-from cli_runs import CONFIGS, SMOKE, run_dirs
+from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
 
 from ncsn_pl.commands.cli import main
 
@@ -47,3 +47,15 @@ def test_a_fit_logging_to_wandb_alone_gets_a_folder_too(tmp_path):
               f"--trainer.logger={json.dumps(wandb_alone)}"])  # fmt: skip
     assert sorted(p.parent.parent.name for p in tmp_path.rglob("last.ckpt")) == ["version_0", "version_1"]
     assert len(run_dirs(tmp_path)) == 2
+
+
+# ------------------------------------------------------------------ metrics.csv
+def test_metrics_csv_keeps_one_line_ending_after_a_resume(tmp_path):
+    fit_digits(tmp_path, "--trainer.max_epochs=1", "--trainer.log_every_n_steps=1")
+    (run,) = run_dirs(tmp_path)
+    fit_digits(tmp_path, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1",
+               f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")  # fmt: skip
+    data = (run / "metrics.csv").read_bytes()
+    rows = data.splitlines()
+    assert len(rows) >= 5 and rows[0].startswith(b"epoch,")  # the header, steps 1-2 kept, steps 3-4 appended
+    assert data.count(b"\r\n") == data.count(b"\n") == len(rows)  # csv's CRLF throughout, as Lightning writes

@@ -82,10 +82,10 @@ class _ContinuingWriter(ExperimentWriter):
                 keys, rows = list(reader.fieldnames or []), list(reader)
             kept = [row for row in rows if not row.get("step") or int(float(row["step"])) <= resume_step]
             self.metrics_keys = sorted(keys)
-            lines = [",".join(self.metrics_keys)] + [
-                ",".join(_csv_cell(row.get(key, "")) for key in self.metrics_keys) for row in kept
-            ]
-            atomic_write_text("\n".join(lines) + "\n", self.metrics_file_path)
+            with atomic_write(self.metrics_file_path, "w") as file:  # csv's line ending, as Lightning's appends
+                writer = csv.DictWriter(file, fieldnames=self.metrics_keys, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
         if resume_step is not None:
             trim_step_records(Path(log_dir) / SAMPLE_QUALITY_RECORDS, resume_step)
 
@@ -101,11 +101,6 @@ class _ContinuingWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         if self._resume_step is None and not self._claimed:
             super()._check_log_dir_exists()
-
-
-def _csv_cell(value: Any) -> str:
-    text = str(value)
-    return f'"{text}"' if any(c in text for c in ',"\n') else text
 
 
 class RunLogger(CSVLogger):
