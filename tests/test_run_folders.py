@@ -2,11 +2,18 @@
 writer, no W&B run for a refused resume, one line ending in ``metrics.csv``."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
+import pytest
 import torch
 from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
 
 from ncsn_pl.commands.cli import main
+from ncsn_pl.core.locks import ProcessLock
+from ncsn_pl.training.run_logger import RunFolderInUseError
 
 GRID = '--trainer.callbacks=[{"class_path": "ncsn_pl.training.SampleGrid", "init_args": {"num_samples": 4}}]'
 
@@ -59,3 +66,42 @@ def test_metrics_csv_keeps_one_line_ending_after_a_resume(tmp_path):
     rows = data.splitlines()
     assert len(rows) >= 5 and rows[0].startswith(b"epoch,")  # the header, steps 1-2 kept, steps 3-4 appended
     assert data.count(b"\r\n") == data.count(b"\n") == len(rows)  # csv's CRLF throughout, as Lightning writes
+
+
+# ------------------------------------------------------------------ leftovers of a killed writer
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+from ncsn_pl.core.files import atomic_write
+writing = atomic_write(sys.argv[1])
+file = writing.__enter__()
+file.write(b"PK" + bytes(100_000))
+file.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def kill_while_writing(path) -> None:
+    """Start writing ``path`` through atomic_write in a process of its own, which is SIGKILLed mid-write."""
+    done = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path)], env=os.environ, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+
+
+def test_a_resumed_run_removes_the_temporaries_of_a_killed_writer(tmp_path):
+    fit_digits(tmp_path, "--trainer.max_epochs=1")
+    (run,) = run_dirs(tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    kill_while_writing(last)
+    kill_while_writing(run / "metrics.csv")
+    (left,) = (run / "checkpoints").glob(".last.ckpt.*.tmp")
+    assert left.stat().st_size > 100_000 and len(list(run.glob(".metrics.csv.*.tmp"))) == 1
+
+    # while a live run holds the folder, its temporaries are left alone (the resume is refused)
+    holder = ProcessLock(run / ".run.lock")
+    with pytest.raises(RunFolderInUseError):
+        fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert left.is_file()
+    holder.release()
+
+    fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert not list(run.rglob("*.tmp"))
+    assert torch.load(last, weights_only=True)["global_step"] == 4

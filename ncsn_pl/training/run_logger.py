@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from ncsn_pl.core.files import atomic_write, atomic_write_text
+from ncsn_pl.core.files import atomic_write, atomic_write_text, remove_stale_temporaries
 from ncsn_pl.core.locks import LockHeldError, ProcessLock
 from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, trim_step_records
 
@@ -27,6 +28,11 @@ __all__ = ["RunFolderInUseError", "RunLogger", "claim_version"]
 
 LOCK_FILE = ".run.lock"
 BRANCH_RECORD = "branched_from.json"
+# where a run writes files (its checkpoints and sample grids besides its own files), cleaned of a killed writer's
+# temporary files when the run is continued
+RUN_SUBFOLDERS = ("checkpoints", "samples")
+
+log = logging.getLogger(__name__)
 
 
 class RunFolderInUseError(RuntimeError):
@@ -57,6 +63,14 @@ def _hold(folder: Path) -> ProcessLock:
             f"The run folder {folder} is in use by a live run ({err.holder}); wait for it to end, or start a new run "
             "(leave out --ckpt_path, or give another trainer.default_root_dir)."
         ) from None
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the temporary files a killed run left in its folder (a checkpoint half written at a SIGKILL)."""
+    removed = [p for sub in ("", *RUN_SUBFOLDERS) for p in remove_stale_temporaries(folder / sub)]
+    if removed:
+        log.info("Removed %d temporary file(s) that the stopped run left unfinished in %s: %s", len(removed), folder,
+                 ", ".join(str(p.relative_to(folder)) for p in removed))
 
 
 def _global_step(path: str | os.PathLike[str]) -> int:
@@ -187,6 +201,8 @@ class RunLogger(CSVLogger):
             folder = Path(self.log_dir)
             folder.mkdir(parents=True, exist_ok=True)
             self._lock = _hold(folder)
+            if self._resume_step is not None:  # the lock is ours: no writer of the run's files is alive
+                _remove_leftovers(folder)
             self._experiment = _ContinuingWriter(self.log_dir, self._resume_step, self._claimed)
             if self.branched_from is not None:
                 atomic_write_text(json.dumps(self.branched_from, indent=2) + "\n", folder / BRANCH_RECORD)
