@@ -105,3 +105,34 @@ def test_a_resumed_run_removes_the_temporaries_of_a_killed_writer(tmp_path):
     fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}")
     assert not list(run.rglob("*.tmp"))
     assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+# ------------------------------------------------------------------ a refused resume starts nothing
+@pytest.fixture
+def offline_wandb(monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb.finish()  # a run an earlier test left open would be reused
+    wandb.teardown()  # wandb reads WANDB_MODE once per process setup
+    yield
+    wandb.finish()
+    wandb.teardown()
+
+
+def test_a_refused_resume_starts_no_wandb_run(tmp_path, offline_wandb):
+    import wandb
+
+    fit_digits(tmp_path, "--trainer.max_epochs=1")
+    wandb.finish()
+    (run,) = run_dirs(tmp_path)
+    before = sorted(p.name for p in (tmp_path / "wandb").iterdir())
+    latest = os.readlink(tmp_path / "wandb" / "latest-run")
+    assert len([name for name in before if name.startswith("offline-run-")]) == 1
+
+    holder = ProcessLock(run / ".run.lock")  # a live run holds the folder
+    with pytest.raises(RunFolderInUseError, match="is in use by a live run"):
+        fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    holder.release()
+    assert sorted(p.name for p in (tmp_path / "wandb").iterdir()) == before  # no stub run
+    assert os.readlink(tmp_path / "wandb" / "latest-run") == latest

@@ -158,6 +158,9 @@ class RunLogger(CSVLogger):
         A checkpoint earlier than the run's ``last.ckpt`` (resuming from a snapshot, e.g. with another ``lr``)
         branches instead: the new run gets a folder of its own, whose ``branched_from.json`` names the checkpoint,
         its step and the run, so the run's later history (metrics, ``last.ckpt``, config) is kept.
+
+        Raises:
+            RunFolderInUseError: a live run holds that folder (checked at once, before any W&B run is started).
         """
         checkpoints = Path(ckpt_path).resolve().parent
         run = checkpoints.parent
@@ -172,6 +175,8 @@ class RunLogger(CSVLogger):
             self.branched_from = {"checkpoint": str(Path(ckpt_path).resolve()), "step": step, "run": str(run),
                                   "run_step": latest}  # fmt: skip
             return False
+        if rank_zero_only.rank == 0:  # refused now, before any logger starts a run (W&B), if a live run holds it
+            _hold(run).release()
         self._version, self._claimed = int(run.name[8:]), False
         self._resume_step = step
         return True
