@@ -96,6 +96,27 @@ def test_a_stopped_sample_run_continues_to_the_same_samples_bit_for_bit(checkpoi
     same_outputs(straight, out)
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_sample_run_says_how_to_continue_and_nothing_else(checkpoint, tmp_path, monkeypatch, capsys,
+                                                                    caplog, how):  # fmt: skip
+    out = tmp_path / "stopped"
+    write = SampleStore.write_shard
+
+    def write_then_signal(self, indices, samples):
+        path = write(self, indices, samples)
+        os.kill(os.getpid(), how)  # a scheduler's SIGTERM, or Ctrl-C
+        return path
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SampleStore, "write_shard", write_then_signal)
+        with pytest.raises(SystemExit) as stopped:
+            main(sample_args(checkpoint, out))
+    assert stopped.value.code == (143 if how == signal.SIGTERM else 1)
+    said = capsys.readouterr().out + caplog.text
+    assert f"to {out}; rerun the same command to draw the rest." in said
+    assert "--ckpt_path" not in said and "<no checkpoint>" not in said  # no training hint for a sampling run
+
+
 @pytest.mark.slow  # about 25 s: a run in two ddp_spawn processes
 def test_a_run_stopped_in_one_process_continues_in_two_and_back(checkpoint, straight, tmp_path, monkeypatch):
     ddp = ["--trainer.strategy=ddp_spawn", "--trainer.devices=2"]

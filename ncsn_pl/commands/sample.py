@@ -164,6 +164,14 @@ class DrawSamples(pl.LightningModule):
                   "the same command to draw the rest.", flush=True)  # fmt: skip
             raise SIGTERMException
 
+    def interrupted_hint(self) -> str | None:
+        """What to say when Ctrl-C stops the job: where the samples drawn so far are and how to go on (``None``
+        when it draws nothing)."""
+        if self.claim is None:
+            return None
+        return (f"Interrupted: the samples drawn so far are written to {self.store.folder}; rerun the same command "
+                "to draw the rest.")  # fmt: skip
+
     def wait_for_all_shards(self) -> None:
         if self.trainer.world_size > 1:
             self.trainer.strategy.barrier()
@@ -345,7 +353,7 @@ def sample(
         model, store, [], num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
         grid_size=grid_size, batch_size=batch_size, claim="--out_dir",
     )  # fmt: skip
-    run_predict(trainer, job)
+    run_predict(trainer, job, interrupted=job.interrupted_hint())
     result = json.loads((out / RECORD).read_text())
     if trainer.is_global_zero:
         print(

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
@@ -168,7 +169,8 @@ class ResumableCheckpoint(ModelCheckpoint):
                 super().on_exception(trainer, pl_module, exception)
         finally:
             self._in_exception = False
-        if isinstance(exception, SIGTERMException) and trainer.is_global_zero:
+        fitting = trainer.state.fn == TrainerFn.FITTING  # sample and fid say how to continue themselves
+        if isinstance(exception, SIGTERMException) and fitting and trainer.is_global_zero:
             log.warning(
                 "Stopped by SIGTERM at step %d; resume with --ckpt_path %s (exit status %d).",
                 trainer.global_step,
