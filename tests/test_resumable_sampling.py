@@ -162,6 +162,28 @@ def _listing(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _stat_all(folder: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of the folder and of everything in it: a file replaced, or a temporary file made and
+    removed, shows."""
+    paths = [folder, *sorted(folder.rglob("*"))]
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths}
+
+
+def test_a_complete_set_is_left_as_it_is(checkpoint, straight, tmp_path, capsys):
+    out = tmp_path / "complete"
+    shutil.copytree(straight, out)
+    before, listing = _stat_all(out), _listing(out)
+    capsys.readouterr()
+    main(sample_args(checkpoint, out))  # the same command again: nothing to draw, nothing to write
+    assert _stat_all(out) == before and _listing(out) == listing  # so it works on a read-only folder too
+    assert f"7 samples in {out}, all there already: nothing drawn or written." in capsys.readouterr().out
+    # fid on the complete folder reads it and writes only its --out
+    main(["fid", "--ckpt_path", str(checkpoint), "--num_samples=7", "--batch_size=2", "--seed=3", f"--sample_dir={out}",
+          "--dataset=digits", *TINY, f"--quality.cache_dir={tmp_path / 'cache'}", f"--out={tmp_path / 'f.json'}",
+          *CPU])  # fmt: skip
+    assert _stat_all(out) == before and json.loads((tmp_path / "f.json").read_text())["drawn_by_this_run"] == 0
+
+
 def test_folders_of_another_sample_set_are_refused_and_kept(checkpoint, straight, tmp_path):
     out = tmp_path / "seed3"
     shutil.copytree(straight, out)
