@@ -150,3 +150,16 @@ class SigtermAt(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigtermOnce(Callback):
+    """Send this process a SIGTERM after ``step`` optimizer steps the first time only (``marker`` records that it
+    happened), as a scheduler preempts a job once: the requeued job's same command then runs to its end."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_end(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.write_text(f"{os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from ncsn_pl.training.runs import (
     run_dir,
     sweep_parameters,
     sweep_run_name,
+    wandb_run_checkpoint,
 )
 
 __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
@@ -146,6 +148,8 @@ class NCSNCLI(LightningCLI):
             self.given_model_keys = {a[8:].split("=")[0].split(".")[0] for a in args if a.startswith("--model.")}
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        if subcommand == "fit" and not self.config.fit.get("ckpt_path"):
+            self.config.fit.ckpt_path = _checkpoint_of_wandb_run(self.config.fit.trainer.default_root_dir)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             check_torch_file(ckpt_path)  # before LightningCLI unpickles the checkpoint's hyperparameters
@@ -267,6 +271,17 @@ def _quiet_advertisements() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _NoAdvertisements) for f in log.filters):
             log.addFilter(_NoAdvertisements())
+
+
+def _checkpoint_of_wandb_run(root: str | None) -> str | None:
+    """For a fit under a W&B run id given by ``WANDB_RUN_ID`` (``wandb agent`` re-running a preempted sweep trial, a
+    requeued job), the ``last.ckpt`` of the run folder under ``root`` that keeps this id, so the run continues;
+    ``None`` when there is none (a new run). ``root`` is ``trainer.default_root_dir`` (unset: the working folder)."""
+    run_id = os.environ.get("WANDB_RUN_ID")
+    found = wandb_run_checkpoint(root or os.getcwd(), run_id) if run_id else None
+    if found is not None:
+        rank_zero_info(f"W&B run {run_id} continues from {found} (its run folder keeps that id).")
+    return str(found) if found is not None else None
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
