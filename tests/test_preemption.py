@@ -143,3 +143,7 @@ def test_the_requeued_job_continues_with_the_same_command(preempted_job):
     assert requeues(tmp_path) == ["requeue 4242"]  # not again
     (last,) = (tmp_path / "runs").rglob("last.ckpt")  # the same run folder, continued
     assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+def test_the_readme_shows_the_tested_script():
+    assert f"```bash\n{SBATCH.read_text()}```" in (ROOT / "README.md").read_text()
