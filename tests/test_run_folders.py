@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
+from cluster_runs import TWO_CPUS, torchrun
 
 from ncsn_pl.commands.cli import main
 from ncsn_pl.core.locks import ProcessLock
@@ -44,6 +45,19 @@ def test_fits_without_a_logger_get_a_folder_each_and_resume_in_theirs(tmp_path):
     assert resumed.trainer.global_step == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_1"]  # continued in its folder
     assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+@pytest.mark.slow  # about 60 s: two launches of two interpreters
+def test_fits_without_a_logger_under_torchrun_get_one_folder_each(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE, "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", "--trainer.limit_val_batches=0",
+            "--data.init_args.batch_size=4", *TWO_CPUS]  # fmt: skip
+    for _ in range(2):
+        result = torchrun(args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for run in ("version_0", "version_1"):  # rank 0 claims a folder per run, and the other rank uses it
+        assert {"config.yaml", "checkpoints/last.ckpt"} <= set(files(tmp_path / run))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_1"]
 
 
 def test_a_fit_logging_to_wandb_alone_gets_a_folder_too(tmp_path):
