@@ -60,6 +60,7 @@ def test_fits_without_a_logger_under_torchrun_get_one_folder_each(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_1"]
 
 
+@pytest.mark.slow  # about 15 s: the case above with another logger setting
 def test_a_fit_logging_to_wandb_alone_gets_a_folder_too(tmp_path):
     wandb_alone = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"save_dir": str(tmp_path)}}
     for _ in range(2):
