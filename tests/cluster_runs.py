@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch.overrides import TorchFunctionMode
+
+from ncsn_pl.core.files import atomic_write_text
 
 ROOT = Path(__file__).parents[1]
 TESTS = Path(__file__).parent
@@ -150,3 +153,32 @@ class SigtermAt(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigtermOnce(Callback):
+    """Send this process a SIGTERM after ``step`` optimizer steps the first time only (``marker`` records that it
+    happened), as a scheduler preempts a job once: the requeued job's same command then runs to its end."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_end(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.write_text(f"{os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class AwaitSigtermOnce(Callback):
+    """After ``step`` optimizer steps, the first time only (``marker`` records it): write this process's id to
+    ``marker`` and wait, up to a minute, for a SIGTERM from outside, as a job runs until the scheduler stops it."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_end(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
+        if trainer.global_step != self.step or self.marker.exists():
+            return
+        atomic_write_text(f"{os.getpid()}\n", self.marker)
+        deadline = time.monotonic() + 60
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.05)

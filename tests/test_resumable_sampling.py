@@ -96,6 +96,27 @@ def test_a_stopped_sample_run_continues_to_the_same_samples_bit_for_bit(checkpoi
     same_outputs(straight, out)
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_sample_run_says_how_to_continue_and_nothing_else(checkpoint, tmp_path, monkeypatch, capsys,
+                                                                    caplog, how):  # fmt: skip
+    out = tmp_path / "stopped"
+    write = SampleStore.write_shard
+
+    def write_then_signal(self, indices, samples):
+        path = write(self, indices, samples)
+        os.kill(os.getpid(), how)  # a scheduler's SIGTERM, or Ctrl-C
+        return path
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SampleStore, "write_shard", write_then_signal)
+        with pytest.raises(SystemExit) as stopped:
+            main(sample_args(checkpoint, out))
+    assert stopped.value.code == (143 if how == signal.SIGTERM else 1)
+    said = capsys.readouterr().out + caplog.text
+    assert f"to {out}; rerun the same command to draw the rest." in said
+    assert "--ckpt_path" not in said and "<no checkpoint>" not in said  # no training hint for a sampling run
+
+
 @pytest.mark.slow  # about 25 s: a run in two ddp_spawn processes
 def test_a_run_stopped_in_one_process_continues_in_two_and_back(checkpoint, straight, tmp_path, monkeypatch):
     ddp = ["--trainer.strategy=ddp_spawn", "--trainer.devices=2"]
@@ -139,6 +160,28 @@ def test_a_stopped_fid_run_gives_the_fid_of_an_uninterrupted_one(checkpoint, tmp
 
 def _listing(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _stat_all(folder: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of the folder and of everything in it: a file replaced, or a temporary file made and
+    removed, shows."""
+    paths = [folder, *sorted(folder.rglob("*"))]
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths}
+
+
+def test_a_complete_set_is_left_as_it_is(checkpoint, straight, tmp_path, capsys):
+    out = tmp_path / "complete"
+    shutil.copytree(straight, out)
+    before, listing = _stat_all(out), _listing(out)
+    capsys.readouterr()
+    main(sample_args(checkpoint, out))  # the same command again: nothing to draw, nothing to write
+    assert _stat_all(out) == before and _listing(out) == listing  # so it works on a read-only folder too
+    assert f"7 samples in {out}, all there already: nothing drawn or written." in capsys.readouterr().out
+    # fid on the complete folder reads it and writes only its --out
+    main(["fid", "--ckpt_path", str(checkpoint), "--num_samples=7", "--batch_size=2", "--seed=3", f"--sample_dir={out}",
+          "--dataset=digits", *TINY, f"--quality.cache_dir={tmp_path / 'cache'}", f"--out={tmp_path / 'f.json'}",
+          *CPU])  # fmt: skip
+    assert _stat_all(out) == before and json.loads((tmp_path / "f.json").read_text())["drawn_by_this_run"] == 0
 
 
 def test_folders_of_another_sample_set_are_refused_and_kept(checkpoint, straight, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_f
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
+from ncsn_pl.training.run_folder import give_run_folder
 from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.runs import (
     continue_wandb_run,
@@ -43,6 +45,7 @@ from ncsn_pl.training.runs import (
     run_dir,
     sweep_parameters,
     sweep_run_name,
+    wandb_run_checkpoint,
 )
 
 __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
@@ -151,6 +154,8 @@ class NCSNCLI(LightningCLI):
             self.given_model_keys = {a[8:].split("=")[0].split(".")[0] for a in args if a.startswith("--model.")}
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        if subcommand == "fit" and not self.config.fit.get("ckpt_path"):
+            self.config.fit.ckpt_path = _checkpoint_of_wandb_run(self.config.fit.trainer.default_root_dir)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path == "last" and subcommand in ("fit", "validate", "test"):
             ckpt_path = _resolve_last(subcommand, self.config[subcommand].trainer)
@@ -243,6 +248,8 @@ class NCSNCLI(LightningCLI):
         copies the model (EMA) and write the numbers into the config the run saves."""
         super().instantiate_classes()
         drop_unset_wandb_settings(self.trainer.loggers)
+        if self.subcommand == "fit":  # a version_N/ of its own, whatever the loggers (--trainer.logger=false too)
+            give_run_folder(self.trainer)
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder
             for logger in self.trainer.loggers:
@@ -307,6 +314,17 @@ def _resolve_last(subcommand: str, trainer: Namespace) -> str | None:
         raise FileNotFoundError(f"--ckpt_path last: no last.ckpt in {where}; give the checkpoint's path.")
     rank_zero_info(f"--ckpt_path last: no last.ckpt in {where} yet; starting a new run.")
     return None
+
+
+def _checkpoint_of_wandb_run(root: str | None) -> str | None:
+    """For a fit under a W&B run id given by ``WANDB_RUN_ID`` (``wandb agent`` re-running a preempted sweep trial, a
+    requeued job), the ``last.ckpt`` of the run folder under ``root`` that keeps this id, so the run continues;
+    ``None`` when there is none (a new run). ``root`` is ``trainer.default_root_dir`` (unset: the working folder)."""
+    run_id = os.environ.get("WANDB_RUN_ID")
+    found = wandb_run_checkpoint(root or os.getcwd(), run_id) if run_id else None
+    if found is not None:
+        rank_zero_info(f"W&B run {run_id} continues from {found} (its run folder keeps that id).")
+    return str(found) if found is not None else None
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:

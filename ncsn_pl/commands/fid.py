@@ -223,7 +223,7 @@ def fid(
         save_png=False,
         claim="--sample_dir" if draws else None,
     )
-    run_predict(trainer, job)
+    run_predict(trainer, job, interrupted=job.interrupted_hint())
     result = json.loads(Path(out).read_text())
     if trainer.is_global_zero:
         print(json.dumps(result, indent=2))

@@ -74,11 +74,12 @@ def _as_long_tensor(indices: list[int]) -> Tensor:
     return torch.tensor(indices, dtype=torch.long)
 
 
-def run_predict(trainer: pl.Trainer, job: pl.LightningModule) -> None:
+def run_predict(trainer: pl.Trainer, job: pl.LightningModule, interrupted: str | None = None) -> None:
     """Run ``job`` through ``trainer.predict`` with no loggers and no config saver (nothing written elsewhere).
 
     The jobs write their results themselves and return None from ``predict_step`` on purpose, so Lightning's
-    warning about that is not shown."""
+    warning about that is not shown. ``interrupted`` is printed by global rank 0 when Ctrl-C (SIGINT) stops the
+    job (how to continue it), after Lightning's own line."""
     saved_callbacks, saved_loggers = trainer.callbacks, trainer.loggers
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
     trainer.loggers = []
@@ -86,6 +87,10 @@ def run_predict(trainer: pl.Trainer, job: pl.LightningModule) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="predict returned None")
             trainer.predict(job, return_predictions=False)
+    except SystemExit:  # how Lightning ends a KeyboardInterrupt (exit status 1)
+        if interrupted and trainer.interrupted and trainer.is_global_zero:
+            print(interrupted, flush=True)
+        raise
     finally:
         trainer.callbacks, trainer.loggers = saved_callbacks, saved_loggers
 

@@ -130,6 +130,6 @@ class QualityRun(DrawSamples):
             )
             if self.export_stats:
                 self.record["exported_stats"] = str(Path(self.export_stats).resolve())
-            if self.store is not None and self.model is not None:
+            if self.store is not None and self.model is not None and not self.complete_before:
                 self.store.write_record(complete=True, num_drawn=self.num_samples)
             atomic_write_json(self.record, self.out)

@@ -123,13 +123,16 @@ class DrawSamples(pl.LightningModule):
         self.num_samples, self.seed, self.sampler, self.save_png = num_samples, seed, sampler, save_png
         self.batch_size, self.claim = batch_size, claim
         self.drawn, self._start = 0, 0.0
+        self.complete_before = False  # (global rank 0) the folder held the whole set already: nothing is written
 
     def setup(self, stage: str) -> None:
         outcome: tuple[str, Any] = ("batches", self.batches)
         if self.trainer.is_global_zero and self.claim is not None:
             try:
                 done = self.store.check(self.num_samples, self.claim)
-                self.store.write_record(complete=False, num_drawn=len(done))
+                self.complete_before = self.store.is_complete(self.num_samples, done)
+                if not self.complete_before:
+                    self.store.write_record(complete=False, num_drawn=len(done))
                 batches = missing_batches(done, self.num_samples, self.batch_size)
                 if message := uneven_split(len(batches), self.batch_size, self.trainer.world_size):
                     warnings.warn(message, UserWarning, stacklevel=2)
@@ -164,6 +167,14 @@ class DrawSamples(pl.LightningModule):
                   "the same command to draw the rest.", flush=True)  # fmt: skip
             raise SIGTERMException
 
+    def interrupted_hint(self) -> str | None:
+        """What to say when Ctrl-C stops the job: where the samples drawn so far are and how to go on (``None``
+        when it draws nothing)."""
+        if self.claim is None:
+            return None
+        return (f"Interrupted: the samples drawn so far are written to {self.store.folder}; rerun the same command "
+                "to draw the rest.")  # fmt: skip
+
     def wait_for_all_shards(self) -> None:
         if self.trainer.world_size > 1:
             self.trainer.strategy.barrier()
@@ -188,7 +199,7 @@ class _SampleRun(DrawSamples):
     def on_predict_epoch_end(self) -> None:
         self.wait_for_all_shards()
         drawn = self.total_drawn()
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and not self.complete_before:
             self._finish(drawn)
         self.wait_for_all_shards()
 
@@ -345,9 +356,11 @@ def sample(
         model, store, [], num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
         grid_size=grid_size, batch_size=batch_size, claim="--out_dir",
     )  # fmt: skip
-    run_predict(trainer, job)
+    run_predict(trainer, job, interrupted=job.interrupted_hint())
     result = json.loads((out / RECORD).read_text())
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and job.complete_before:
+        print(f"{num_samples} samples in {out}, all there already: nothing drawn or written.")
+    elif trainer.is_global_zero:
         print(
             f"{num_samples} samples in {out}; {result['drawn_by_this_run']} drawn now "
             f"({result['samples_per_second']} samples/s on {result['world_size']} process(es))."

@@ -135,6 +135,21 @@ class SampleStore:
             )
         return done
 
+    def is_complete(self, num_samples: int, done: set[int]) -> bool:
+        """Whether the folder already holds this set whole: its ``sample.json`` says complete for ``num_samples``,
+        every sample is on disk (``done``, from :meth:`check`) and the files the record lists exist."""
+        try:
+            record = json.loads((self.folder / RECORD).read_text())
+        except (OSError, ValueError):
+            return False
+        listed = record.get("files") if isinstance(record.get("files"), dict) else {}
+        return (
+            record.get("complete") is True
+            and record.get("num_samples") == num_samples
+            and done == set(range(num_samples))
+            and all((self.folder / name).exists() for name in listed.values())
+        )
+
     def scan(self) -> set[int]:
         """The indices on disk (whole shards only); every shard must belong to this set.
 
@@ -166,10 +181,14 @@ class SampleStore:
 
     # ------------------------------------------------------------------ writing
     def write_record(self, **extra: Any) -> Path:
-        """Write ``sample.json``: the set, its description and ``extra``."""
+        """Write ``sample.json``: the set, its description and ``extra``; a file that already says so is left as it
+        is (a complete set on a read-only folder is read, never written)."""
         path = self.folder / RECORD
+        text = json.dumps({**self.record, **self.sample_set, **extra}, indent=2) + "\n"
+        if path.is_file() and path.read_text() == text:
+            return path
         with atomic_write(path, "w") as file:
-            file.write(json.dumps({**self.record, **self.sample_set, **extra}, indent=2) + "\n")
+            file.write(text)
         return path
 
     def write_shard(self, indices: Sequence[int], samples: Tensor) -> Path:

@@ -32,6 +32,7 @@ __all__ = [
     "current_umask",
     "load_torch_file",
     "read_torch_file",
+    "remove_stale_temporaries",
 ]
 
 
@@ -82,6 +83,21 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` (not in its subfolders) when their
+    writer was killed (SIGKILL, a node failure): ``.<name>.<random>.tmp``, as large as the file being written.
+
+    Call it only when no writer of ``folder`` can be alive (the caller holds the folder's lock): a live writer's
+    temporary file would be removed under it. Returns the files removed.
+    """
+    removed = []
+    for path in sorted(Path(folder).glob(".*.tmp")):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:

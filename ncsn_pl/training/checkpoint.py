@@ -10,11 +10,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from ncsn_pl.core.files import atomic_torch_save
-from ncsn_pl.training.runs import wandb_run_of
+from ncsn_pl.training.runs import mark_wandb_preempting, wandb_run_of
 
 __all__ = ["PREEMPTED_EXIT_CODE", "AtomicCheckpointIO", "ResumableCheckpoint"]
 
@@ -39,7 +40,8 @@ class ResumableCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint``, writing a ``last.ckpt`` a run can always resume from.
 
     ``last.ckpt`` is kept up to the final step (also when the fit ends between validations) and also written on an
-    exception or a SIGTERM (a preempted job), so ``--ckpt_path <run>/checkpoints/last.ckpt`` resumes the run.
+    exception or a SIGTERM (a preempted job), so ``--ckpt_path <run>/checkpoints/last.ckpt`` resumes the run; after a
+    SIGTERM the run's W&B runs are marked as preempting.
 
     No checkpoint with non-finite weights is written, and none is deleted in favour of one: after a diverging
     update the periodic saves stop, and a diverged run (a non-finite loss) writes nothing on its way out; the error
@@ -168,7 +170,9 @@ class ResumableCheckpoint(ModelCheckpoint):
                 super().on_exception(trainer, pl_module, exception)
         finally:
             self._in_exception = False
-        if isinstance(exception, SIGTERMException) and trainer.is_global_zero:
+        fitting = trainer.state.fn == TrainerFn.FITTING  # sample and fid say how to continue themselves
+        if isinstance(exception, SIGTERMException) and fitting and trainer.is_global_zero:
+            mark_wandb_preempting(trainer.loggers)
             log.warning(
                 "Stopped by SIGTERM at step %d; resume with --ckpt_path %s (exit status %d).",
                 trainer.global_step,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ncsn_pl.core.files import atomic_write, atomic_write_text
+from ncsn_pl.core.files import atomic_write, atomic_write_text, remove_stale_temporaries
 from ncsn_pl.core.locks import LockHeldError, ProcessLock
 from ncsn_pl.core.run_records import RUN_LOCK_FILE, write_run_status
 from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, trim_step_records
@@ -30,6 +31,11 @@ __all__ = ["RunFolderInUseError", "RunLogger", "claim_version"]
 
 LOCK_FILE = RUN_LOCK_FILE
 BRANCH_RECORD = "branched_from.json"
+# where a run writes files (its checkpoints and sample grids besides its own files), cleaned of a killed writer's
+# temporary files when the run is continued
+RUN_SUBFOLDERS = ("checkpoints", "samples")
+
+log = logging.getLogger(__name__)
 
 
 class RunFolderInUseError(RuntimeError):
@@ -79,6 +85,14 @@ def run_end(status: str) -> tuple[str, str]:
     return "failed", f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
 
 
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the temporary files a killed run left in its folder (a checkpoint half written at a SIGKILL)."""
+    removed = [p for sub in ("", *RUN_SUBFOLDERS) for p in remove_stale_temporaries(folder / sub)]
+    if removed:
+        log.info("Removed %d temporary file(s) that the stopped run left unfinished in %s: %s", len(removed), folder,
+                 ", ".join(str(p.relative_to(folder)) for p in removed))
+
+
 def _global_step(path: str | os.PathLike[str]) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
 
@@ -102,10 +116,10 @@ class _ContinuingWriter(ExperimentWriter):
                 keys, rows = list(reader.fieldnames or []), list(reader)
             kept = [row for row in rows if not row.get("step") or int(float(row["step"])) <= resume_step]
             self.metrics_keys = sorted(keys)
-            lines = [",".join(self.metrics_keys)] + [
-                ",".join(_csv_cell(row.get(key, "")) for key in self.metrics_keys) for row in kept
-            ]
-            atomic_write_text("\n".join(lines) + "\n", self.metrics_file_path)
+            with atomic_write(self.metrics_file_path, "w") as file:  # csv's line ending, as Lightning's appends
+                writer = csv.DictWriter(file, fieldnames=self.metrics_keys, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
         if resume_step is not None:
             trim_step_records(Path(log_dir) / SAMPLE_QUALITY_RECORDS, resume_step)
 
@@ -121,11 +135,6 @@ class _ContinuingWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         if self._resume_step is None and not self._claimed:
             super()._check_log_dir_exists()
-
-
-def _csv_cell(value: Any) -> str:
-    text = str(value)
-    return f'"{text}"' if any(c in text for c in ',"\n') else text
 
 
 class RunLogger(CSVLogger):
@@ -170,6 +179,9 @@ class RunLogger(CSVLogger):
         A checkpoint earlier than the run's ``last.ckpt`` (resuming from a snapshot, e.g. with another ``lr``)
         branches instead: the new run gets a folder of its own, whose ``branched_from.json`` names the checkpoint,
         its step and the run, so the run's later history (metrics, ``last.ckpt``, config) is kept.
+
+        Raises:
+            RunFolderInUseError: a live run holds that folder (checked at once, before any W&B run is started).
         """
         checkpoints = Path(ckpt_path).resolve().parent
         run = checkpoints.parent
@@ -184,6 +196,8 @@ class RunLogger(CSVLogger):
             self.branched_from = {"checkpoint": str(Path(ckpt_path).resolve()), "step": step, "run": str(run),
                                   "run_step": latest}  # fmt: skip
             return False
+        if rank_zero_only.rank == 0:  # refused now, before any logger starts a run (W&B), if a live run holds it
+            _hold(run).release()
         self._version, self._claimed = int(run.name[8:]), False
         self._resume_step = step
         return True
@@ -218,6 +232,8 @@ class RunLogger(CSVLogger):
             folder.mkdir(parents=True, exist_ok=True)
             self._lock = _hold(folder)
             write_run_status(folder, "running")
+            if self._resume_step is not None:  # the lock is ours: no writer of the run's files is alive
+                _remove_leftovers(folder)
             self._experiment = _ContinuingWriter(self.log_dir, self._resume_step, self._claimed)
             if self.branched_from is not None:
                 atomic_write_text(json.dumps(self.branched_from, indent=2) + "\n", folder / BRANCH_RECORD)

@@ -31,11 +31,13 @@ __all__ = [
     "log_config",
     "log_fid_result",
     "log_to_sweep_run",
+    "mark_wandb_preempting",
     "remember_wandb_run",
     "run_dir",
     "sweep_parameters",
     "sweep_run_name",
     "wandb_has_credentials",
+    "wandb_run_checkpoint",
     "wandb_run_of",
 ]
 
@@ -79,6 +81,34 @@ def continue_wandb_run(loggers: Iterable[object], folder: str | os.PathLike[str]
             logger._wandb_init.update(id=run_id, resume="allow")  # read when the run starts (lazily)
             logger._id = run_id
     return run_id
+
+
+def wandb_run_checkpoint(root: str | os.PathLike[str], run_id: str) -> Path | None:
+    """The ``last.ckpt`` of the run folder under ``root`` (``version_N/`` or ``<name>/version_N/``) that keeps the W&B
+    run id ``run_id`` (:func:`remember_wandb_run`), the newest when several do; ``None`` when none does.
+
+    A W&B run started again under its id (``wandb agent`` re-running a preempted sweep trial, or a requeued job with
+    ``WANDB_RUN_ID`` set) finds the folder, and the checkpoint, of its earlier part this way."""
+    root = Path(root)
+    found = [
+        path.parent / "checkpoints" / "last.ckpt"
+        for pattern in (f"version_*/{WANDB_ID_FILE}", f"*/version_*/{WANDB_ID_FILE}")
+        for path in root.glob(pattern)
+        if (path.parent / "checkpoints" / "last.ckpt").is_file() and path.read_text().strip() == run_id
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def mark_wandb_preempting(loggers: Iterable[object]) -> int:
+    """Mark every W&B run among ``loggers`` as preempting (``Run.mark_preempting``): one that then exits unfinished is
+    shown as preempted, not crashed, and a sweep's controller gives a preempted trial to an agent again, which
+    continues it (:func:`wandb_run_checkpoint`). Call it on global rank 0 only; returns how many runs were marked."""
+    runs = 0
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.mark_preempting()  # a no-op in disabled mode
+            runs += 1
+    return runs
 
 
 def log_config(loggers: Iterable[object], config: Mapping[str, Any]) -> int:

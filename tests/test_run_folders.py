@@ -1,0 +1,153 @@
+"""Run folders that nothing overwrites or litters: a folder per fit whatever the loggers, no leftovers of a killed
+writer, no W&B run for a refused resume, one line ending in ``metrics.csv``."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
+from cluster_runs import TWO_CPUS, torchrun
+
+from ncsn_pl.commands.cli import main
+from ncsn_pl.core.locks import ProcessLock
+from ncsn_pl.training.run_logger import RunFolderInUseError
+
+GRID = '--trainer.callbacks=[{"class_path": "ncsn_pl.training.SampleGrid", "init_args": {"num_samples": 4}}]'
+
+
+def fit_without_logger(root, *extra: str):
+    return main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE,
+                 f"--trainer.default_root_dir={root}", "--trainer.logger=false", GRID,
+                 "--trainer.limit_val_batches=0.0", "--data.init_args.batch_size=8", *extra])  # fmt: skip
+
+
+def files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+# ------------------------------------------------------------------ a folder per fit
+def test_fits_without_a_logger_get_a_folder_each_and_resume_in_theirs(tmp_path):
+    fit_without_logger(tmp_path, "--seed_everything=1")
+    first = files(tmp_path / "version_0")
+    assert {"config.yaml", "checkpoints/last.ckpt", "samples/final.png"} <= set(first)
+    assert "metrics.csv" not in first and "hparams.yaml" not in first  # no logger: no metrics
+    fit_without_logger(tmp_path, "--seed_everything=2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_1"]
+    assert files(tmp_path / "version_0") == first  # last.ckpt, config.yaml and final.png of the first run kept
+    assert {"config.yaml", "checkpoints/last.ckpt", "samples/final.png"} <= set(files(tmp_path / "version_1"))
+
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    resumed = fit_without_logger(tmp_path, "--trainer.max_steps=4", "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert resumed.trainer.global_step == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_1"]  # continued in its folder
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+@pytest.mark.slow  # about 60 s: two launches of two interpreters
+def test_fits_without_a_logger_under_torchrun_get_one_folder_each(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE, "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", "--trainer.limit_val_batches=0",
+            "--data.init_args.batch_size=4", *TWO_CPUS]  # fmt: skip
+    for _ in range(2):
+        result = torchrun(args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for run in ("version_0", "version_1"):  # rank 0 claims a folder per run, and the other rank uses it
+        assert {"config.yaml", "checkpoints/last.ckpt"} <= set(files(tmp_path / run))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0", "version_1"]
+
+
+@pytest.mark.slow  # about 15 s: the case above with another logger setting
+def test_a_fit_logging_to_wandb_alone_gets_a_folder_too(tmp_path):
+    wandb_alone = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"save_dir": str(tmp_path)}}
+    for _ in range(2):
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE,
+              f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", "--trainer.limit_val_batches=0.0",
+              f"--trainer.logger={json.dumps(wandb_alone)}"])  # fmt: skip
+    assert sorted(p.parent.parent.name for p in tmp_path.rglob("last.ckpt")) == ["version_0", "version_1"]
+    assert len(run_dirs(tmp_path)) == 2
+
+
+# ------------------------------------------------------------------ metrics.csv
+def test_metrics_csv_keeps_one_line_ending_after_a_resume(tmp_path):
+    fit_digits(tmp_path, "--trainer.max_epochs=1", "--trainer.log_every_n_steps=1")
+    (run,) = run_dirs(tmp_path)
+    fit_digits(tmp_path, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1",
+               f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")  # fmt: skip
+    data = (run / "metrics.csv").read_bytes()
+    rows = data.splitlines()
+    assert len(rows) >= 5 and rows[0].startswith(b"epoch,")  # the header, steps 1-2 kept, steps 3-4 appended
+    assert data.count(b"\r\n") == data.count(b"\n") == len(rows)  # csv's CRLF throughout, as Lightning writes
+
+
+# ------------------------------------------------------------------ leftovers of a killed writer
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+from ncsn_pl.core.files import atomic_write
+writing = atomic_write(sys.argv[1])
+file = writing.__enter__()
+file.write(b"PK" + bytes(100_000))
+file.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def kill_while_writing(path) -> None:
+    """Start writing ``path`` through atomic_write in a process of its own, which is SIGKILLed mid-write."""
+    done = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path)], env=os.environ, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+
+
+def test_a_resumed_run_removes_the_temporaries_of_a_killed_writer(tmp_path):
+    fit_digits(tmp_path, "--trainer.max_epochs=1")
+    (run,) = run_dirs(tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    kill_while_writing(last)
+    kill_while_writing(run / "metrics.csv")
+    (left,) = (run / "checkpoints").glob(".last.ckpt.*.tmp")
+    assert left.stat().st_size > 100_000 and len(list(run.glob(".metrics.csv.*.tmp"))) == 1
+
+    # while a live run holds the folder, its temporaries are left alone (the resume is refused)
+    holder = ProcessLock(run / ".run.lock")
+    with pytest.raises(RunFolderInUseError):
+        fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert left.is_file()
+    holder.release()
+
+    fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert not list(run.rglob("*.tmp"))
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+# ------------------------------------------------------------------ a refused resume starts nothing
+@pytest.fixture
+def offline_wandb(monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb.finish()  # a run an earlier test left open would be reused
+    wandb.teardown()  # wandb reads WANDB_MODE once per process setup
+    yield
+    wandb.finish()
+    wandb.teardown()
+
+
+def test_a_refused_resume_starts_no_wandb_run(tmp_path, offline_wandb):
+    import wandb
+
+    fit_digits(tmp_path, "--trainer.max_epochs=1")
+    wandb.finish()
+    (run,) = run_dirs(tmp_path)
+    before = sorted(p.name for p in (tmp_path / "wandb").iterdir())
+    latest = os.readlink(tmp_path / "wandb" / "latest-run")
+    assert len([name for name in before if name.startswith("offline-run-")]) == 1
+
+    holder = ProcessLock(run / ".run.lock")  # a live run holds the folder
+    with pytest.raises(RunFolderInUseError, match="is in use by a live run"):
+        fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    holder.release()
+    assert sorted(p.name for p in (tmp_path / "wandb").iterdir()) == before  # no stub run
+    assert os.readlink(tmp_path / "wandb" / "latest-run") == latest
