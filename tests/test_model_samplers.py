@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from cli_runs import fit_digits, run_dirs
+from cli_runs import fit_digits, run_dirs, smoke_checkpoint
 
 from ncsn_pl.commands.cli import main
 from ncsn_pl.core.samplers import AnnealedLangevin, ConsistentAnnealed, PredictorCorrector, ProbabilityFlowODE
@@ -57,3 +57,23 @@ def test_model_sampler_from_the_config_draws_the_grid_and_the_commands_samples(t
     assert record["sampler"]["class_path"].endswith("PredictorCorrector")
     assert record["sampler"]["init_args"]["snr"] == 0.1
     assert record["nfe"] == PredictorCorrector(snr=0.1).nfe(10)
+
+
+def test_auto_step_sizes_are_computed_for_the_models_schedule():
+    v1 = ScoreModel(NCSN(channels=1, ngf=4, num_scales=10), step_lr="auto", n_steps_each=10, data_shape=(1, 8, 8))
+    assert v1.hparams.step_lr == pytest.approx(1.907e-5, rel=1e-3)  # Technique 4 for T = 10 on 1 -> 0.01, L = 10
+    grid = v1.resolve_sampler(AnnealedLangevin(10, "auto", denoise=True))
+    assert grid == AnnealedLangevin(10, v1.hparams.step_lr, denoise=True)
+    v2 = ScoreModel(NCSNv2(channels=1, ngf=4), sigma_max=12.37, num_scales=52, data_shape=(1, 8, 8))
+    assert v2.resolve_sampler(ConsistentAnnealed()).step_lr == pytest.approx(2.437e-5, rel=1e-3)
+    assert v2.resolve_sampler(AnnealedLangevin(5, "auto")).step_lr == pytest.approx(1.603e-5, rel=1e-3)
+
+
+def test_sample_with_consistent_annealed_sampling_and_its_defaults(tmp_path):
+    # NCSN's ten levels: the paper's CIFAR-10 step (1.8e-5) is out of range, the default "auto" is not
+    ckpt = smoke_checkpoint(tmp_path / "run")
+    main(["sample", f"--ckpt_path={ckpt}", "--sampler=ConsistentAnnealed", "--num_samples=2",
+          f"--out_dir={tmp_path / 'samples'}", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    record = json.loads((tmp_path / "samples" / "sample.json").read_text())
+    assert record["sampler"]["init_args"]["step_lr"] == pytest.approx(1e-4 * (1 - 0.01 ** (2 / 9)), rel=1e-6)  # eta = 1 - gamma^-2
+    assert record["nfe"] == 10

@@ -9,6 +9,10 @@ and a frozen settings dataclass with ``sample(score_fn, x, sigmas, *, noise_fn=N
 * :class:`PredictorCorrector`: reverse diffusion + Langevin corrector for the VE SDE (Song et al. 2021);
 * :class:`ProbabilityFlowODE`: the probability-flow ODE with Euler or Heun (Song et al. 2021; Karras et al. 2022).
 
+A step size given as ``"auto"`` (``AnnealedLangevin.step_lr``, ``ConsistentAnnealed.step_lr``,
+``PredictorCorrector.snr``) is computed from the schedule sampled (:meth:`Sampler.resolve`), so one setting fits every
+schedule and image size.
+
 ``score_fn`` is level-indexed, ``score_fn(x, levels)``, or a :class:`~ncsn_pl.core.scores.SigmaScore`. All
 randomness goes through ``noise_fn`` (default ``torch.randn_like``): :func:`ncsn_pl.core.seeding.noise_from` pins it
 to a generator, :class:`ncsn_pl.core.seeding.PerSampleNoise` seeds every sample on its own (:func:`seeded_sample`).
@@ -41,7 +45,12 @@ from ncsn_pl.core.samplers.langevin import (
     step_sizes,
 )
 from ncsn_pl.core.samplers.ode import ProbabilityFlowODE, ode_grid, probability_flow_ode
-from ncsn_pl.core.samplers.predictor_corrector import PredictorCorrector, corrector_step_size, predictor_corrector
+from ncsn_pl.core.samplers.predictor_corrector import (
+    PredictorCorrector,
+    corrector_snr,
+    corrector_step_size,
+    predictor_corrector,
+)
 from ncsn_pl.core.scores import SigmaScore, sigma_scaled_score
 
 __all__ = [
@@ -63,6 +72,7 @@ __all__ = [
     "consistent_grid",
     "consistent_step_lr_range",
     "describe_sampler",
+    "corrector_snr",
     "corrector_step_size",
     "denoise_step",
     "langevin_dynamics",

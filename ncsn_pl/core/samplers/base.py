@@ -28,6 +28,9 @@ __all__ = [
     "seeded_sample",
 ]
 
+AUTO = "auto"
+"""A step size given as ``"auto"``: the sampler computes it from the schedule it samples (:meth:`Sampler.resolve`)."""
+
 NoiseFn = Callable[[Tensor], Tensor]
 """``noise_fn(x) -> z``: standard normal noise shaped like ``x`` (``torch.randn_like`` by default)."""
 
@@ -132,8 +135,14 @@ class Sampler(ABC):
             ValueError: the sampler cannot run on this schedule or with this kind of score function.
             FloatingPointError: the samples became NaN or infinite; the message names the sampler, level and step.
         """
-        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        resolved = self.resolve(sigmas)
+        settings = {f.name: getattr(resolved, f.name) for f in dataclasses.fields(resolved)}
         return type(self).function(score_fn, x, sigmas, **settings, noise_fn=noise_fn, callback=callback)
+
+    def resolve(self, sigmas: Tensor) -> Sampler:
+        """These settings with every ``"auto"`` step size computed for the schedule ``sigmas`` (the sampler itself
+        when it has none); :meth:`sample` resolves them so, and records show the numbers after it."""
+        return self
 
     @abstractmethod
     def nfe(self, num_scales: int) -> int:
@@ -212,6 +221,12 @@ def check_sigmas(sigmas: Tensor, sampler: str, min_levels: int = 1) -> list[floa
             "use AnnealedLangevin or PredictorCorrector."
         )
     return values
+
+
+def check_step(name: str, value: float | str, example: str) -> None:
+    """Raise a ``ValueError`` unless ``value`` is a positive number or ``"auto"``; ``example`` names the paper's."""
+    if value != AUTO and (isinstance(value, (str, bool)) or not value > 0):
+        raise ValueError(f"{name} must be a positive number ({example}) or 'auto', got {value!r}.")
 
 
 def check_int(name: str, value: int, minimum: int) -> None:
