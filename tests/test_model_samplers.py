@@ -75,5 +75,6 @@ def test_sample_with_consistent_annealed_sampling_and_its_defaults(tmp_path):
     main(["sample", f"--ckpt_path={ckpt}", "--sampler=ConsistentAnnealed", "--num_samples=2",
           f"--out_dir={tmp_path / 'samples'}", "--trainer.enable_progress_bar=false"])  # fmt: skip
     record = json.loads((tmp_path / "samples" / "sample.json").read_text())
-    assert record["sampler"]["init_args"]["step_lr"] == pytest.approx(1e-4 * (1 - 0.01 ** (2 / 9)), rel=1e-6)  # eta = 1 - gamma^-2
+    eta = 1 - 0.01 ** (2 / 9)  # 1 - gamma^-2
+    assert record["sampler"]["init_args"]["step_lr"] == pytest.approx(1e-4 * eta, rel=1e-6)
     assert record["nfe"] == 10

@@ -265,8 +265,9 @@ def test_auto_step_sizes_are_the_papers_rules_on_the_schedule_sampled():
     assert ConsistentAnnealed().resolve(sigmas).step_lr == pytest.approx(0.01**2 * (1 - gamma**-2), rel=1e-6)
     assert ConsistentAnnealed(3).resolve(sigmas).step_lr == consistent_ancestral_step_lr(sigmas.tolist(), 3)
     # score_sde's NCSNv2 configs: snr 0.176 for CIFAR-10 (step_lr 6.2e-6), 0.128 for CelebA-64 (3.3e-6), T = 5
-    assert PredictorCorrector("auto", 5).resolve(geometric_sigmas(50.0, 0.01, 232)).snr == pytest.approx(0.176, abs=1e-3)
-    assert PredictorCorrector("auto", 5).resolve(geometric_sigmas(90.0, 0.01, 500)).snr == pytest.approx(0.128, abs=2e-3)
+    pc = PredictorCorrector("auto", 5)
+    assert pc.resolve(geometric_sigmas(50.0, 0.01, 232)).snr == pytest.approx(0.176, abs=1e-3)
+    assert pc.resolve(geometric_sigmas(90.0, 0.01, 500)).snr == pytest.approx(0.128, abs=2e-3)
     # numbers stay as they are
     assert AnnealedLangevin(5, 1e-5).resolve(sigmas) == AnnealedLangevin(5, 1e-5)
 

@@ -191,7 +191,8 @@ class PredictorCorrector(Sampler):
         """``snr="auto"``: :func:`corrector_snr` of ``sigmas`` for ``n_steps_each``."""
         if self.snr != AUTO:
             return self
-        return dataclasses.replace(self, snr=corrector_snr(check_sigmas(sigmas, "PredictorCorrector"), self.n_steps_each))
+        values = check_sigmas(sigmas, "PredictorCorrector")
+        return dataclasses.replace(self, snr=corrector_snr(values, self.n_steps_each))
 
     def nfe(self, num_scales: int) -> int:
         """``L (n_steps_each + 1)``: score_sde's ``sde.N * (n_steps + 1)``."""
