@@ -1,13 +1,16 @@
 """One sampler setting (model.sampler) for the grids, the FID samples and the sample / fid commands."""
 
+import importlib
 import json
 
 import pytest
 import torch
-from cli_runs import fit_digits, run_dirs, smoke_checkpoint
+import yaml
+from cli_runs import CONFIGS, fit_digits, run_dirs, smoke_checkpoint
 
 from ncsn_pl.commands.cli import main
 from ncsn_pl.core.samplers import AnnealedLangevin, ConsistentAnnealed, PredictorCorrector, ProbabilityFlowODE
+from ncsn_pl.core.sigmas import geometric_sigmas, langevin_step_lr
 from ncsn_pl.networks import NCSN, NCSNv2
 from ncsn_pl.training import ScoreModel
 
@@ -78,3 +81,25 @@ def test_sample_with_consistent_annealed_sampling_and_its_defaults(tmp_path):
     eta = 1 - 0.01 ** (2 / 9)  # 1 - gamma^-2
     assert record["sampler"]["init_args"]["step_lr"] == pytest.approx(1e-4 * eta, rel=1e-6)
     assert record["nfe"] == 10
+
+
+@pytest.mark.parametrize(
+    ("config", "numbers"),
+    [("quickstart.yaml", [1.907e-5]), ("fashion_cpu30_v1.yaml", [2.975e-5]),
+     ("fashion_cpu30_v2.yaml", [2.437e-5, 1.603e-5])],  # fmt: skip
+)
+def test_the_configs_auto_steps_are_the_numbers_they_carried_before(config, numbers):
+    # the hand-computed steps the configs held (2.437e-5 was computed for sigma_max 12.39: 0.03 % apart)
+    settings = yaml.safe_load((CONFIGS / config).read_text())
+    model = settings["model"]
+    sigmas = geometric_sigmas(model["sigma_max"], model["sigma_min"], model["num_scales"])
+    samplers = []
+    for callback in settings["trainer"]["callbacks"]:
+        sampler = callback.get("init_args", {}).get("sampler")
+        if sampler:
+            module, name = sampler["class_path"].rsplit(".", 1)
+            samplers.append(getattr(importlib.import_module(module), name)(**sampler["init_args"]))
+    steps = [s.resolve(sigmas).step_lr for s in samplers if s.step_lr == "auto"]
+    if model["step_lr"] == "auto":
+        steps.append(langevin_step_lr(sigmas, model["n_steps_each"]))
+    assert steps == pytest.approx(numbers, rel=5e-4)
