@@ -14,9 +14,9 @@ or against a paper's reference statistics (``mu``/``sigma`` or score_sde's ``poo
 
 The modules read top-down, each importing only those above it: ``distributed`` (counts across processes),
 ``inception_weights``, ``options``, ``features``, ``precision_recall``, ``sample_distances``, ``seeded_metrics``
-(KID and IS with their own generator); ``real_stats`` (the real statistics, their cache and the metric states),
-``reference_stats`` (the papers' files), ``real_images`` (which images); ``quality`` (:class:`SampleQuality`, which
-uses them all).
+(KID and IS with their own generator), ``noisy_share`` (samples noisier than every real image); ``real_stats``
+(the real statistics, their cache and the metric states), ``reference_stats`` (the papers' files), ``real_images``
+(which images); ``quality`` (:class:`SampleQuality`, which uses them all).
 """
 
 from ncsn_pl.metrics.features import InceptionFeatureExtractor
@@ -30,6 +30,7 @@ from ncsn_pl.metrics.inception_weights import (
     resolve_inception_weights,
     state_dict_sha256,
 )
+from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare, noise_reference, total_variation
 from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.precision_recall import PrecisionRecall, precision_recall
 from ncsn_pl.metrics.quality import SampleQuality
@@ -45,6 +46,8 @@ from ncsn_pl.metrics.reference_stats import (
 __all__ = [
     "InceptionFeatureExtractor",
     "InceptionWeightsNotFoundError",
+    "NoiseReference",
+    "NoisyShare",
     "PrecisionRecall",
     "QualityOptions",
     "RealImages",
@@ -60,10 +63,12 @@ __all__ = [
     "hub_weights_path",
     "load_real_stats",
     "load_reference_stats",
+    "noise_reference",
     "package_weights_file",
     "precision_recall",
     "real_images",
     "resolve_inception_weights",
     "save_real_stats",
     "state_dict_sha256",
+    "total_variation",
 ]
