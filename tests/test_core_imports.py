@@ -55,7 +55,7 @@ def test_the_scans_see_framework_and_upward_imports(tmp_path):
 
 # the metrics folder top-down: a module may import only the ones before it (FID's pieces first, SampleQuality last)
 METRICS_ORDER = ["distributed", "inception_weights", "options", "features", "precision_recall", "sample_distances",
-                 "seeded_metrics", "real_stats", "reference_stats", "real_images", "quality", "__init__"]
+                 "seeded_metrics", "noisy_share", "real_stats", "reference_stats", "real_images", "quality", "__init__"]
 
 
 def metrics_imports(path: Path) -> set[str]:
