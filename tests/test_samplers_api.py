@@ -10,6 +10,7 @@ from ncsn_pl.core.distributions import GaussianMixture
 from ncsn_pl.core.samplers import (
     AnnealedLangevin,
     ConsistentAnnealed,
+    NFECount,
     PredictorCorrector,
     ProbabilityFlowODE,
     Sampler,
@@ -67,6 +68,11 @@ def test_nfe_counts_the_score_evaluations(name):
         score = SigmaScore(counting) if sigma_conditioned else counting
         sampler.sample(score, torch.zeros(3, 2), sigmas, noise_fn=noise_from(torch.Generator().manual_seed(0)))
         assert counting.calls == sampler.nfe(num_scales), (name, num_scales)
+        # the samplers' reports say the same, per sample
+        counted = NFECount()
+        seeded_sample(sampler, score, sigmas, (2,), [1, 2, 3], nfe_count=counted, init_range=(-8.0, 8.0))
+        seeded_sample(sampler, score, sigmas, (2,), [4], nfe_count=counted, init_range=(-8.0, 8.0))
+        assert counted.per_sample.tolist() == [sampler.nfe(num_scales)] * 4, (name, num_scales)
 
 
 def test_nfe_of_the_papers_settings():

@@ -17,6 +17,7 @@ from ncsn_pl.core.losses import dsm_loss, spread_levels
 from ncsn_pl.core.samplers import (
     AnnealedLangevin,
     LangevinCallback,
+    NFECount,
     RangeWatch,
     Sampler,
     check_sampler,
@@ -335,9 +336,10 @@ class ScoreModel(pl.LightningModule):
         sampler: Sampler | None = None,
         batch_size: int | None = None,
         callback: LangevinCallback | None = None,
+        nfe_count: NFECount | None = None,
     ) -> Tensor:
         """Samples ``k in indices`` (or ``range(indices)``), sample ``k`` seeded by ``step_seed(seed, k)``: the same
-        whatever the batch size or the number of processes.
+        whatever the batch size or the number of processes; ``nfe_count`` counts each one's network evaluations.
 
         The sampler is :meth:`resolve_sampler`'s (``sampler``, else the model's); samples start as it says
         (``U[init_range]`` for annealed Langevin). The network runs in eval mode; samples are not clamped (clamp to
@@ -369,6 +371,7 @@ class ScoreModel(pl.LightningModule):
                             init_range=tuple(self.hparams.init_range),
                             callback=callback,
                             range_watch=range_watch,
+                            nfe_count=nfe_count,
                         )
                     )
                 except FloatingPointError as err:

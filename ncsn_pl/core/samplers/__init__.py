@@ -2,7 +2,8 @@
 
 Every sampler is a pure function ``sampler(score_fn, x, sigmas, *, ..., noise_fn, callback)`` (k-diffusion style)
 and a frozen settings dataclass with ``sample(score_fn, x, sigmas, *, noise_fn=None, callback=None)`` and
-``nfe(num_scales)``, so a config chooses one by ``class_path``:
+``nfe(num_scales)`` (None where it differs per sample: then :class:`NFECount` counts it from the samplers' reports),
+so a config chooses one by ``class_path``:
 
 * :class:`AnnealedLangevin`: NCSN's annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1);
 * :class:`ConsistentAnnealed`: consistent annealed sampling (Jolicoeur-Martineau et al. 2021);
@@ -21,6 +22,7 @@ to a generator, :class:`ncsn_pl.core.seeding.PerSampleNoise` seeds every sample 
 from ncsn_pl.core.samplers.base import (
     LangevinCallback,
     LangevinStep,
+    NFECount,
     NoiseFn,
     RangeWatch,
     Sampler,
@@ -58,6 +60,7 @@ __all__ = [
     "ConsistentAnnealed",
     "LangevinCallback",
     "LangevinStep",
+    "NFECount",
     "NoiseFn",
     "RangeWatch",
     "PredictorCorrector",

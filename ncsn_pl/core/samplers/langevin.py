@@ -169,7 +169,13 @@ def annealed_langevin_dynamics(
         watch.check()
     watch.check(final=True)
     if denoise:
-        x = denoise_step(score_fn, x, sigmas)
+        # NCSNv2's denoising step (Tweedie's formula) at the last level
+        last = len(sigma_values) - 1
+        levels = torch.full((x.shape[0],), last, dtype=torch.long, device=x.device)
+        score = score_fn(x, levels)
+        x = x + sigmas[-1:].to(x.dtype) ** 2 * score
+        if callback is not None:
+            report(callback, "denoise", last, n_steps_each, sigma_values[-1], sigma_values[-1] ** 2, x, score, None)
     return x
 
 
