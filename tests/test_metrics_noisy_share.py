@@ -24,7 +24,7 @@ def test_total_variation_is_zero_for_flat_images_two_for_a_checkerboard_and_the_
 
 
 def test_the_share_counts_the_samples_noisier_than_every_real_image():
-    reference = NoiseReference(float(total_variation(torch.cat([FLAT, RAMP])).max()), "val", 2)
+    reference = NoiseReference(float(total_variation(torch.cat([FLAT, RAMP])).max()), "val", 2, (1, 16, 16))
     assert reference.threshold == pytest.approx(1 / 15)
     counter = NoisyShare(reference)
     counter.update(torch.cat([CHECKERBOARD, FLAT, RAMP, 0.5 * CHECKERBOARD]))  # 2 noisy: the ramp is not above
@@ -34,13 +34,15 @@ def test_the_share_counts_the_samples_noisier_than_every_real_image():
     assert counter.counts().tolist() == [3.0, 5.0]
     assert NoisyShare.share(counter.counts()) == pytest.approx(0.6)
     assert NoisyShare.share(NoisyShare(reference).counts()) is None
+    with pytest.raises(ValueError, match="the samples are 1x8x8 but the real images 1x16x16"):
+        counter.update(torch.zeros(2, 1, 8, 8))
 
 
 def test_the_reference_is_the_first_held_out_images_of_an_image_datamodule(tmp_path):
     write_fake_fashion_mnist(tmp_path / "FashionMNIST" / "raw", n_test=12)
     data = ImageDataModule("fashion_mnist", root=str(tmp_path), image_size=16)
     reference = noise_reference(data, num_images=10)
-    assert reference.num_images == 10 and reference.split == "val"
+    assert reference.num_images == 10 and reference.split == "val" and reference.image_shape == (1, 16, 16)
     assert reference.threshold == pytest.approx(total_variation(data.val_data(10)).max().item())
     assert 0 < reference.threshold < 0.5  # smooth images
     assert noise_reference(ToyDataModule()) is None  # 2-D points are not images

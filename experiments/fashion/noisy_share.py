@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--root", default="data")
     args = parser.parse_args(argv)
     real = split_data(args.root, args.image_size, "val")[0][: args.num_real]
-    reference = NoiseReference(float(total_variation(real).max()), "val", real.shape[0])
+    reference = NoiseReference(float(total_variation(real).max()), "val", real.shape[0], tuple(real.shape[1:]))
     shares = {}
     for where in args.samples:
         counter = NoisyShare(reference)

@@ -25,13 +25,23 @@ from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.predict import batch_loader, run_predict, show_progress
 from ncsn_pl.commands.sample_store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
 from ncsn_pl.core.errors import raised_on_every_rank
-from ncsn_pl.core.samplers import Sampler, describe_sampler
+from ncsn_pl.core.samplers import NFECount, Sampler, describe_sampler
 from ncsn_pl.core.seeding import NOISE
 from ncsn_pl.data.image_files import save_grid, write_png
+from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare, noise_reference
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
 
-__all__ = ["DrawSamples", "open_sample_set", "sample", "sample_set_files", "sampling_settings"]
+__all__ = [
+    "DrawSamples",
+    "nfe_record",
+    "noise_reference_for",
+    "noisy_share_record",
+    "open_sample_set",
+    "sample",
+    "sample_set_files",
+    "sampling_settings",
+]
 
 
 def sample_set_files(folder: str | Path) -> list[Path] | None:
@@ -91,6 +101,42 @@ def _is_image_batch(x: Tensor) -> bool:
     return x.ndim == 4 and x.shape[1] in (1, 3)
 
 
+def noise_reference_for(datamodule: Any, image_shape: tuple[int, ...] | None) -> NoiseReference | str:
+    """The real images the noisy share compares samples of ``image_shape`` with (the first 1,000 held-out images
+    of ``datamodule``: :func:`~ncsn_pl.metrics.noisy_share.noise_reference`), or why there are none."""
+    if datamodule is None:
+        return "no real images"
+    try:
+        reference = noise_reference(datamodule)
+    except (OSError, RuntimeError, ValueError) as err:
+        return f"the real images cannot be read ({err})"
+    if reference is None:
+        return "the data are not images"
+    mismatch = reference.mismatch(image_shape) if image_shape is not None else None
+    return reference if mismatch is None else mismatch
+
+
+def noisy_share_record(reference: NoiseReference | str, counts: Tensor | None) -> dict[str, Any]:
+    """``noisy_share`` (the share of samples noisier than every real image of ``reference``, from the counts
+    ``[noisy, total]``) and what it compared with, for ``sample.json`` / ``fid.json``; None and the reason when
+    there was nothing to compare with."""
+    if isinstance(reference, str) or counts is None:
+        return {"noisy_share": None, "noisy_share_real": {"unavailable": reference}}
+    return {"noisy_share": NoisyShare.share(counts), "noisy_share_real": reference.describe()}
+
+
+def nfe_record(sampler: Sampler, num_scales: int, store: SampleStore, num_samples: int) -> dict[str, Any]:
+    """The network evaluations per sample of a finished sample set: ``nfe`` (and, where it differs per sample,
+    the mean as ``nfe`` and the largest as ``nfe_max``, counted while drawing and kept in the shards)."""
+    fixed = sampler.nfe(num_scales)
+    if fixed is not None:
+        return {"nfe": fixed}
+    counts = store.read_nfe(range(num_samples))
+    if counts is None or counts.numel() == 0:
+        return {"nfe": None}
+    return {"nfe": round(counts.double().mean().item(), 2), "nfe_max": int(counts.max())}
+
+
 def png_name(k: int, num_samples: int) -> str:
     return f"{k:0{max(6, len(str(num_samples - 1)))}d}.png"
 
@@ -117,11 +163,12 @@ class DrawSamples(pl.LightningModule):
         save_png: bool,
         batch_size: int = 1,
         claim: str | None = None,
+        noise: NoiseReference | str = "not measured",
     ) -> None:
         super().__init__()
         self.model, self.store, self.batches = model, store, batches
         self.num_samples, self.seed, self.sampler, self.save_png = num_samples, seed, sampler, save_png
-        self.batch_size, self.claim = batch_size, claim
+        self.batch_size, self.claim, self.noise = batch_size, claim, noise
         self.drawn, self._start = 0, 0.0
 
     def setup(self, stage: str) -> None:
@@ -153,11 +200,13 @@ class DrawSamples(pl.LightningModule):
             return
         num_scales, show = self.model.num_scales, show_progress(self.trainer)
         with sampling_progress(num_scales, self.sampler, 1, None, f"Sampling {indices[0]}..{indices[-1]}", show) as bar:
-            samples = self.model.sample(indices, seed=self.seed, sampler=self.sampler, callback=bar).float().cpu()
+            counted = NFECount()
+            samples = self.model.sample(indices, seed=self.seed, sampler=self.sampler, callback=bar,
+                                        nfe_count=counted).float().cpu()  # fmt: skip
         if self.save_png and _is_image_batch(samples):
             for k, image in zip(indices, samples, strict=True):
                 write_png(image, self.store.folder / "images" / png_name(k, self.num_samples))
-        self.store.write_shard(indices, samples)  # last: a shard on disk means its PNGs are too
+        self.store.write_shard(indices, samples, counted.per_sample)  # last: a shard means its PNGs are too
         self.drawn += len(indices)
         if self.trainer.received_sigterm:
             print(f"SIGTERM: stopped after writing samples {indices[0]}..{indices[-1]} to {self.store.folder}; rerun "
@@ -199,12 +248,15 @@ class _SampleRun(DrawSamples):
         first = store.read(range(min(n, 1)))
         shape, images = tuple(first.shape[1:]), _is_image_batch(first)
         low, high, finite = float("inf"), float("-inf"), True
+        noisy = NoisyShare(self.noise) if isinstance(self.noise, NoiseReference) and images else None
 
         def chunks():
             nonlocal low, high, finite
             for indices, samples in store.batches(n, 256):
                 finite = finite and bool(torch.isfinite(samples).all())
                 low, high = min(low, float(samples.min())), max(high, float(samples.max()))
+                if noisy is not None:
+                    noisy.update(samples)
                 if self.save_png and images:  # PNGs a run killed between the PNGs and the shard did not write
                     for k, image in zip(indices, samples, strict=True):
                         path = store.folder / "images" / png_name(k, n)
@@ -229,6 +281,8 @@ class _SampleRun(DrawSamples):
             finite=finite,
             min=low if finite else None,
             max=high if finite else None,
+            **nfe_record(self.sampler, self.model.num_scales, store, n),
+            **noisy_share_record(self.noise, noisy.counts() if noisy is not None else None),
             files=files,
         )
 
@@ -316,7 +370,7 @@ def sample(
     Args:
         trainer: the Trainer the CLI built (accelerator, devices, strategy, precision).
         model: the model (built from the checkpoint's hyperparameters or the config).
-        datamodule: unused (the CLI passes it).
+        datamodule: the data: the first 1,000 of its held-out images are what the noisy share compares with.
         ckpt_path: the checkpoint to sample.
         weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
         official_ckpt: an official NCSN / NCSNv2 checkpoint (``.pth`` of ermongroup/ncsn or ermongroup/ncsnv2)
@@ -344,12 +398,32 @@ def sample(
     job = _SampleRun(
         model, store, [], num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
         grid_size=grid_size, batch_size=batch_size, claim="--out_dir",
+        noise=noise_reference_for(datamodule, model.data_shape),
     )  # fmt: skip
     run_predict(trainer, job)
     result = json.loads((out / RECORD).read_text())
     if trainer.is_global_zero:
         print(
             f"{num_samples} samples in {out}; {result['drawn_by_this_run']} drawn now "
-            f"({result['samples_per_second']} samples/s on {result['world_size']} process(es))."
+            f"({result['samples_per_second']} samples/s on {result['world_size']} process(es)); "
+            f"NFE {describe_nfe(result)}; {describe_noisy_share(result)}."
         )
     return result
+
+
+def describe_nfe(record: dict[str, Any]) -> str:
+    """``nfe`` of a record in words: the number, or the mean and the largest where it differs per sample."""
+    if record.get("nfe_max") is None:
+        return str(record.get("nfe"))
+    return f"{record['nfe']} per sample on average, at most {record['nfe_max']}"
+
+
+def describe_noisy_share(record: dict[str, Any]) -> str:
+    """``noisy_share`` of a record in words, with what it compared with."""
+    real = record.get("noisy_share_real") or {}
+    if record.get("noisy_share") is None:
+        return f"noisy share not measured ({real.get('unavailable', 'no real images')})"
+    return (
+        f"{record['noisy_share']:.1%} of the samples noisier than every one of the first {real['num_images']} "
+        f"{real['split']} images"
+    )

@@ -42,15 +42,26 @@ class NoiseReference:
         threshold: the largest total variation of the real images.
         split: the data's split they come from.
         num_images: how many (the first ones of the split).
+        image_shape: the shape of one image, ``(C, H, W)``; samples of another shape do not compare.
     """
 
     threshold: float
     split: str
     num_images: int
+    image_shape: tuple[int, ...]
 
     def describe(self) -> dict[str, Any]:
         """The reference as a record entry."""
         return {"split": self.split, "num_images": self.num_images, "threshold": self.threshold}
+
+    def mismatch(self, shape: tuple[int, ...]) -> str | None:
+        """Why samples of ``shape`` (one sample's) do not compare with these images, or None when they do."""
+        if tuple(shape) == self.image_shape:
+            return None
+        return (
+            f"the samples are {'x'.join(map(str, shape))} but the real images "
+            f"{'x'.join(map(str, self.image_shape))}"
+        )
 
 
 def noise_reference(
@@ -67,7 +78,7 @@ def noise_reference(
         return None
     datamodule.setup("fit")
     images = read(num_images)
-    return NoiseReference(float(total_variation(images).max()), split, int(images.shape[0]))
+    return NoiseReference(float(total_variation(images).max()), split, int(images.shape[0]), tuple(images.shape[1:]))
 
 
 class NoisyShare:
@@ -84,7 +95,13 @@ class NoisyShare:
 
     def update(self, samples: Tensor) -> None:
         """Count a batch of samples ``(N, C, H, W)`` (float in [0, 1], unclamped, or uint8); a sample with a NaN
-        or infinite value counts as noisy."""
+        or infinite value counts as noisy.
+
+        Raises:
+            ValueError: the samples' shape is not the real images'.
+        """
+        if (reason := self.reference.mismatch(tuple(samples.shape[1:]))) is not None:
+            raise ValueError(f"The noisy share compares images of one shape: {reason}.")
         noisy = (total_variation(samples) > self.reference.threshold) | ~torch.isfinite(samples).flatten(1).all(1)
         self.noisy += int(noisy.sum())
         self.total += int(samples.shape[0])
