@@ -8,7 +8,10 @@ so a config chooses one by ``class_path``:
 * :class:`AnnealedLangevin`: NCSN's annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1);
 * :class:`ConsistentAnnealed`: consistent annealed sampling (Jolicoeur-Martineau et al. 2021);
 * :class:`PredictorCorrector`: reverse diffusion + Langevin corrector for the VE SDE (Song et al. 2021);
-* :class:`ProbabilityFlowODE`: the probability-flow ODE with Euler or Heun (Song et al. 2021; Karras et al. 2022).
+* :class:`ProbabilityFlowODE`: the probability-flow ODE with Euler or Heun (Song et al. 2021; Karras et al. 2022);
+* :class:`AdaptiveVESDE`: the reverse VE SDE with adaptive step sizes (Jolicoeur-Martineau et al. 2021, "Gotta Go
+  Fast"; NFE per sample);
+* :class:`EDMStochastic`: EDM's stochastic sampler, Heun's method with churn (Karras et al. 2022, Algorithm 2).
 
 A step size given as ``"auto"`` (``AnnealedLangevin.step_lr``, ``ConsistentAnnealed.step_lr``,
 ``PredictorCorrector.snr``) is computed from the schedule sampled (:meth:`Sampler.resolve`), so one setting fits every
@@ -19,6 +22,7 @@ randomness goes through ``noise_fn`` (default ``torch.randn_like``): :func:`ncsn
 to a generator, :class:`ncsn_pl.core.seeding.PerSampleNoise` seeds every sample on its own (:func:`seeded_sample`).
 """
 
+from ncsn_pl.core.samplers.adaptive import AdaptiveVESDE, adaptive_ve_sde
 from ncsn_pl.core.samplers.base import (
     LangevinCallback,
     LangevinStep,
@@ -38,6 +42,7 @@ from ncsn_pl.core.samplers.consistent import (
     consistent_grid,
     consistent_step_lr_range,
 )
+from ncsn_pl.core.samplers.edm import EDMStochastic, edm_stochastic
 from ncsn_pl.core.samplers.langevin import (
     AnnealedLangevin,
     annealed_langevin_dynamics,
@@ -56,8 +61,10 @@ from ncsn_pl.core.samplers.predictor_corrector import (
 from ncsn_pl.core.scores import SigmaScore, sigma_scaled_score
 
 __all__ = [
+    "AdaptiveVESDE",
     "AnnealedLangevin",
     "ConsistentAnnealed",
+    "EDMStochastic",
     "LangevinCallback",
     "LangevinStep",
     "NFECount",
@@ -67,6 +74,7 @@ __all__ = [
     "ProbabilityFlowODE",
     "Sampler",
     "SigmaScore",
+    "adaptive_ve_sde",
     "annealed_langevin_dynamics",
     "check_sampler",
     "check_sigmas",
@@ -75,6 +83,7 @@ __all__ = [
     "consistent_grid",
     "consistent_step_lr_range",
     "describe_sampler",
+    "edm_stochastic",
     "corrector_snr",
     "corrector_step_size",
     "denoise_step",

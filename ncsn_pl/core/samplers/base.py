@@ -56,7 +56,7 @@ class LangevinStep:
         snr: ``sqrt(step_size / 2) * grad_norm / noise_norm``, the official code's signal-to-noise diagnostic
             (NaN without noise).
         kind: which update: ``langevin``, ``denoise``, ``consistent``, ``corrector``, ``predictor``, ``euler``,
-            ``heun``, ``adaptive`` or ``churn``.
+            ``heun`` or ``adaptive``.
         nfe: the network evaluations of this update per sample: a number (the same for every sample; 2 for Heun)
             or a ``(B,)`` tensor where samples differ (an adaptive solver's finished samples evaluate nothing).
             Summed over a run's reports it is the sampler's NFE (:class:`NFECount`).
