@@ -9,7 +9,14 @@ import yaml
 from cli_runs import CONFIGS, fit_digits, run_dirs, smoke_checkpoint
 
 from ncsn_pl.commands.cli import main
-from ncsn_pl.core.samplers import AnnealedLangevin, ConsistentAnnealed, PredictorCorrector, ProbabilityFlowODE
+from ncsn_pl.core.samplers import (
+    AdaptiveVESDE,
+    AnnealedLangevin,
+    ConsistentAnnealed,
+    EDMStochastic,
+    PredictorCorrector,
+    ProbabilityFlowODE,
+)
 from ncsn_pl.core.sigmas import geometric_sigmas, langevin_step_lr
 from ncsn_pl.networks import NCSN, NCSNv2
 from ncsn_pl.training import ScoreModel
@@ -19,6 +26,8 @@ SAMPLERS = [
     ConsistentAnnealed(n_steps_each=1, step_lr=1e-4),  # in the range its error names for 5 levels 1 -> 0.01
     PredictorCorrector(n_steps_each=1, snr=0.16),
     ProbabilityFlowODE(solver="heun", level_stride=2),
+    AdaptiveVESDE(eps_rel=0.1),
+    EDMStochastic(num_steps=5),
 ]
 
 
@@ -38,12 +47,18 @@ def test_every_sampler_draws_sample_k_the_same_in_any_batch(sampler):
     assert model.resolve_sampler() is sampler
 
 
-def test_a_sampler_the_network_cannot_run_stops_before_sampling():
-    grid_of_its_own = ProbabilityFlowODE(num_steps=6)
-    with pytest.raises(ValueError, match=r"ProbabilityFlowODE.*num_steps.*"):
+@pytest.mark.parametrize(
+    ("sampler", "message"),
+    [(ProbabilityFlowODE(num_steps=6), r"ProbabilityFlowODE.*num_steps.*"),
+     (AdaptiveVESDE(eps_rel=0.1), "AdaptiveVESDE evaluates the score at any sigma"),
+     (EDMStochastic(num_steps=4), "EDMStochastic evaluates the score at sigmas of its own grid")],  # fmt: skip
+    ids=lambda s: type(s).__name__ if not isinstance(s, str) else "",
+)
+def test_a_sampler_the_network_cannot_run_stops_before_sampling(sampler, message):
+    with pytest.raises(ValueError, match=message):
         ScoreModel(NCSN(channels=1, ngf=4, num_scales=5), sigma_max=1.0, sigma_min=0.01, num_scales=5,
-                   data_shape=(1, 8, 8), sampler=grid_of_its_own)  # fmt: skip
-    v2 = v2_model(grid_of_its_own)  # NCSNv2 divides by sigma: any grid
+                   data_shape=(1, 8, 8), sampler=sampler)  # fmt: skip
+    v2 = v2_model(sampler)  # NCSNv2 divides by sigma: any grid
     assert v2.sample(2, seed=0).shape == (2, 1, 8, 8)
 
 

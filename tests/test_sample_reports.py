@@ -10,6 +10,7 @@ from cli_runs import smoke_checkpoint
 from PIL import Image
 
 from ncsn_pl.commands.cli import main
+from ncsn_pl.commands.sample_store import SampleStore
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.metrics import total_variation
 
@@ -68,3 +69,50 @@ def test_fid_says_why_it_has_no_noisy_share_when_the_images_do_not_compare(tmp_p
     record = json.loads((tmp_path / "fid.json").read_text())
     assert record["noisy_share"] is None and np.isfinite(record["fid"])
     assert record["noisy_share_real"] == {"unavailable": "the samples are 1x16x16 but the real images 1x8x8"}
+
+
+@pytest.fixture(scope="module")
+def v2_checkpoint(tmp_path_factory):
+    """An NCSNv2 quickstart run of two steps: a network that takes any sigma."""
+    return smoke_checkpoint(tmp_path_factory.mktemp("fit_v2"), "--model.score_net=ncsn_pl.networks.NCSNv2",
+                            "--model.score_net.init_args.channels=1", "--model.score_net.init_args.ngf=8")  # fmt: skip
+
+
+ADAPTIVE = ["--sampler=AdaptiveVESDE", "--sampler.init_args.eps_rel=0.05"]
+
+
+def test_fid_records_the_mean_and_largest_nfe_of_an_adaptive_sampler(v2_checkpoint, tmp_path):
+    main(["fid", "--ckpt_path", str(v2_checkpoint), *ADAPTIVE, "--num_samples=6", "--batch_size=4", *TINY, *CPU,
+          f"--quality.cache_dir={tmp_path / 'cache'}", f"--out={tmp_path / 'fid.json'}"])  # fmt: skip
+    sampler = json.loads((tmp_path / "fid.json").read_text())["sampler"]
+    shards = sorted((tmp_path / "fid_samples" / "shards").glob("*.npz"))
+    nfe = np.concatenate([np.load(shard)["nfe"] for shard in shards])
+    assert len(nfe) == 6 and (nfe % 2 == 1).all()  # 2 per step and the denoising step
+    assert sampler["nfe"] == pytest.approx(nfe.mean(), abs=0.005) and sampler["nfe_max"] == nfe.max()
+    assert sampler["init_args"]["eps_rel"] == 0.05
+    record = json.loads((tmp_path / "fid_samples" / "sample.json").read_text())
+    assert record["nfe"] is None  # the set's own record: written before drawing (fid.json has the counts)
+
+
+def test_a_stopped_adaptive_sample_run_records_the_nfe_of_an_uninterrupted_one(v2_checkpoint, tmp_path, monkeypatch,
+                                                                               capsys):
+    args = ["sample", "--ckpt_path", str(v2_checkpoint), *ADAPTIVE, "--num_samples=5", "--batch_size=2", *CPU]
+    main([*args, f"--out_dir={tmp_path / 'straight'}"])
+    straight = json.loads((tmp_path / "straight" / "sample.json").read_text())
+    assert "per sample on average, at most" in capsys.readouterr().out
+    write = SampleStore.write_shard
+
+    def killed_after_one(self, indices, samples, nfe=None):
+        if any(self.shard_dir.glob("*.npz")):
+            raise KeyboardInterrupt("killed")
+        return write(self, indices, samples, nfe)
+
+    monkeypatch.setattr(SampleStore, "write_shard", killed_after_one)
+    with pytest.raises((SystemExit, KeyboardInterrupt)):  # Lightning turns the interrupt into an exit
+        main([*args, f"--out_dir={tmp_path / 'resumed'}"])
+    monkeypatch.setattr(SampleStore, "write_shard", write)
+    main([*args, f"--out_dir={tmp_path / 'resumed'}"])
+    resumed = json.loads((tmp_path / "resumed" / "sample.json").read_text())
+    assert resumed["drawn_by_this_run"] == 3 and straight["drawn_by_this_run"] == 5
+    assert (resumed["nfe"], resumed["nfe_max"]) == (straight["nfe"], straight["nfe_max"])
+    assert isinstance(straight["nfe"], float) and straight["nfe_max"] >= straight["nfe"]
