@@ -13,13 +13,8 @@ from PIL import Image
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.predict import run_predict
 from ncsn_pl.commands.quality_run import QualityRun, read_images
-from ncsn_pl.commands.sample import (
-    noise_reference_for,
-    open_sample_set,
-    prepare_sample_set,
-    sample_set_files,
-    sampling_settings,
-)
+from ncsn_pl.commands.sample import open_sample_set, prepare_sample_set, sample_set_files, sampling_settings
+from ncsn_pl.commands.sample_reports import noise_reference_for
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_files import find_images
 from ncsn_pl.metrics import QualityOptions, RealImages, real_images

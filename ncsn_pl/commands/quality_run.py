@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ncsn_pl.commands.sample import DrawSamples, nfe_record, noisy_share_record
+from ncsn_pl.commands.sample import DrawSamples
+from ncsn_pl.commands.sample_reports import nfe_record, noisy_share_record
 from ncsn_pl.commands.sample_store import SampleStore
 from ncsn_pl.core.files import atomic_write_json
 from ncsn_pl.metrics import NoiseReference, NoisyShare, QualityOptions, RealImages, SampleQuality
