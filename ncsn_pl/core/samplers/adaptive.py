@@ -88,13 +88,12 @@ def adaptive_ve_sde(
     The samples step on together, each with its own ``t`` and ``h``, until every one reaches ``t = 0``
     (``sigma_min``); a sample that has arrived evaluates nothing more, so the NFE differs per sample: 2 per
     attempted step, plus 1 for ``denoise``, the step ``x + sigma_min^2 s(x, sigma_min)`` (Tweedie's formula, the
-    official code's final step). Whether a step is accepted depends on its noise draw; the scaled norm over a
-    sample's values makes that dependence vanish in the dimension of images (1,024 values: 1-2 % of the steps
-    rejected, a Gaussian's variance exact to 0.5 %), but with a few values the accepted draws are a biased choice
-    (16 values: about 40 % rejected and the variance 15 % off): use it for images. Each step draws one noise ``z``
-    for the whole batch, so with
-    :class:`~ncsn_pl.core.seeding.PerSampleNoise` a sample's ``k``-th step uses the ``k``-th draw of its own stream,
-    in any batch.
+    official code's final step). Whether a step is accepted depends on its noise draw through the scaled norm over
+    the sample's values; in the dimension of images that norm concentrates, rejections are rare and the dependence
+    vanishes (tests: a Gaussian of 1,024 values gets its variance within 1 %), but with a few values the accepted
+    draws are a biased choice of the noise: use it for images, not for low-dimensional data. Each step draws one
+    noise ``z`` for the whole batch, so with :class:`~ncsn_pl.core.seeding.PerSampleNoise` a sample's ``k``-th
+    step uses the ``k``-th draw of its own stream, in any batch.
 
     Args:
         score_fn: a :class:`~ncsn_pl.core.scores.SigmaScore` (it is evaluated at any sigma; NCSNv2 is one with
