@@ -16,6 +16,7 @@ from cli_runs import smoke_checkpoint
 from cluster_runs import TWO_CPUS, slurm_tasks, torchrun, wait_all
 
 from ncsn_pl.commands.cli import main
+from ncsn_pl.metrics import total_variation
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar=false"]
@@ -81,6 +82,11 @@ def test_fid_with_slurm_variables_on_a_fresh_folder(checkpoint, tmp_path):
     assert zero == one == 0, first[-3000:] + second[-3000:]
     result = json.loads(out.read_text())
     assert result["world_size"] == 2 and result["drawn_by_this_run"] == 6 and np.isfinite(result["fid"])
+    # the noisy share is counted on both ranks and added: the share of the whole set
+    shards = sorted((tmp_path / "fid_samples" / "shards").glob("*.npz"))
+    samples = torch.cat([torch.from_numpy(np.load(shard)["samples"]) for shard in shards])
+    threshold = result["noisy_share_real"]["threshold"]
+    assert result["noisy_share"] == pytest.approx((total_variation(samples) > threshold).float().mean().item())
 
 
 @pytest.mark.slow  # about 60 s: two interpreters (the poisoned-batch test below also fits under torchrun)

@@ -285,6 +285,7 @@ def test_two_ddp_spawn_processes_draw_the_samples_and_fid_of_one(sampled, checkp
     main([*fid, f"--out={tmp_path / 'two.json'}", *ddp])
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two["world_size"] == 2 and two["fid"] == pytest.approx(one["fid"], rel=1e-5)
+    assert two["noisy_share"] == one["noisy_share"] is not None  # counted on both ranks, added
 
 
 @pytest.mark.slow  # the real Inception network on the CPU

@@ -58,9 +58,11 @@ LOG_RESULTS = """
 import sys
 from ncsn_pl.training.runs import log_fid_result
 
-result = {"fid": 12.5, "kid": 0.25, "num_samples": 8, "sampler": {"nfe": 10}, "source": {"checkpoint": "x.ckpt"}}
+result = {"fid": 12.5, "noisy_share": 0.125, "kid": 0.25, "num_samples": 8, "sampler": {"nfe": 10},
+          "source": {"checkpoint": "x.ckpt"}}
 print(log_fid_result(result, sys.argv[1], project="evals", name="paper-scale"))
-print(log_fid_result({**result, "fid": 11.0}, sys.argv[1], run_id="train123", step=2))
+adaptive = {"nfe": 45.5, "nfe_max": 51}  # an adaptive sampler's mean and largest
+print(log_fid_result({**result, "fid": 11.0, "sampler": adaptive}, sys.argv[1], run_id="train123", step=2))
 """
 
 
@@ -77,9 +79,11 @@ def test_fid_results_logged_offline_make_a_new_run_or_join_the_given_one(tmp_pat
     new, joined = read_offline_run(runs[new_id]), read_offline_run(runs[joined_id])
     assert new["name"] == "paper-scale" and new["run_id"] == new_id != "train123"
     assert new["summary"]["fid"] == 12.5 and new["summary"]["nfe"] == 10 and new["summary"]["kid"] == 0.25
+    assert new["summary"]["noisy_share"] == 0.125
     assert new["config"]["fid"]["source"] == {"checkpoint": "x.ckpt"}
     assert joined["run_id"] == joined_id == "train123"
     assert joined["summary"]["fid"] == 11.0 and joined["summary"]["trainer/global_step"] == 2
+    assert joined["summary"]["nfe"] == 45.5 and joined["summary"]["nfe_max"] == 51
 
 
 def test_a_checkpoint_names_its_wandb_run_unless_w_and_b_is_disabled(tmp_path):

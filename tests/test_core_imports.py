@@ -55,8 +55,8 @@ def test_the_scans_see_framework_and_upward_imports(tmp_path):
 
 # the metrics folder top-down: a module may import only the ones before it (FID's pieces first, SampleQuality last)
 METRICS_ORDER = ["distributed", "inception_weights", "features", "options", "precision_recall", "sample_distances",
-                 "seeded_metrics", "real_stats", "published_stats", "reference_stats", "real_images", "quality",
-                 "__init__"]
+                 "seeded_metrics", "noisy_share", "real_stats", "published_stats", "reference_stats", "real_images",
+                 "quality", "__init__"]
 
 
 def metrics_imports(path: Path) -> set[str]:

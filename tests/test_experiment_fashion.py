@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_datasets import write_fake_fashion_mnist
 from scripts import load_script
 
 FOLDER = Path(__file__).parents[1] / "experiments" / "fashion"
@@ -48,10 +49,13 @@ def _cnn():
     return load_script(FOLDER / "classifier.py", "classifier").SmallCNN().eval()
 
 
-def test_total_variation_is_zero_for_flat_images_and_two_for_a_checkerboard(coverage):
+def test_noisy_share_script_counts_samples_noisier_than_every_test_image(tmp_path):
+    # the measure itself is ncsn_pl.metrics.noisy_share's (tests/test_metrics_noisy_share.py)
     noisy_share = load_script(FOLDER / "noisy_share.py", "fashion_noisy_share")
+    write_fake_fashion_mnist(tmp_path / "FashionMNIST" / "raw")  # smooth images
     rows, cols = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
     checkerboard = ((rows + cols) % 2).float().view(1, 1, 16, 16)
-    flat = torch.full((1, 1, 16, 16), 0.3)
-    values = noisy_share.total_variation(torch.cat([flat, checkerboard, 3 * checkerboard]))
-    assert values.tolist() == pytest.approx([0.0, 2.0, 2.0])  # values are clamped to [0, 1] first
+    samples = torch.cat([checkerboard, torch.full((3, 1, 16, 16), 0.3)])
+    np.savez(tmp_path / "samples.npz", samples=samples.numpy())
+    shares = noisy_share.main([str(tmp_path / "samples.npz"), "--root", str(tmp_path), "--num-real", "10"])
+    assert shares == {str(tmp_path / "samples.npz"): 0.25}

@@ -46,10 +46,10 @@ def stop_after(monkeypatch, shards: int, how: str) -> None:
     the next batch is being written (as a killed job leaves it)."""
     write, written = SampleStore.write_shard, []
 
-    def write_then_stop(self, indices, samples):
+    def write_then_stop(self, indices, samples, nfe=None):
         if how == "kill" and len(written) == shards:
             raise KeyboardInterrupt("killed")
-        path = write(self, indices, samples)
+        path = write(self, indices, samples, nfe)
         written.append(path)
         if how == "sigterm" and len(written) == shards:
             os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler notes it; the job stops after this batch

@@ -15,11 +15,12 @@ from lightning.pytorch.loggers import Logger
 from tiny_models import TinyFeatures, TinyScore
 from torchvision.utils import make_grid
 
-from ncsn_pl.core.samplers import AnnealedLangevin, seeded_annealed_langevin, step_sizes
+from ncsn_pl.core.samplers import AdaptiveVESDE, AnnealedLangevin, seeded_annealed_langevin, step_sizes
 from ncsn_pl.core.seeding import PerSampleNoise, shard_indices, step_seed
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.data.image_files import upscale_nearest
 from ncsn_pl.metrics import QualityOptions, SampleQuality, real_images
+from ncsn_pl.networks import NCSNv2
 from ncsn_pl.training import SampleGrid, SampleQualityMonitor, ScoreModel
 
 
@@ -310,3 +311,25 @@ def test_two_ddp_spawn_processes_give_the_fid_of_one(tmp_path):
     real = digits().train_data(30)
     assert one == pytest.approx(expected_fid(tiny_model().state_dict(), 7, 5, real), rel=1e-5)
     assert two == pytest.approx(one, rel=1e-5)
+
+
+def _validate_adaptive(tmp_path, devices: int) -> dict[str, float]:
+    monitor = SampleQualityMonitor(
+        num_samples=5, batch_size=2, num_real=30, sampler=AdaptiveVESDE(eps_rel=0.1), progress_bar=False,
+        quality=QualityOptions(feature_extractor=TinyFeatures(), cache_dir=str(tmp_path / f"cache{devices}")),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = ScoreModel(NCSNv2(channels=1, ngf=4), sigma_max=1.0, sigma_min=0.01, num_scales=5, data_shape=(1, 8, 8))
+    run = trainer(tmp_path / str(devices), [monitor], devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+                  logger=ImageLogger(tmp_path / str(devices)))  # fmt: skip
+    run.validate(model, digits())
+    record = json.loads((tmp_path / str(devices) / "sample_quality.jsonl").read_text().splitlines()[-1])
+    assert (record["sampler"]["nfe"], record["sampler"]["nfe_max"]) == (record["nfe"], record["nfe_max"])
+    return {k: float(v) for k, v in run.callback_metrics.items()}
+
+
+def test_fid_callback_logs_the_mean_and_largest_nfe_of_an_adaptive_sampler_over_all_processes(tmp_path):
+    one, two = _validate_adaptive(tmp_path, 1), _validate_adaptive(tmp_path, 2)
+    assert one["val/nfe_max"] >= one["val/nfe"] > 2 and one["val/nfe_max"] % 2 == 1
+    assert two["val/nfe"] == pytest.approx(one["val/nfe"]) and two["val/nfe_max"] == one["val/nfe_max"]
+    assert two["val/fid"] == pytest.approx(one["val/fid"], rel=1e-4)

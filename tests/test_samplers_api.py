@@ -10,6 +10,7 @@ from ncsn_pl.core.distributions import GaussianMixture
 from ncsn_pl.core.samplers import (
     AnnealedLangevin,
     ConsistentAnnealed,
+    NFECount,
     PredictorCorrector,
     ProbabilityFlowODE,
     Sampler,
@@ -24,7 +25,7 @@ from ncsn_pl.core.samplers import (
     sigma_scaled_score,
 )
 from ncsn_pl.core.seeding import noise_from, step_seed
-from ncsn_pl.core.sigmas import geometric_sigmas, karras_sigmas
+from ncsn_pl.core.sigmas import geometric_sigmas, karras_sigmas, step_lr_from_variance_rule
 
 MIXTURE = GaussianMixture()
 SIGMAS = geometric_sigmas(20.0, 1.0, 6)
@@ -67,6 +68,11 @@ def test_nfe_counts_the_score_evaluations(name):
         score = SigmaScore(counting) if sigma_conditioned else counting
         sampler.sample(score, torch.zeros(3, 2), sigmas, noise_fn=noise_from(torch.Generator().manual_seed(0)))
         assert counting.calls == sampler.nfe(num_scales), (name, num_scales)
+        # the samplers' reports say the same, per sample
+        counted = NFECount()
+        seeded_sample(sampler, score, sigmas, (2,), [1, 2, 3], nfe_count=counted, init_range=(-8.0, 8.0))
+        seeded_sample(sampler, score, sigmas, (2,), [4], nfe_count=counted, init_range=(-8.0, 8.0))
+        assert counted.per_sample.tolist() == [sampler.nfe(num_scales)] * 4, (name, num_scales)
 
 
 def test_nfe_of_the_papers_settings():
@@ -251,3 +257,54 @@ def test_divergence_names_the_sampler_the_level_and_the_step(sampler, message):
 
     with pytest.raises(FloatingPointError, match=message):
         sampler.sample(breaks_at_level_2, torch.ones(2, 2), SIGMAS)
+
+
+# --- step sizes given as "auto": computed from the schedule sampled ---
+
+
+def test_auto_step_sizes_are_the_papers_rules_on_the_schedule_sampled():
+    sigmas = geometric_sigmas(12.37, 0.01, 52)
+    gamma = (sigmas[0] / sigmas[1]).item()
+    assert AnnealedLangevin(5, "auto").resolve(sigmas).step_lr == pytest.approx(
+        step_lr_from_variance_rule(gamma, 0.01, 5), rel=1e-6
+    )
+    assert ConsistentAnnealed().resolve(sigmas).step_lr == pytest.approx(0.01**2 * (1 - gamma**-2), rel=1e-6)
+    assert ConsistentAnnealed(3).resolve(sigmas).step_lr == consistent_ancestral_step_lr(sigmas.tolist(), 3)
+    # score_sde's NCSNv2 configs: snr 0.176 for CIFAR-10 (step_lr 6.2e-6), 0.128 for CelebA-64 (3.3e-6), T = 5
+    pc = PredictorCorrector("auto", 5)
+    assert pc.resolve(geometric_sigmas(50.0, 0.01, 232)).snr == pytest.approx(0.176, abs=1e-3)
+    assert pc.resolve(geometric_sigmas(90.0, 0.01, 500)).snr == pytest.approx(0.128, abs=2e-3)
+    # numbers stay as they are
+    assert AnnealedLangevin(5, 1e-5).resolve(sigmas) == AnnealedLangevin(5, 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("auto", "sigma_conditioned"),
+    [(AnnealedLangevin(3, "auto", denoise=True), False), (ConsistentAnnealed(2), True),
+     (PredictorCorrector("auto", 2), False)],  # fmt: skip
+    ids=["annealed", "consistent", "predictor-corrector"],
+)
+def test_an_auto_step_samples_as_the_number_it_stands_for(auto, sigma_conditioned):
+    resolved = auto.resolve(SIGMAS)
+    assert "auto" not in vars(resolved).values()
+    seeds = [step_seed(0, k) for k in range(4)]
+    score = score_for(sigma_conditioned)
+    draw = [seeded_sample(s, score, SIGMAS, (2,), seeds, init_range=(-8.0, 8.0)) for s in (auto, resolved)]
+    assert torch.equal(*draw)
+
+
+def test_consistent_annealed_sampling_by_default_runs_on_any_schedule():
+    # the paper's 1.8e-5 (eta 0.18 at sigma_L = 0.01) is outside the range NCSN's ten levels allow: (4.0e-5, 1.6e-4)
+    v1 = geometric_sigmas(1.0, 0.01, 10)
+    x = ConsistentAnnealed().sample(MIXTURE.score_fn(v1), torch.zeros(3, 2), v1, noise_fn=noise_from(None))
+    assert torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: AnnealedLangevin(step_lr="fast"), lambda: ConsistentAnnealed(step_lr="Auto"),
+     lambda: PredictorCorrector(snr=-0.1)],  # fmt: skip
+)
+def test_a_step_that_is_neither_positive_nor_auto_is_rejected(make):
+    with pytest.raises(ValueError, match="or 'auto'"):
+        make()

@@ -1,6 +1,7 @@
 """Share of a sample set that is noisier than every real image: the samples whose total variation (mean absolute
 difference of neighbouring pixels, values clamped to [0, 1]) exceeds the largest of the first 1,000 test images.
-A sampler that leaves part of its samples unconverged shows here before it shows in FID or class entropy.
+A sampler that leaves part of its samples unconverged shows here before it shows in FID or class entropy. The
+measure is ncsn_pl.metrics.noisy_share's, which the `sample` and `fid` commands report as `noisy_share`.
 
     python experiments/fashion/noisy_share.py experiments/fashion/samplers/points/*_samples
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
+from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare, total_variation
 
 try:  # run as a script (experiments/fashion on sys.path)
     from classifier import split_data
@@ -23,12 +24,7 @@ except ImportError:  # pragma: no cover - loaded through importlib from another 
     from coverage import load_samples
 
 
-def total_variation(images: torch.Tensor) -> torch.Tensor:
-    """Per image: mean absolute difference of vertical plus horizontal neighbours, of images clamped to [0, 1]."""
-    x = images.float().clamp(0, 1)
-    vertical = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3))
-    horizontal = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((1, 2, 3))
-    return vertical + horizontal
+__all__ = ["main", "total_variation"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -38,10 +34,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--num-real", type=int, default=1000)
     parser.add_argument("--root", default="data")
     args = parser.parse_args(argv)
-    limit = total_variation(split_data(args.root, args.image_size, "val")[0][: args.num_real]).max()
+    real = split_data(args.root, args.image_size, "val")[0][: args.num_real]
+    reference = NoiseReference(float(total_variation(real).max()), "val", real.shape[0], tuple(real.shape[1:]))
     shares = {}
     for where in args.samples:
-        shares[where] = (total_variation(load_samples(where)) > limit).float().mean().item()
+        counter = NoisyShare(reference)
+        counter.update(load_samples(where))
+        shares[where] = NoisyShare.share(counter.counts())
         print(f"{shares[where]:6.1%}  {where}")
     return shares
 

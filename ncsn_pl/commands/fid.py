@@ -11,8 +11,9 @@ import lightning.pytorch as pl
 
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.predict import run_predict
-from ncsn_pl.commands.quality_run import QualityRun
+from ncsn_pl.commands.quality_run import QualityRun, read_images
 from ncsn_pl.commands.sample import open_sample_set, prepare_sample_set, sample_set_files, sampling_settings
+from ncsn_pl.commands.sample_reports import noise_reference_for
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_decoding import ImageHeader, is_grey
 from ncsn_pl.data.image_files import find_images, read_headers, read_image
@@ -90,8 +91,11 @@ def fid(
 ) -> dict[str, Any]:
     """Compute FID / KID / IS / precision-recall of a checkpoint's samples or of a folder of images; resumable.
 
-    Prints the result and writes it to ``out`` as JSON: the metrics, the number of samples and of real images, the
-    sampler and its NFE, the feature extractor and where the real statistics came from. The real images are
+    Prints the result and writes it to ``out`` as JSON: the metrics, the noisy share (``noisy_share``: the share of
+    samples noisier in total variation than every one of the first 1,000 held-out images of the data, so that a
+    diverged sampler does not pass as a high FID), the number of samples and of real images, the sampler and its NFE
+    (its mean and largest, ``nfe_max``, where it differs per sample), the feature extractor and where the real
+    statistics came from. The real images are
     ``--data`` (a config), or ``--dataset NAME --data_root DIR``, or the checkpoint's own DataModule; their
     statistics are streamed through the feature extractor and cached on disk. ``--ref_stats FILE.npz`` uses a
     paper's statistics instead (pytorch-fid / TTUR ``mu``, ``sigma``, or score_sde ``pool_3``), and
@@ -160,20 +164,20 @@ def fid(
     real_channels = int(datamodule.data_shape[0]) if real is not None else None
     channels = real_channels or 3
     files = store = resolved = None
-    num_items = 0
+    num_items, shape = 0, None
     if images:
         opened = open_sample_set(images)
         if opened is not None:
             store, num_items = opened
-            shape = store.record.get("data_shape") or [None, None]
-            size = shape[-1]
+            shape = tuple(store.record.get("data_shape") or ()) or None
+            size = shape[-1] if shape else None
             if real is not None and size not in (None, real.image_size):
                 raise ValueError(
                     f"The samples in {store.folder} are {size}x{size} but the real images ({real.dataset}) are "
                     f"{real.image_size}x{real.image_size}: compare with data of their size (e.g. "
                     f"--data.init_args.image_size {size})."
                 )
-            if real is not None and shape[0] not in (None, real_channels):
+            if real is not None and shape and shape[0] not in (None, real_channels):
                 raise ValueError(
                     f"The samples in {store.folder} have {shape[0]} channel(s) but the real images ({real.dataset}) "
                     f"have {real_channels}: compare with data of their channels (e.g. --data.init_args.channels "
@@ -186,6 +190,7 @@ def fid(
                 _check_folder(headers, real)
             channels = _folder_channels(images, headers, real_channels, real.dataset if real else "")
             num_items = len(files)
+            shape = tuple(read_images(files[:1], channels).shape[1:]) if files else None
         record["source"] = {"images": str(Path(images).resolve())}
     elif draws:
         loaded = load_sampling_model(model, "fid", ckpt_path, weights_only, official_ckpt, official_config)
@@ -199,6 +204,7 @@ def fid(
         record["source"] = loaded
         record["sample_dir"] = str(folder.resolve())
         record["sampler"] = {"seed": seed, **describe_sampler(resolved), "nfe": resolved.nfe(model.num_scales)}
+        shape = tuple(model.data_shape)
     record["num_samples"] = record["num_fake"] = num_items
     if num_items:
         quality.check_sample_count(num_items, owner="fid" + (f" ({num_items} images in {images})" if images else ""))
@@ -222,6 +228,7 @@ def fid(
         sampler=resolved,
         save_png=False,
         claim="--sample_dir" if draws else None,
+        noise=noise_reference_for(datamodule, shape) if num_items else "no samples",
     )
     run_predict(trainer, job, interrupted=job.interrupted_hint())
     result = json.loads(Path(out).read_text())

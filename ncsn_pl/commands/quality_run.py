@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 
 from ncsn_pl.commands.sample import DrawSamples
+from ncsn_pl.commands.sample_reports import nfe_record, noisy_share_record
 from ncsn_pl.commands.sample_store import SampleStore
 from ncsn_pl.core.files import atomic_write_json
 from ncsn_pl.data.image_decoding import image_tensor
 from ncsn_pl.data.image_files import quantize_images, read_image
-from ncsn_pl.metrics import QualityOptions, RealImages, SampleQuality
+from ncsn_pl.metrics import NoiseReference, NoisyShare, QualityOptions, RealImages, SampleQuality
 
 __all__ = ["QualityRun", "read_images"]
 
@@ -49,7 +50,8 @@ class QualityRun(DrawSamples):
         options: the metrics.
         out: the JSON record.
         record: what the command knows already (sources, sampler).
-        **draw: ``num_samples``, ``seed``, ``sampler``, ``save_png``, ``claim`` of :class:`DrawSamples`.
+        **draw: ``num_samples``, ``seed``, ``sampler``, ``save_png``, ``claim``, ``noise`` of :class:`DrawSamples`
+            (the noisy share is counted while scoring, over all ranks).
     """
 
     def __init__(
@@ -105,15 +107,28 @@ class QualityRun(DrawSamples):
                     f"{len(missing)} samples are missing from {self.store.shard_dir}; rerun the command."
                 )
         start = time.perf_counter()
+        noisy = NoisyShare(self.noise) if isinstance(self.noise, NoiseReference) else None
         for g, first in enumerate(range(0, self.num_items, self.batch_size)):
             if g % world == rank:
-                self.quality.update_fake(self._batch(list(range(first, min(first + self.batch_size, self.num_items)))))
+                batch = self._batch(list(range(first, min(first + self.batch_size, self.num_items))))
+                self.quality.update_fake(batch)
+                if noisy is not None:
+                    noisy.update(batch)
         results = self.quality.compute() if self.num_items else {}  # collective: every rank gets the values
+        noisy_counts = None
+        if noisy is not None and self.num_items:  # collective; on the root device, as NCCL requires
+            counts = noisy.counts().to(self.trainer.strategy.root_device)
+            noisy_counts = self.trainer.strategy.reduce(counts, reduce_op="sum").cpu()
         if self.export_stats:
             self.quality.export_real_stats(self.export_stats)  # collective; rank 0 writes
         drawn = self.total_drawn()
         if self.trainer.is_global_zero:
             self.record.update(results)
+            if self.num_items:
+                self.record.update(noisy_share_record(self.noise, noisy_counts))
+            if self.store is not None and self.model is not None:
+                nfe = nfe_record(self.sampler, self.model.num_scales, self.store, self.num_items)
+                self.record["sampler"].update(nfe)
             self.record["real"] = {**(self.quality.real_source or {}), **self.record.get("real", {})}
             self.record["num_real"] = self.record["real"].get("num_images")
             if self.store is not None and self.model is not None:
@@ -133,3 +148,4 @@ class QualityRun(DrawSamples):
             if self.store is not None and self.model is not None and not self.complete_before:
                 self.store.write_record(complete=True, num_drawn=self.num_samples)
             atomic_write_json(self.record, self.out)
+        self.wait_for_all_shards()  # every rank returns once the record is written (the command reads it)

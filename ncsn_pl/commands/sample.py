@@ -23,15 +23,29 @@ from torch.utils.data import DataLoader
 
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.predict import batch_loader, run_predict, show_progress
+from ncsn_pl.commands.sample_reports import (
+    describe_nfe,
+    describe_noisy_share,
+    nfe_record,
+    noise_reference_for,
+    noisy_share_record,
+)
 from ncsn_pl.commands.sample_store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
 from ncsn_pl.core.errors import raised_on_every_rank
-from ncsn_pl.core.samplers import Sampler, describe_sampler
+from ncsn_pl.core.samplers import NFECount, Sampler, describe_sampler
 from ncsn_pl.core.seeding import NOISE
 from ncsn_pl.data.image_files import save_grid, write_png
+from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
 
-__all__ = ["DrawSamples", "open_sample_set", "sample", "sample_set_files", "sampling_settings"]
+__all__ = [
+    "DrawSamples",
+    "open_sample_set",
+    "sample",
+    "sample_set_files",
+    "sampling_settings",
+]
 
 
 def sample_set_files(folder: str | Path) -> list[Path] | None:
@@ -117,11 +131,12 @@ class DrawSamples(pl.LightningModule):
         save_png: bool,
         batch_size: int = 1,
         claim: str | None = None,
+        noise: NoiseReference | str = "not measured",
     ) -> None:
         super().__init__()
         self.model, self.store, self.batches = model, store, batches
         self.num_samples, self.seed, self.sampler, self.save_png = num_samples, seed, sampler, save_png
-        self.batch_size, self.claim = batch_size, claim
+        self.batch_size, self.claim, self.noise = batch_size, claim, noise
         self.drawn, self._start = 0, 0.0
         self.complete_before = False  # (global rank 0) the folder held the whole set already: nothing is written
 
@@ -156,11 +171,13 @@ class DrawSamples(pl.LightningModule):
             return
         num_scales, show = self.model.num_scales, show_progress(self.trainer)
         with sampling_progress(num_scales, self.sampler, 1, None, f"Sampling {indices[0]}..{indices[-1]}", show) as bar:
-            samples = self.model.sample(indices, seed=self.seed, sampler=self.sampler, callback=bar).float().cpu()
+            counted = NFECount()
+            samples = self.model.sample(indices, seed=self.seed, sampler=self.sampler, callback=bar,
+                                        nfe_count=counted).float().cpu()  # fmt: skip
         if self.save_png and _is_image_batch(samples):
             for k, image in zip(indices, samples, strict=True):
                 write_png(image, self.store.folder / "images" / png_name(k, self.num_samples))
-        self.store.write_shard(indices, samples)  # last: a shard on disk means its PNGs are too
+        self.store.write_shard(indices, samples, counted.per_sample)  # last: a shard means its PNGs are too
         self.drawn += len(indices)
         if self.trainer.received_sigterm:
             print(f"SIGTERM: stopped after writing samples {indices[0]}..{indices[-1]} to {self.store.folder}; rerun "
@@ -210,12 +227,15 @@ class _SampleRun(DrawSamples):
         first = store.read(range(min(n, 1)))
         shape, images = tuple(first.shape[1:]), _is_image_batch(first)
         low, high, finite = float("inf"), float("-inf"), True
+        noisy = NoisyShare(self.noise) if isinstance(self.noise, NoiseReference) and images else None
 
         def chunks():
             nonlocal low, high, finite
             for indices, samples in store.batches(n, 256):
                 finite = finite and bool(torch.isfinite(samples).all())
                 low, high = min(low, float(samples.min())), max(high, float(samples.max()))
+                if noisy is not None:
+                    noisy.update(samples)
                 if self.save_png and images:  # PNGs a run killed between the PNGs and the shard did not write
                     for k, image in zip(indices, samples, strict=True):
                         path = store.folder / "images" / png_name(k, n)
@@ -240,6 +260,8 @@ class _SampleRun(DrawSamples):
             finite=finite,
             min=low if finite else None,
             max=high if finite else None,
+            **nfe_record(self.sampler, self.model.num_scales, store, n),
+            **noisy_share_record(self.noise, noisy.counts() if noisy is not None else None),
             files=files,
         )
 
@@ -327,7 +349,7 @@ def sample(
     Args:
         trainer: the Trainer the CLI built (accelerator, devices, strategy, precision).
         model: the model (built from the checkpoint's hyperparameters or the config).
-        datamodule: unused (the CLI passes it).
+        datamodule: the data: the first 1,000 of its held-out images are what the noisy share compares with.
         ckpt_path: the checkpoint to sample.
         weights_only: load the checkpoint with ``torch.load(weights_only=...)`` (default True).
         official_ckpt: an official NCSN / NCSNv2 checkpoint (``.pth`` of ermongroup/ncsn or ermongroup/ncsnv2)
@@ -355,6 +377,7 @@ def sample(
     job = _SampleRun(
         model, store, [], num_samples=num_samples, seed=seed, sampler=sampler, save_png=save_png,
         grid_size=grid_size, batch_size=batch_size, claim="--out_dir",
+        noise=noise_reference_for(datamodule, model.data_shape),
     )  # fmt: skip
     run_predict(trainer, job, interrupted=job.interrupted_hint())
     result = json.loads((out / RECORD).read_text())
@@ -363,6 +386,7 @@ def sample(
     elif trainer.is_global_zero:
         print(
             f"{num_samples} samples in {out}; {result['drawn_by_this_run']} drawn now "
-            f"({result['samples_per_second']} samples/s on {result['world_size']} process(es))."
+            f"({result['samples_per_second']} samples/s on {result['world_size']} process(es)); "
+            f"NFE {describe_nfe(result)}; {describe_noisy_share(result)}."
         )
     return result

@@ -7,7 +7,8 @@ Layout of a sample folder (``sample --out_dir``, ``fid --sample_dir``)::
                                   once every sample is drawn, "complete": true and what the run wrote
     shards/<first>-<last>-n<count>.npz
                                   one per batch, written atomically when the batch is drawn: "indices" (n,) int64,
-                                  "samples" (n, *data_shape) float32 (unclamped), "sample_set" (the set, JSON)
+                                  "samples" (n, *data_shape) float32 (unclamped), "sample_set" (the set, JSON),
+                                  "nfe" (n,) int64 (each sample's network evaluations)
     images/<k>.png                (sample, image data) sample k as an 8-bit PNG, written before its shard
     samples.npz, grid.png         (sample) all samples in index order and a grid, written at the end
 
@@ -191,16 +192,19 @@ class SampleStore:
             file.write(text)
         return path
 
-    def write_shard(self, indices: Sequence[int], samples: Tensor) -> Path:
-        """Write one drawn batch atomically (a killed process leaves no partial shard under a shard name)."""
+    def write_shard(self, indices: Sequence[int], samples: Tensor, nfe: Tensor | None = None) -> Path:
+        """Write one drawn batch atomically (a killed process leaves no partial shard under a shard name), with each
+        sample's network evaluations ``nfe`` when given."""
         indices = [int(k) for k in indices]
         path = self.shard_dir / f"{indices[0]:08d}-{indices[-1]:08d}-n{len(indices)}.npz"
+        extra = {"nfe": nfe.detach().cpu().numpy().astype(np.int64)} if nfe is not None else {}
         with atomic_write(path) as file:
             np.savez(
                 file,
                 indices=np.asarray(indices, dtype=np.int64),
                 samples=samples.detach().float().cpu().numpy(),
                 sample_set=np.asarray(json.dumps(self.sample_set, sort_keys=True)),
+                **extra,
             )
         return path
 
@@ -214,6 +218,20 @@ class SampleStore:
             path, row = self._index[k]
             rows.append(self._samples(path)[row])
         return torch.from_numpy(np.stack(rows))
+
+    def read_nfe(self, indices: Sequence[int]) -> Tensor | None:
+        """The network evaluations of samples ``indices`` (int64), or None when a shard does not record them (one
+        written before they were); call :meth:`scan` first."""
+        rows, shards = [], {}
+        for k in indices:
+            path, row = self._index[k]
+            if path not in shards:
+                with np.load(path, allow_pickle=False) as shard:
+                    shards[path] = shard["nfe"] if "nfe" in shard.files else None
+            if shards[path] is None:
+                return None
+            rows.append(int(shards[path][row]))
+        return torch.tensor(rows, dtype=torch.long)
 
     def _samples(self, path: Path) -> np.ndarray:
         if path not in self._cache:

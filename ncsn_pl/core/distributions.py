@@ -60,9 +60,17 @@ class GaussianMixture:
         noise = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
         return (self.means[component] + self.stds[component, None] * noise).float()
 
-    def _component_log_probs(self, x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _variance(self, sigma: float | torch.Tensor) -> torch.Tensor:
+        """``s_k^2 + sigma^2``: shape ``(K,)`` for one sigma, ``(N, K)`` for one per point."""
+        if isinstance(sigma, torch.Tensor):
+            return self.stds**2 + sigma.double().to(self.stds.device).view(-1, 1) ** 2
+        return self.stds**2 + sigma**2
+
+    def _component_log_probs(
+        self, x: torch.Tensor, sigma: float | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``log w_k + log N(x; mu_k, (s_k^2 + sigma^2) I)`` of shape (N, K), and ``x - mu_k`` of shape (N, K, D)."""
-        variance = self.stds**2 + sigma**2
+        variance = self._variance(sigma)
         diff = x.double()[:, None, :] - self.means[None]
         log_norm = -0.5 * self.dim * torch.log(2 * math.pi * variance)
         return torch.log(self.weights) + log_norm - 0.5 * diff.pow(2).sum(-1) / variance, diff
@@ -86,15 +94,17 @@ class GaussianMixture:
         log_probs, _ = self._component_log_probs(x, sigma)
         return torch.logsumexp(log_probs, dim=1).to(x.dtype)
 
-    def score(self, x: torch.Tensor, sigma: float = 0.0) -> torch.Tensor:
-        """The exact score ``grad_x log p_sigma(x) = sum_k r_k(x) (mu_k - x) / (s_k^2 + sigma^2)``.
+    def score(self, x: torch.Tensor, sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """The exact score ``grad_x log p_sigma(x) = sum_k r_k(x) (mu_k - x) / (s_k^2 + sigma^2)``, for one sigma or
+        one per point (a tensor of shape ``(N,)``).
 
         ``r_k`` are the posterior component probabilities under the noisy mixture.
         """
-        log_probs, diff = self._component_log_probs(x, float(sigma))
+        sigma = sigma if isinstance(sigma, torch.Tensor) else float(sigma)
+        log_probs, diff = self._component_log_probs(x, sigma)
         responsibilities = torch.softmax(log_probs, dim=1)
-        variance = self.stds**2 + float(sigma) ** 2
-        return -(responsibilities[..., None] * diff / variance[None, :, None]).sum(1).to(x.dtype)
+        variance = self._variance(sigma).expand(x.shape[0], -1)
+        return -(responsibilities[..., None] * diff / variance[..., None]).sum(1).to(x.dtype)
 
     def score_fn(self, sigmas: torch.Tensor) -> ScoreFn:
         """A score function ``(x, levels) -> score`` over a schedule, for the samplers."""
@@ -114,13 +124,6 @@ class GaussianMixture:
         ``sigma`` of shape ``(B,)``: it fits every sampler and every grid."""
 
         def score_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            values = sigma.unique().tolist()
-            if len(values) == 1:
-                return self.score(x, values[0])
-            out = torch.empty_like(x)
-            for value in values:
-                mask = sigma == value
-                out[mask] = self.score(x[mask], value)
-            return out
+            return self.score(x, sigma)
 
         return SigmaScore(score_fn)

@@ -22,6 +22,7 @@ __all__ = [
     "num_scales_from_ratio_rule",
     "langevin_variance_ratio",
     "step_lr_from_variance_rule",
+    "langevin_step_lr",
     "resolve_auto_schedule",
 ]
 
@@ -200,6 +201,17 @@ def step_lr_from_variance_rule(gamma: float, sigma_min: float, n_steps_each: int
     return math.exp(result.x) * sigma_min**2
 
 
+def langevin_step_lr(sigmas: torch.Tensor | list[float], n_steps_each: int) -> float:
+    """NCSNv2 Technique 4 on a schedule: :func:`step_lr_from_variance_rule` for its ratio ``gamma = sigma_1 /
+    sigma_2`` (every ratio of a geometric schedule), its ``sigma_min`` and T = ``n_steps_each``.
+
+    A schedule of one level has no ratio; it takes ``gamma`` just above 1 (the rule's limit).
+    """
+    values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else [float(s) for s in sigmas]
+    gamma = values[0] / values[1] if len(values) > 1 else 1.0 + 1e-6
+    return step_lr_from_variance_rule(gamma, values[-1], n_steps_each)
+
+
 def resolve_auto_schedule(
     train_data: torch.Tensor,
     *,
@@ -227,7 +239,6 @@ def resolve_auto_schedule(
         num_scales, _ = num_scales_from_ratio_rule(float(sigma_max), sigma_min, math.prod(train_data.shape[1:]))
         resolved["num_scales"] = num_scales
     if step_lr == AUTO:
-        sigmas = geometric_sigmas(float(sigma_max), sigma_min, int(num_scales))
-        gamma = float(sigmas[0] / sigmas[1]) if sigmas.numel() > 1 else 1.0 + 1e-6
-        resolved["step_lr"] = step_lr_from_variance_rule(gamma, sigma_min, n_steps_each)
+        resolved["step_lr"] = langevin_step_lr(geometric_sigmas(float(sigma_max), sigma_min, int(num_scales)),
+                                               n_steps_each)  # fmt: skip
     return resolved

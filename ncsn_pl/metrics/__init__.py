@@ -14,10 +14,10 @@ or against a paper's reference statistics (``mu``/``sigma`` or score_sde's ``poo
 
 The modules read top-down, each importing only those above it: ``distributed`` (counts across processes),
 ``inception_weights``, ``features`` (and the Inception input resize), ``options``, ``precision_recall``,
-``sample_distances``, ``seeded_metrics`` (KID and IS with their own generator); ``real_stats`` (the real statistics,
-their cache and the metric states), ``published_stats`` (the papers' files by name, fetched into the cache),
-``reference_stats`` (reading the papers' files), ``real_images`` (which images); ``quality`` (:class:`SampleQuality`,
-which uses them all).
+``sample_distances``, ``seeded_metrics`` (KID and IS with their own generator), ``noisy_share`` (samples noisier than
+every real image); ``real_stats`` (the real statistics, their cache and the metric states), ``published_stats`` (the
+papers' files by name, fetched into the cache), ``reference_stats`` (reading the papers' files), ``real_images``
+(which images); ``quality`` (:class:`SampleQuality`, which uses them all).
 """
 
 from ncsn_pl.metrics.features import InceptionFeatureExtractor
@@ -31,6 +31,7 @@ from ncsn_pl.metrics.inception_weights import (
     resolve_inception_weights,
     state_dict_sha256,
 )
+from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare, noise_reference, total_variation
 from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.precision_recall import PrecisionRecall, precision_recall
 from ncsn_pl.metrics.published_stats import PUBLISHED_STATS, resolve_reference_stats
@@ -49,6 +50,8 @@ __all__ = [
     "PUBLISHED_STATS",
     "InceptionFeatureExtractor",
     "InceptionWeightsNotFoundError",
+    "NoiseReference",
+    "NoisyShare",
     "PrecisionRecall",
     "QualityOptions",
     "RealImages",
@@ -64,6 +67,7 @@ __all__ = [
     "hub_weights_path",
     "load_real_stats",
     "load_reference_stats",
+    "noise_reference",
     "package_weights_file",
     "precision_recall",
     "read_reference_stats",
@@ -72,4 +76,5 @@ __all__ = [
     "resolve_reference_stats",
     "save_real_stats",
     "state_dict_sha256",
+    "total_variation",
 ]

@@ -17,6 +17,7 @@ from ncsn_pl.core.losses import dsm_loss, spread_levels
 from ncsn_pl.core.samplers import (
     AnnealedLangevin,
     LangevinCallback,
+    NFECount,
     RangeWatch,
     Sampler,
     check_sampler,
@@ -24,7 +25,7 @@ from ncsn_pl.core.samplers import (
 )
 from ncsn_pl.core.scores import AnyScoreFn, sigma_scaled_score
 from ncsn_pl.core.seeding import PerSampleNoise, sample_seeds, step_seed
-from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, resolve_auto_schedule
+from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, langevin_step_lr, resolve_auto_schedule
 from ncsn_pl.networks import ScoreNetwork
 from ncsn_pl.training.divergence import DivergenceWatch
 from ncsn_pl.training.process_group import destroy_process_group_at_exit
@@ -40,8 +41,8 @@ class ScoreModel(pl.LightningModule):
     The schedule is ``geometric_sigmas(sigma_max, sigma_min, num_scales)`` (a buffer, saved in checkpoints).
     ``"auto"`` applies NCSNv2's rules to the training data when fitting starts: ``sigma_max`` = the largest
     pairwise distance (Technique 1), ``num_scales`` from the ratio rule (Technique 2), ``step_lr`` from the
-    variance rule for ``n_steps_each`` (Technique 4). The resolved numbers replace ``"auto"`` in the
-    hyperparameters, so checkpoints hold them.
+    variance rule for ``n_steps_each`` (Technique 4; at construction when the schedule is given as numbers). The
+    resolved numbers replace ``"auto"`` in the hyperparameters, so checkpoints hold them.
 
     Args:
         score_net: the score network, ``score_net(x, levels)`` (``ncsn_pl.networks.NCSN``, ``NCSNv2``, ...); it is
@@ -59,7 +60,8 @@ class ScoreModel(pl.LightningModule):
         denoise: apply NCSNv2's final denoising step when sampling.
         sampler: another sampler than annealed Langevin with the three settings above, chosen by ``class_path``
             (``ncsn_pl.core.samplers.ConsistentAnnealed``, ``PredictorCorrector``, ``ProbabilityFlowODE``); it
-            draws the sample grids, the FID samples and the ``sample`` / ``fid`` commands' samples.
+            draws the sample grids, the FID samples and the ``sample`` / ``fid`` commands' samples. Its ``"auto"``
+            step sizes are computed for this model's schedule when it samples.
         init_range: samples start uniform on ``[low, high]`` (NCSN: U[0, 1] for images).
         data_shape: the shape of one data item, e.g. ``(1, 28, 28)``; linked from the DataModule by the CLI.
         seed: seeds the noise of training (keyed by step, rank and micro-batch: resumable) and of validation (keyed by
@@ -121,6 +123,8 @@ class ScoreModel(pl.LightningModule):
         self.divergence, self._checked_step = DivergenceWatch(), -1
         if AUTO not in (sigma_max, num_scales):
             self._install_schedule(geometric_sigmas(float(sigma_max), sigma_min, int(num_scales)))
+            if step_lr == AUTO:  # Technique 4 needs the schedule only
+                self.hparams.step_lr = langevin_step_lr(self.sigmas, n_steps_each)
             if sampler is not None:  # a sampler that cannot run with this network stops the run here
                 check_sampler(sampler, self.score_fn, self.sigmas)
 
@@ -307,7 +311,8 @@ class ScoreModel(pl.LightningModule):
 
     def resolve_sampler(self, sampler: Sampler | None = None) -> Sampler:
         """The sampler to draw with: ``sampler``, else the model's (``model.sampler``, else annealed Langevin with
-        ``n_steps_each``, ``step_lr``, ``denoise``), after checking that the model can sample with it.
+        ``n_steps_each``, ``step_lr``, ``denoise``), after checking that the model can sample with it, with its
+        ``"auto"`` step sizes computed for the model's schedule (:meth:`Sampler.resolve`), so records hold them.
 
         Raises:
             ValueError: the model does not know its data shape, its schedule is still ``"auto"``, or the sampler
@@ -320,7 +325,7 @@ class ScoreModel(pl.LightningModule):
         hp = self.hparams
         sampler = sampler or self.sampler or AnnealedLangevin(int(hp.n_steps_each), float(hp.step_lr), bool(hp.denoise))
         check_sampler(sampler, self.score_fn, self.sigmas)
-        return sampler
+        return sampler.resolve(self.sigmas)
 
     @torch.no_grad()
     def sample(
@@ -331,9 +336,10 @@ class ScoreModel(pl.LightningModule):
         sampler: Sampler | None = None,
         batch_size: int | None = None,
         callback: LangevinCallback | None = None,
+        nfe_count: NFECount | None = None,
     ) -> Tensor:
         """Samples ``k in indices`` (or ``range(indices)``), sample ``k`` seeded by ``step_seed(seed, k)``: the same
-        whatever the batch size or the number of processes.
+        whatever the batch size or the number of processes; ``nfe_count`` counts each one's network evaluations.
 
         The sampler is :meth:`resolve_sampler`'s (``sampler``, else the model's); samples start as it says
         (``U[init_range]`` for annealed Langevin). The network runs in eval mode; samples are not clamped (clamp to
@@ -365,6 +371,7 @@ class ScoreModel(pl.LightningModule):
                             init_range=tuple(self.hparams.init_range),
                             callback=callback,
                             range_watch=range_watch,
+                            nfe_count=nfe_count,
                         )
                     )
                 except FloatingPointError as err:

@@ -176,8 +176,8 @@ FID_RESULT_KEYS = (*FID_COMMAND_GOALS, "kid_std", "is_std", "num_samples", "num_
 
 def log_to_sweep_run(result: Mapping[str, Any], root: str | os.PathLike[str]) -> bool:
     """In a sweep trial (``wandb agent`` or ``python -m ncsn_pl sweep``), log a ``fid`` result to the trial's W&B run
-    (under ``root``): its numbers (:data:`FID_RESULT_KEYS` and the sampler's ``nfe``) and what they were computed from
-    in the run's config. Outside a sweep it does nothing and returns ``False``.
+    (under ``root``): its numbers (:data:`FID_RESULT_KEYS`, the sampler's ``nfe`` and the ``noisy_share``) and what
+    they were computed from in the run's config. Outside a sweep it does nothing and returns ``False``.
 
     The run is named after the swept values, as a trained trial's; W&B goes offline without credentials.
     """
@@ -197,18 +197,20 @@ def log_fid_result(
     run_id: str | None = None,
     step: int | None = None,
 ) -> str:
-    """Log a ``fid`` result to a W&B run under ``root/wandb``: its numbers (:data:`FID_RESULT_KEYS` and the sampler's
-    ``nfe``), with ``trainer/global_step`` = ``step`` when given, and what they were computed from in the run's config
-    (``fid``). ``run_id`` adds them to that run (a training run: the result lands beside its curves), else a new run
-    (``job_type`` fid) is made. W&B goes offline without credentials. Returns the run's id."""
+    """Log a ``fid`` result to a W&B run under ``root/wandb``: its numbers (:data:`FID_RESULT_KEYS`, the sampler's
+    ``nfe``, ``nfe_max`` and the ``noisy_share``), with ``trainer/global_step`` = ``step`` when given, and what they
+    were computed from in the run's config (``fid``). ``run_id`` adds them to that run (a training run: the result
+    lands beside its curves), else a new run (``job_type`` fid) is made. W&B goes offline without credentials.
+    Returns the run's id."""
     import wandb
 
     default_wandb_mode()
     Path(root).mkdir(parents=True, exist_ok=True)
     sampler = dict(result.get("sampler") or {})
     numbers: dict[str, Any] = {key: result[key] for key in FID_RESULT_KEYS if isinstance(result.get(key), (int, float))}
-    if isinstance(sampler.get("nfe"), int):
-        numbers["nfe"] = sampler["nfe"]
+    numbers.update({key: sampler[key] for key in ("nfe", "nfe_max") if isinstance(sampler.get(key), (int, float))})
+    if isinstance(result.get("noisy_share"), (int, float)):
+        numbers["noisy_share"] = result["noisy_share"]
     if step is not None:
         numbers["trainer/global_step"] = step
     config = {"fid": {key: result.get(key) for key in ("source", "real", "sampler", "feature_extractor")}}

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from ncsn_pl.core.samplers import Sampler, describe_sampler
+from ncsn_pl.core.samplers import NFECount, Sampler, describe_sampler
 from ncsn_pl.core.seeding import shard_indices
 from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
 from ncsn_pl.metrics import QualityOptions, SampleQuality, read_reference_stats, real_images
@@ -36,9 +36,10 @@ class SampleQualityMonitor(Callback):
     statistics are cached on disk, keyed by data set, split, data settings, count and feature extractor (or taken
     from a paper's reference file, ``ref_stats``). Every value is also appended to
     ``<run dir>/sample_quality.jsonl`` with the counts, the sampler's settings and NFE, the feature extractor and
-    the real statistics' source; W&B runs get those in their config under ``sample_quality``. Precision and recall
-    (``quality: {precision_recall: true}``; Kynkäänniemi et al. 2019) say whether a worse FID comes from worse
-    samples (precision) or from missing modes (recall).
+    the real statistics' source; W&B runs get those in their config under ``sample_quality``. A sampler whose NFE
+    differs per sample (``AdaptiveVESDE``) logs its mean as ``val/nfe`` and its largest as ``val/nfe_max``.
+    Precision and recall (``quality: {precision_recall: true}``; Kynkäänniemi et al. 2019) say whether a worse FID
+    comes from worse samples (precision) or from missing modes (recall).
 
     Because the values are logged in the validation loop, ``ModelCheckpoint(monitor="val/fid", mode="min")``
     works; keep ``every_n_epochs=1`` then, so every validation that saves a checkpoint has a fresh FID (thin the
@@ -197,6 +198,18 @@ class SampleQualityMonitor(Callback):
             # every rank holds the same value (compute() all-reduces); sync_dist only quiets Lightning's warning
             pl_module.log(f"val/{name}", value, sync_dist=True, prog_bar=name == "fid")
 
+    @staticmethod
+    def _nfe(trainer: pl.Trainer, fixed: int | None, counted: NFECount) -> dict[str, float]:
+        """``nfe``, or where it differs per sample its mean and largest over all ranks' samples (collective)."""
+        if fixed is not None:
+            return {"nfe": fixed}
+        per_sample = counted.per_sample.double()
+        device = trainer.strategy.root_device
+        total = trainer.strategy.reduce(torch.stack([per_sample.sum(), torch.tensor(float(per_sample.numel()))])
+                                        .to(device), reduce_op="sum")  # fmt: skip
+        largest = trainer.strategy.all_gather(per_sample.max() if per_sample.numel() else torch.tensor(0.0))
+        return {"nfe": (total[0] / total[1].clamp(min=1)).item(), "nfe_max": largest.max().item()}
+
     def evaluate(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, model: pl.LightningModule | None = None
     ) -> dict[str, float]:
@@ -211,17 +224,18 @@ class SampleQualityMonitor(Callback):
         show = self.progress_bar and trainer.progress_bar_callback is not None and trainer.is_global_zero
         start = time.perf_counter()
         quality.reset()
+        counted = NFECount()
         with sampling_progress(model.num_scales, sampler, len(indices), self.batch_size, "FID samples", show) as bar:
             for first in range(0, len(indices), self.batch_size):
                 batch = indices[first : first + self.batch_size]
                 with torch.inference_mode(), trainer.precision_plugin.forward_context():
-                    samples = model.sample(batch, seed=self.seed, sampler=sampler, callback=bar)
+                    samples = model.sample(batch, seed=self.seed, sampler=sampler, callback=bar, nfe_count=counted)
                 quality.update_fake(samples.float().clone())
         real = quality.real_source or {}
         counts = {"fid_num_samples": self.num_samples}
         if real.get("num_images") is not None:
             counts["fid_num_real"] = real["num_images"]
-        results = {**quality.compute(), "nfe": sampler.nfe(model.num_scales), **counts}
+        results = {**quality.compute(), **self._nfe(trainer, sampler.nfe(model.num_scales), counted), **counts}
         self._last_step, self._last_epoch = trainer.global_step, trainer.current_epoch
         self.last_results = results
         if trainer.is_global_zero:
@@ -229,7 +243,8 @@ class SampleQualityMonitor(Callback):
                 "num_samples": self.num_samples,
                 "num_real": real.get("num_images"),
                 "real": real,
-                "sampler": {"seed": self.seed, **describe_sampler(sampler), "nfe": sampler.nfe(model.num_scales)},
+                "sampler": {"seed": self.seed, **describe_sampler(sampler),
+                            **{k: v for k, v in results.items() if k in ("nfe", "nfe_max")}},  # fmt: skip
                 "feature_extractor": quality.feature_extractor_id,
                 "resize": quality.resize,
             }

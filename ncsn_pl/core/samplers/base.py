@@ -19,6 +19,7 @@ from ncsn_pl.core.seeding import PerSampleNoise
 __all__ = [
     "LangevinCallback",
     "LangevinStep",
+    "NFECount",
     "NoiseFn",
     "RangeWatch",
     "Sampler",
@@ -27,6 +28,9 @@ __all__ = [
     "describe_sampler",
     "seeded_sample",
 ]
+
+AUTO = "auto"
+"""A step size given as ``"auto"``: the sampler computes it from the schedule it samples (:meth:`Sampler.resolve`)."""
 
 NoiseFn = Callable[[Tensor], Tensor]
 """``noise_fn(x) -> z``: standard normal noise shaped like ``x`` (``torch.randn_like`` by default)."""
@@ -51,7 +55,11 @@ class LangevinStep:
         noise_norm: batch mean of the per-sample L2 norm of the noise z (0 for the deterministic ODE).
         snr: ``sqrt(step_size / 2) * grad_norm / noise_norm``, the official code's signal-to-noise diagnostic
             (NaN without noise).
-        kind: which update: ``langevin``, ``consistent``, ``corrector``, ``predictor``, ``euler`` or ``heun``.
+        kind: which update: ``langevin``, ``denoise``, ``consistent``, ``corrector``, ``predictor``, ``euler``,
+            ``heun`` or ``adaptive``.
+        nfe: the network evaluations of this update per sample: a number (the same for every sample; 2 for Heun)
+            or a ``(B,)`` tensor where samples differ (an adaptive solver's finished samples evaluate nothing).
+            Summed over a run's reports it is the sampler's NFE (:class:`NFECount`).
     """
 
     def __init__(
@@ -64,8 +72,9 @@ class LangevinStep:
         score: Tensor,
         noise: Tensor | None,
         kind: str = "langevin",
+        nfe: int | Tensor = 1,
     ) -> None:
-        self.level, self.step, self.sigma, self.x, self.kind = level, step, sigma, x, kind
+        self.level, self.step, self.sigma, self.x, self.kind, self.nfe = level, step, sigma, x, kind, nfe
         self._step_size, self._score, self._noise = step_size, score, noise
 
     @functools.cached_property
@@ -90,6 +99,33 @@ class LangevinStep:
 
 
 LangevinCallback = Callable[[LangevinStep], None]
+
+
+class NFECount:
+    """The network evaluations of each sample, summed from the samplers' reports (:attr:`LangevinStep.nfe`) over
+    any number of batches: :func:`seeded_sample` counts each batch it draws into one, in order."""
+
+    def __init__(self) -> None:
+        self._batches: list[Tensor] = []
+        self._current: Tensor | None = None
+
+    def begin(self, batch_size: int, device: torch.device | str) -> None:
+        """Start counting a batch of ``batch_size`` samples."""
+        self._current = torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def __call__(self, step: LangevinStep) -> None:
+        """The sampler callback (no device sync)."""
+        self._current += step.nfe
+
+    def end(self) -> None:
+        """Close the batch."""
+        self._batches.append(self._current)
+        self._current = None
+
+    @property
+    def per_sample(self) -> Tensor:
+        """The counts of every sample counted so far, in order, ``(N,)`` int64 on the CPU."""
+        return torch.cat([b.cpu() for b in self._batches]) if self._batches else torch.zeros(0, dtype=torch.long)
 
 
 class Sampler(ABC):
@@ -132,12 +168,20 @@ class Sampler(ABC):
             ValueError: the sampler cannot run on this schedule or with this kind of score function.
             FloatingPointError: the samples became NaN or infinite; the message names the sampler, level and step.
         """
-        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        resolved = self.resolve(sigmas)
+        settings = {f.name: getattr(resolved, f.name) for f in dataclasses.fields(resolved)}
         return type(self).function(score_fn, x, sigmas, **settings, noise_fn=noise_fn, callback=callback)
 
+    def resolve(self, sigmas: Tensor) -> Sampler:
+        """These settings with every ``"auto"`` step size computed for the schedule ``sigmas`` (the sampler itself
+        when it has none); :meth:`sample` resolves them so, and records show the numbers after it."""
+        return self
+
     @abstractmethod
-    def nfe(self, num_scales: int) -> int:
-        """The number of score (network) evaluations per sample on a schedule of ``num_scales`` levels."""
+    def nfe(self, num_scales: int) -> int | None:
+        """The number of score (network) evaluations per sample on a schedule of ``num_scales`` levels; None when
+        it differs from sample to sample (an adaptive step size): then it is counted while sampling
+        (:class:`NFECount`)."""
 
 
 @torch.no_grad()
@@ -151,6 +195,7 @@ def seeded_sample(
     init_range: tuple[float, float] = (0.0, 1.0),
     callback: LangevinCallback | None = None,
     range_watch: RangeWatch | None = None,
+    nfe_count: NFECount | None = None,
 ) -> Tensor:
     """``len(seeds)`` samples of ``sampler``, sample ``i`` drawn from its own noise stream ``seeds[i]``.
 
@@ -169,6 +214,7 @@ def seeded_sample(
         callback: called with a :class:`LangevinStep` after every update.
         range_watch: watches whether the samples end far outside ``init_range`` (:class:`RangeWatch`), for the
             caller to read once after several batches; without one, this call warns (``RuntimeWarning``) itself.
+        nfe_count: counts each sample's network evaluations (this batch is added to it).
 
     Returns:
         The samples, shape ``(len(seeds), *data_shape)``, on ``sigmas.device``.
@@ -183,13 +229,19 @@ def seeded_sample(
     else:
         x = sigmas[:1] * noise.randn(shape, dtype=sigmas.dtype)
     watch = range_watch if range_watch is not None else RangeWatch(init_range, sigmas.device)
+    if nfe_count is not None:
+        nfe_count.begin(len(seeds), sigmas.device)
 
     def watched(step: LangevinStep) -> None:
         watch(step)
+        if nfe_count is not None:
+            nfe_count(step)
         if callback is not None:
             callback(step)
 
     x = sampler.sample(score_fn, x, sigmas, noise_fn=noise.randn_like, callback=watched)
+    if nfe_count is not None:
+        nfe_count.end()
     watch.finish(x)
     if range_watch is None and (message := watch.message()) is not None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -214,6 +266,12 @@ def check_sigmas(sigmas: Tensor, sampler: str, min_levels: int = 1) -> list[floa
     return values
 
 
+def check_step(name: str, value: float | str, example: str) -> None:
+    """Raise a ``ValueError`` unless ``value`` is a positive number or ``"auto"``; ``example`` names the paper's."""
+    if value != AUTO and (isinstance(value, (str, bool)) or not value > 0):
+        raise ValueError(f"{name} must be a positive number ({example}) or 'auto', got {value!r}.")
+
+
 def check_int(name: str, value: int, minimum: int) -> None:
     """Raise a ``ValueError`` unless ``value`` is an integer ``>= minimum`` (booleans are not integers here)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -230,9 +288,10 @@ def report(
     x: Tensor,
     score: Tensor,
     noise: Tensor | None,
+    nfe: int | Tensor = 1,
 ) -> None:
     """Pass one update to ``callback``; its diagnostics are computed (and the device synced) only if read."""
-    callback(LangevinStep(level, step, sigma, step_size, x, score, noise, kind))
+    callback(LangevinStep(level, step, sigma, step_size, x, score, noise, kind, nfe))
 
 
 class DivergenceWatch:

@@ -12,6 +12,7 @@ Official code: AlexiaJM/AdversarialConsistentScoreMatching ``models/__init__.py`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -20,12 +21,14 @@ import torch
 from torch import Tensor
 
 from ncsn_pl.core.samplers.base import (
+    AUTO,
     DivergenceWatch,
     LangevinCallback,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
+    check_step,
     report,
 )
 from ncsn_pl.core.scores import AnyScoreFn, SigmaScore, score_at
@@ -173,10 +176,12 @@ class ConsistentAnnealed(Sampler):
     n_steps_each: int = 1
     """Steps per trained level (the authors' ``nsigma``; 1 in their README, 5 in ``configs/cifar10_9999ema.yml``).
     Above 1 the grid has sigmas between the trained ones, so the score must be a SigmaScore."""
-    step_lr: float = 1.8e-5
-    """The step at the smallest sigma, ``eta sigma_L^2`` (1.8e-5 in the authors' README for CIFAR-10 with
-    ``nsigma=1`` and sigma_L = 0.01, eta = 0.18). It must lie in :func:`consistent_step_lr_range` of the schedule,
-    checked when sampling; the authors tune it by hand."""
+    step_lr: float | Literal["auto"] = AUTO
+    """The step at the smallest sigma, ``eta sigma_L^2``. ``auto`` (the default) takes
+    :func:`consistent_ancestral_step_lr` of the schedule sampled, ``eta = 1 - gamma^-2``: the largest step that keeps
+    the noise consistent, defined on every schedule. A number must lie in :func:`consistent_step_lr_range` of the
+    schedule, checked when sampling; the authors tune it by hand (1.8e-5 in their README for CIFAR-10 with
+    ``nsigma=1`` and sigma_L = 0.01, eta = 0.18, which is out of range on NCSN's 10 levels)."""
     denoise: bool = True
     """End with Tweedie's step ``sigma_L^2 s`` at the last level, from the same evaluation (the denoised samples
     the paper evaluates)."""
@@ -186,8 +191,14 @@ class ConsistentAnnealed(Sampler):
 
     def __post_init__(self) -> None:
         check_int("ConsistentAnnealed.n_steps_each", self.n_steps_each, 1)
-        if not self.step_lr > 0:
-            raise ValueError(f"ConsistentAnnealed.step_lr must be positive (1.8e-5 in the paper), got {self.step_lr}.")
+        check_step("ConsistentAnnealed.step_lr", self.step_lr, "1.8e-5 in the paper")
+
+    def resolve(self, sigmas: Tensor) -> ConsistentAnnealed:
+        """``step_lr="auto"``: :func:`consistent_ancestral_step_lr` of ``sigmas`` refined ``n_steps_each`` times."""
+        if self.step_lr != AUTO:
+            return self
+        values = check_sigmas(sigmas, "ConsistentAnnealed", min_levels=2)
+        return dataclasses.replace(self, step_lr=consistent_ancestral_step_lr(values, self.n_steps_each))
 
     def nfe(self, num_scales: int) -> int:
         """``(L-1) n_steps_each + 1``: one evaluation per level of the grid; ``denoise`` reuses the last one."""

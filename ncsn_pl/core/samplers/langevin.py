@@ -11,6 +11,7 @@ The Gaussian noise ``z`` comes from ``noise_fn(x)`` (default ``torch.randn_like`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -19,16 +20,19 @@ import torch
 
 from ncsn_pl.core.losses import ScoreFn
 from ncsn_pl.core.samplers.base import (
+    AUTO,
     DivergenceWatch,
     LangevinCallback,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
+    check_step,
     report,
 )
 from ncsn_pl.core.scores import AnyScoreFn, level_score
 from ncsn_pl.core.seeding import PerSampleNoise
+from ncsn_pl.core.sigmas import langevin_step_lr
 
 __all__ = [
     "AnnealedLangevin",
@@ -165,7 +169,13 @@ def annealed_langevin_dynamics(
         watch.check()
     watch.check(final=True)
     if denoise:
-        x = denoise_step(score_fn, x, sigmas)
+        # NCSNv2's denoising step (Tweedie's formula) at the last level
+        last = len(sigma_values) - 1
+        levels = torch.full((x.shape[0],), last, dtype=torch.long, device=x.device)
+        score = score_fn(x, levels)
+        x = x + sigmas[-1:].to(x.dtype) ** 2 * score
+        if callback is not None:
+            report(callback, "denoise", last, n_steps_each, sigma_values[-1], sigma_values[-1] ** 2, x, score, None)
     return x
 
 
@@ -231,8 +241,9 @@ class AnnealedLangevin(Sampler):
 
     n_steps_each: int = 100
     """T, the Langevin steps per noise level (100 in NCSN, 5 in NCSNv2 CIFAR-10)."""
-    step_lr: float = 2e-5
-    """epsilon in the official code's convention (2e-5 in NCSN, 6.2e-6 in NCSNv2 CIFAR-10)."""
+    step_lr: float | Literal["auto"] = 2e-5
+    """epsilon in the official code's convention (2e-5 in NCSN, 6.2e-6 in NCSNv2 CIFAR-10), or ``auto``: NCSNv2's
+    Technique 4 for T = ``n_steps_each`` on the schedule sampled (:func:`~ncsn_pl.core.sigmas.langevin_step_lr`)."""
     denoise: bool = False
     """NCSNv2's final denoising step (one more score evaluation; off in NCSN, on in every NCSNv2 config)."""
 
@@ -240,8 +251,13 @@ class AnnealedLangevin(Sampler):
 
     def __post_init__(self) -> None:
         check_int("AnnealedLangevin.n_steps_each", self.n_steps_each, 1)
-        if not self.step_lr > 0:
-            raise ValueError(f"AnnealedLangevin.step_lr must be positive (2e-5 in NCSN), got {self.step_lr}.")
+        check_step("AnnealedLangevin.step_lr", self.step_lr, "2e-5 in NCSN")
+
+    def resolve(self, sigmas: torch.Tensor) -> AnnealedLangevin:
+        """``step_lr="auto"``: NCSNv2's Technique 4 for ``n_steps_each`` on ``sigmas``."""
+        if self.step_lr != AUTO:
+            return self
+        return dataclasses.replace(self, step_lr=langevin_step_lr(sigmas, self.n_steps_each))
 
     def sample(
         self,
@@ -258,7 +274,7 @@ class AnnealedLangevin(Sampler):
             x,
             sigmas,
             n_steps_each=self.n_steps_each,
-            step_lr=self.step_lr,
+            step_lr=self.resolve(sigmas).step_lr,
             denoise=self.denoise,
             noise_fn=noise_fn,
             callback=callback,

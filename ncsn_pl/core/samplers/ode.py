@@ -152,8 +152,9 @@ def probability_flow_ode(
         x = x_next
         watch.update(x, level, 0, t_cur)
         if callback is not None:
-            kind = "heun" if solver == "heun" and t_next > 0 else "euler"
-            report(callback, kind, level, 0, t_cur, t_cur * (t_cur - t_next), x, score, None)
+            heun = solver == "heun" and t_next > 0
+            step_size = t_cur * (t_cur - t_next)
+            report(callback, "heun" if heun else "euler", level, 0, t_cur, step_size, x, score, None, 1 + heun)
         watch.check()
     watch.check(final=True)
     return x

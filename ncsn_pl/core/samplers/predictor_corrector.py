@@ -8,6 +8,7 @@ Official code: yang-song/score_sde_pytorch ``sampling.py``: ``get_pc_sampler``, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -16,17 +17,20 @@ import torch
 from torch import Tensor
 
 from ncsn_pl.core.samplers.base import (
+    AUTO,
     DivergenceWatch,
     LangevinCallback,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
+    check_step,
     report,
 )
 from ncsn_pl.core.scores import AnyScoreFn, score_at
+from ncsn_pl.core.sigmas import langevin_step_lr
 
-__all__ = ["PredictorCorrector", "corrector_step_size", "predictor_corrector"]
+__all__ = ["PredictorCorrector", "corrector_snr", "corrector_step_size", "predictor_corrector"]
 
 NAME = "Predictor-corrector sampling"
 Predictor = Literal["reverse_diffusion", "ancestral"]
@@ -46,9 +50,21 @@ def corrector_step_size(score: Tensor, noise: Tensor, snr: float, step_norm: Ste
     return (2 * (snr * noise_norm / grad_norm) ** 2).view(-1, *(1,) * (score.ndim - 1))
 
 
-def _check_settings(snr: float, n_steps_each: int, predictor: str, step_norm: str) -> None:
-    if not snr > 0:
-        raise ValueError(f"PredictorCorrector.snr must be positive (0.16 in score_sde for CIFAR-10), got {snr}.")
+def corrector_snr(sigmas: Tensor | list[float], n_steps_each: int) -> float:
+    """The snr whose corrector step matches annealed Langevin with NCSNv2's Technique 4 for T = ``n_steps_each``:
+    ``snr = sqrt(step_lr / (2 sigma_min^2))``.
+
+    With ``||z|| ~ sqrt(D)`` and ``||s|| ~ sqrt(D) / sigma`` the step ``2 (snr ||z|| / ||s||)^2`` is
+    ``2 snr^2 sigma^2``, annealed Langevin's ``step_lr sigma^2 / sigma_min^2`` for this snr: score_sde's NCSN and
+    NCSNv2 configs so (``configs/ncsn/cifar10.py`` 0.316 for step_lr 2e-5, ``configs/ncsnv2/cifar10.py`` 0.176 for
+    6.2e-6, ``celeba.py`` 0.128 for 3.3e-6). Without corrector steps it is T = 1's.
+    """
+    values = sigmas.tolist() if isinstance(sigmas, Tensor) else [float(s) for s in sigmas]
+    return math.sqrt(langevin_step_lr(values, max(1, n_steps_each)) / (2 * values[-1] ** 2))
+
+
+def _check_settings(snr: float | str, n_steps_each: int, predictor: str, step_norm: str) -> None:
+    check_step("PredictorCorrector.snr", snr, "0.16 in score_sde for CIFAR-10")
     check_int("PredictorCorrector.n_steps_each", n_steps_each, 0)
     if predictor not in ("reverse_diffusion", "ancestral"):
         raise ValueError(f"PredictorCorrector.predictor must be 'reverse_diffusion' or 'ancestral', got {predictor!r}.")
@@ -149,9 +165,10 @@ class PredictorCorrector(Sampler):
     one Langevin corrector step, snr 0.16, noise removal; except ``step_norm`` (see there).
     """
 
-    snr: float = 0.16
+    snr: float | Literal["auto"] = 0.16
     """r in the corrector's step ``2 (r ||z|| / ||s||)^2`` (0.16 for CIFAR-10, 0.17 for CelebA; score_sde's
-    NCSN/NCSNv2 reproductions use 0.316 / 0.176 / 0.128 with their own ALD corrector); acts like a temperature."""
+    NCSN/NCSNv2 reproductions use 0.316 / 0.176 / 0.128 with their own ALD corrector); acts like a temperature.
+    ``auto``: :func:`corrector_snr` of the schedule sampled, the snr of annealed Langevin's Technique-4 step."""
     n_steps_each: int = 1
     """Corrector steps per level (1 in score_sde's configs; 0 runs the predictor alone)."""
     predictor: Predictor = "reverse_diffusion"
@@ -169,6 +186,13 @@ class PredictorCorrector(Sampler):
 
     def __post_init__(self) -> None:
         _check_settings(self.snr, self.n_steps_each, self.predictor, self.step_norm)
+
+    def resolve(self, sigmas: Tensor) -> PredictorCorrector:
+        """``snr="auto"``: :func:`corrector_snr` of ``sigmas`` for ``n_steps_each``."""
+        if self.snr != AUTO:
+            return self
+        values = check_sigmas(sigmas, "PredictorCorrector")
+        return dataclasses.replace(self, snr=corrector_snr(values, self.n_steps_each))
 
     def nfe(self, num_scales: int) -> int:
         """``L (n_steps_each + 1)``: score_sde's ``sde.N * (n_steps + 1)``."""
