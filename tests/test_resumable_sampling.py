@@ -102,8 +102,8 @@ def test_a_stopped_sample_run_says_how_to_continue_and_nothing_else(checkpoint, 
     out = tmp_path / "stopped"
     write = SampleStore.write_shard
 
-    def write_then_signal(self, indices, samples):
-        path = write(self, indices, samples)
+    def write_then_signal(self, indices, samples, *args, **kwargs):
+        path = write(self, indices, samples, *args, **kwargs)
         os.kill(os.getpid(), how)  # a scheduler's SIGTERM, or Ctrl-C
         return path
 
