@@ -267,6 +267,23 @@ def test_complete_command_args(checkpoint):
     assert json.loads(folder[2].split("=", 1)[1])["init_args"] == {"dataset": "mnist", "root": "/d"}
 
 
+def test_a_config_of_command_options_still_takes_the_model_and_data_from_the_checkpoint(checkpoint, tmp_path):
+    own = tmp_path / "samplers.yaml"
+    own.write_text("num_samples: 10\nsamplers:\n  - class_path: ncsn_pl.core.samplers.AnnealedLangevin\n")
+    completed = complete_command_args(["fid_nfe", "--config", str(own), "--ckpt_path", str(checkpoint)])
+    assert json.loads(completed[1].split("=", 1)[1])["class_path"] == "ncsn_pl.networks.NCSN"
+    assert json.loads(completed[2].split("=", 1)[1])["init_args"]["dataset"] == "digits"
+    assert completed[3:] == ["--config", str(own), "--ckpt_path", str(checkpoint)]
+    data_only = tmp_path / "data.yaml"
+    data_only.write_text("data:\n  class_path: ncsn_pl.data.ImageDataModule\n  init_args: {dataset: mnist}\n")
+    completed = complete_command_args(["sample", "-c", str(data_only), "--ckpt_path", str(checkpoint)])
+    assert completed[1].startswith("--model.score_net=") and not any(a.startswith("--data=") for a in completed)
+    full = tmp_path / "run.yaml"
+    full.write_text("model:\n  score_net: {class_path: ncsn_pl.networks.NCSN}\ndata: {class_path: x}\n")
+    given = ["sample", "--config", str(full), "--ckpt_path", str(checkpoint)]
+    assert complete_command_args(given) == given
+
+
 @pytest.mark.slow  # about 40 s: two ddp_spawn runs, each starting two interpreters
 def test_two_ddp_spawn_processes_draw_the_samples_and_fid_of_one(sampled, checkpoint, tmp_path):
     out, _ = sampled

@@ -1,9 +1,12 @@
-"""The ``sample`` and ``fid`` commands without ``--config``: the model and the data come from the checkpoint."""
+"""The ``sample`` and ``fid`` commands without a full ``--config``: the model and the data come from the checkpoint."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
 
 from ncsn_pl.commands.checkpoints import load_checkpoint
 from ncsn_pl.commands.official import official_command_args
@@ -14,6 +17,7 @@ __all__ = ["complete_command_args", "option_values"]
 COMMANDS = ("sample", "fid", "fid_nfe")
 SCORING = ("fid", "fid_nfe")  # the commands that compare with real images
 PLACEHOLDER_NET = {"class_path": "ncsn_pl.networks.NoScoreNetwork"}
+
 
 def option_values(args: Sequence[str], *names: str) -> list[str]:
     """The values of ``--name X`` or ``--name=X`` in ``args`` for any of ``names``, in order."""
@@ -35,6 +39,24 @@ def _option(args: Sequence[str], name: str) -> str | None:
 
 def _has_group(args: Sequence[str], group: str) -> bool:
     return any(a == group or a.startswith((group + "=", group + ".")) for a in args)
+
+
+def _config_sections(args: Sequence[str]) -> set[str]:
+    """Which of ``model`` (its network) and ``data`` the ``--config`` files in ``args`` give: a config of a command's
+    own options (say a list of ``samplers``) leaves both to the checkpoint."""
+    sections: set[str] = set()
+    for path in option_values(args, "--config", "-c"):
+        try:
+            content = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            return {"model", "data"}  # LightningCLI reads it and says what is wrong
+        if isinstance(content, dict):
+            model = content.get("model")
+            if isinstance(model, str) or (isinstance(model, dict) and ({"score_net", "class_path"} & model.keys())):
+                sections.add("model")
+            if content.get("data") is not None:
+                sections.add("data")
+    return sections
 
 
 def _gives_model(args: Sequence[str]) -> bool:
@@ -71,7 +93,7 @@ def _sized_like(shape: Sequence[int] | None, dataset: str) -> dict[str, int]:
 
 
 def complete_command_args(args: Sequence[str]) -> list[str]:
-    """Fill in the model and the data of ``sample`` / ``fid`` / ``fid_nfe`` when no ``--config`` gives them.
+    """Fill in the model and the data of ``sample`` / ``fid`` / ``fid_nfe`` when no option or ``--config`` gives them.
 
     LightningCLI needs ``model.score_net`` and ``data`` before it reads the checkpoint, so for these two
     commands:
@@ -102,7 +124,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         return args
     ckpt_path = _option(options, "--ckpt_path")
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
-    if _has_group(options, "--config") or _has_group(options, "-c"):
+    configs = _config_sections(options)
+    if "model" in configs and "data" in configs:  # a full config, e.g. the run's config.yaml
         return args
     extra: list[str] = []
     images = _option(options, "--images") if command == "fid" else None
@@ -115,9 +138,9 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         official_args, official_data, trained_shape = official_command_args(
             official_ckpt, _option(options, "--official_config"), _option(options, "--data_root")
         )
-        if not _gives_model(options):
+        if not _gives_model(options) and "model" not in configs:
             extra += official_args
-    if not _gives_model(options) and not official_ckpt:
+    if not _gives_model(options) and "model" not in configs and not official_ckpt:
         if checkpoint is not None:
             net = checkpoint.get("hyper_parameters", {}).get("score_net")
             if not isinstance(net, dict) or "class_path" not in net:
@@ -137,7 +160,7 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
                 "fid needs --ckpt_path CKPT or --official_ckpt FILE.pth (to draw samples of a model) or --images DIR "
                 "(a folder)."
             )
-    if not _gives_data(options):  # dotted --data.init_args.* options refine the DataModule built here
+    if not _gives_data(options) and "data" not in configs:  # dotted --data.init_args.* options refine the DataModule built here
         dataset = _option(options, "--dataset") if command in SCORING else None
         stored = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
         if dataset:
