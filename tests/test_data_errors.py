@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import struct
 from pathlib import Path
 from urllib.error import URLError
@@ -17,6 +18,7 @@ from fake_datasets import (
 )
 
 from ncsn_pl.data import ImageDataModule, ToyDataModule
+from ncsn_pl.data.datasets import DataFileError, DownloadError, check_files
 
 no_md5_check = fake_datasets.no_md5_check  # fixture
 
@@ -98,7 +100,7 @@ def test_failed_mnist_download_explains_and_leaves_nothing_behind(tmp_path, monk
 
     monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", half_written)
     dm = ImageDataModule("mnist", root=str(tmp_path), download=True)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(DownloadError) as info:
         dm.prepare_data()
     message = str(info.value)
     assert "Downloading 'mnist'" in message and "failed" in message
@@ -114,10 +116,10 @@ def test_failed_mnist_download_explains_and_leaves_nothing_behind(tmp_path, monk
         ("celeba", "torchvision.datasets.celeba.download_file_from_google_drive", "gdown"),
     ],
 )
-def test_failed_download_raises_runtime_error(tmp_path, monkeypatch, dataset, target, source):
+def test_failed_download_raises_download_error(tmp_path, monkeypatch, dataset, target, source):
     monkeypatch.setattr(target, _refuse)
     dm = ImageDataModule(dataset, root=str(tmp_path), download=True)
-    with pytest.raises(RuntimeError, match="failed") as info:
+    with pytest.raises(DownloadError, match="failed") as info:
         dm.setup("fit")  # without a Trainer, setup runs prepare_data itself when download=True
     assert source in str(info.value) and "URLError" in str(info.value)
     assert _files_under(tmp_path) == []
@@ -157,7 +159,7 @@ def test_truncated_mnist_file_is_named(tmp_path):
     write_fake_mnist(tmp_path)
     path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(RuntimeError, match=r"train-images-idx3-ubyte \(1000 bytes, the header") as info:
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte \(1000 bytes, the header") as info:
         ImageDataModule("mnist", root=str(tmp_path)).setup()
     assert "data.download=true" in str(info.value)
 
@@ -166,27 +168,49 @@ def test_mnist_file_with_wrong_magic_is_named(tmp_path):
     write_fake_mnist(tmp_path)
     path = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
     path.write_bytes(struct.pack(">II", 9999, 10) + bytes(10))
-    with pytest.raises(RuntimeError, match=r"t10k-labels-idx1-ubyte \(magic number 9999"):
+    with pytest.raises(DataFileError, match=r"t10k-labels-idx1-ubyte \(magic number 9999"):
         ImageDataModule("mnist", root=str(tmp_path)).setup()
 
 
 def test_cifar_md5_mismatch_names_the_files(tmp_path):
     write_fake_cifar10(tmp_path)  # not the official bytes, and no md5 patch here
-    with pytest.raises(RuntimeError, match=r"data_batch_1 \(md5 differs from the official file\)"):
+    with pytest.raises(DataFileError, match=r"data_batch_1 \(md5 differs from the official file; \d+ bytes\)"):
         ImageDataModule("cifar10", root=str(tmp_path)).setup()
+
+
+class _Payload:
+    """A pickle that runs code when unpickled: it creates the file named by ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_cifar_batch_that_fails_its_md5_is_never_unpickled(tmp_path):
+    write_fake_cifar10(tmp_path)
+    marker = tmp_path / "code_ran"
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "wb") as f:
+        pickle.dump(_Payload(marker), f)
+    with pytest.raises(DataFileError, match=r"data_batch_2 \(md5 differs from the official file"):
+        ImageDataModule("cifar10", root=str(tmp_path)).setup()
+    with pytest.raises(DataFileError, match=r"data_batch_2 \(md5 differs"):
+        check_files("cifar10", tmp_path)  # the check the CLI runs before a run folder exists
+    assert not marker.exists()
 
 
 def test_truncated_cifar_pickle_is_named(tmp_path, no_md5_check):
     write_fake_cifar10(tmp_path)
     path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(RuntimeError, match=r"data_batch_3 \(not a readable pickle"):
+    with pytest.raises(DataFileError, match=r"Could not read the files of 'cifar10' .*\(UnpicklingError"):
         ImageDataModule("cifar10", root=str(tmp_path)).setup()
 
 
 def test_celeba_md5_mismatch_names_the_text_files(tmp_path):
     write_fake_celeba(tmp_path)
-    with pytest.raises(RuntimeError, match=r"list_eval_partition.txt \(md5 differs"):
+    with pytest.raises(DataFileError, match=r"list_eval_partition.txt \(md5 differs"):
         ImageDataModule("celeba", root=str(tmp_path)).setup()
 
 

@@ -14,6 +14,7 @@ from tiny_models import TinyFeatures, TinyScore
 from torchvision.transforms import functional as TF
 
 import ncsn_pl.data.datasets as datasets
+from ncsn_pl.data.datasets import DataFileError
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.metrics import QualityOptions
 from ncsn_pl.training import SampleQualityMonitor, ScoreModel
@@ -81,9 +82,9 @@ def test_truncated_gzipped_file_is_named(tmp_path, system_dir):
     write_fake_fashion_mnist(system_dir, gz=True)
     path = system_dir / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
-    with pytest.raises(RuntimeError, match=r"idx3-ubyte.gz \(7756 bytes, the header \(10, 28, 28\) needs 7856\)"):
+    with pytest.raises(DataFileError, match=r"idx3-ubyte.gz \(7756 bytes, the header \(10, 28, 28\) needs 7856\)"):
         ImageDataModule("fashion_mnist", root=str(tmp_path)).setup()
-    with pytest.raises(RuntimeError, match="apt-get install --reinstall -y dataset-fashion-mnist"):
+    with pytest.raises(DataFileError, match="apt-get install --reinstall -y dataset-fashion-mnist"):
         ImageDataModule("fashion_mnist", root=str(tmp_path)).setup()
 
 

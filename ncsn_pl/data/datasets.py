@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import pickle
 import shutil
 import struct
 import tempfile
@@ -25,7 +24,10 @@ __all__ = [
     "DATASETS",
     "DATASET_INFO",
     "DatasetInfo",
+    "DataFileError",
+    "DownloadError",
     "IdxImages",
+    "check_files",
     "SYSTEM_FASHION_MNIST",
     "download",
     "fashion_mnist_dir",
@@ -43,6 +45,15 @@ _FASHION_HINT = (
     "`apt-get install -y dataset-fashion-mnist` (Debian's package, read from /usr/share/datasets/fashion-mnist), "
     "or --data.init_args.download=true (needs network access)"
 )
+
+
+
+class DataFileError(ValueError):
+    """A data file on disk is damaged or not what the data set expects (named, with what to do)."""
+
+
+class DownloadError(OSError):
+    """A data set could not be downloaded (no network, a moved source, a failed checksum)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +202,7 @@ def load_builtin(dataset: str, root: str, split: str) -> Dataset:
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - re-raised with the file that caused it
-        raise RuntimeError(_corrupt_message(dataset, root, err)) from err
+        raise DataFileError(_corrupt_message(dataset, root, err)) from err
     if len(celeba) == 0:
         raise RuntimeError(
             f"CelebA split {split!r} under {root!r} is empty: list_eval_partition.txt lists no image for it."
@@ -199,29 +210,37 @@ def load_builtin(dataset: str, root: str, split: str) -> Dataset:
     return celeba
 
 
-def _corrupt_message(dataset: str, root: str, err: Exception) -> str:
-    bad = _find_corrupt_files(dataset, root)
-    where = (
-        f"Corrupt or unexpected file(s): {', '.join(bad)}"
-        if bad
-        else (f"Could not read the files of {dataset!r} under {root!r}")
-    )
+def _corrupt_message(dataset: str, root: str, err: Exception | None, bad: list[str] | None = None) -> str:
+    """One message: the damaged files (or the loader's error ``err`` when none is found) and how to replace them."""
+    bad = _find_corrupt_files(dataset, root) if bad is None else bad
+    why = f" ({type(err).__name__}: {err})" if err is not None and not bad else ""
+    where = f"Corrupt or unexpected file(s): {', '.join(bad)}" if bad else f"Could not read the files of {dataset!r} under {root!r}"
     if dataset == "fashion_mnist":
         if bad:
             return (
                 f"{where}. Replace them: `apt-get install --reinstall -y dataset-fashion-mnist` (the system "
                 "package's), or delete them and set --data.init_args.download=true (a copy under data.root)."
             )
-        return f"{where} ({type(err).__name__}: {err})."
+        return f"{where}{why}."
     return (
-        f"{where} ({type(err).__name__}: {err}). Delete the file(s) and set data.download=true to fetch them "
+        f"{where}{why}. Delete the file(s) and set data.download=true to fetch them "
         f"again, or replace them by hand (source: {_SOURCES[dataset]})."
     )
 
 
+def check_files(dataset: str, root: str | Path) -> None:
+    """Refuse damaged files of a built-in data set before anything runs (:class:`DataFileError`, one message naming
+    each file); files that are missing are left to the loader (which downloads them or says where they go)."""
+    if dataset in _SOURCES and not missing_files(dataset, root):
+        bad = _find_corrupt_files(dataset, str(root))
+        if bad:
+            raise DataFileError(_corrupt_message(dataset, str(root), None, bad))
+
+
 def _find_corrupt_files(dataset: str, root: str) -> list[str]:
-    """Best-effort diagnosis of which file failed: bad IDX sizes, unreadable pickles, or md5 mismatches."""
-    from torchvision.datasets import CIFAR10, CelebA
+    """Which files are damaged, read without running any of them: IDX headers and sizes (MNIST, Fashion-MNIST), md5
+    sums (CIFAR-10's batches, which are pickles: never unpickled here; CelebA's lists)."""
+    from torchvision.datasets import CIFAR10, CelebA, cifar
     from torchvision.datasets.utils import check_integrity
 
     if dataset in ("mnist", "fashion_mnist"):
@@ -229,18 +248,12 @@ def _find_corrupt_files(dataset: str, root: str) -> list[str]:
         paths = [_idx_path(folder, name) for name in _MNIST_FILES] if folder else _expected_files(dataset, root)
         return [f"{p} ({problem})" for p in paths if (problem := _idx_problem(p))]
     bad: list[str] = []
-    if dataset == "cifar10":
+    if dataset == "cifar10":  # md5 and size only: a batch file that fails its checksum is never unpickled
         md5s = dict(CIFAR10.train_list + CIFAR10.test_list)
         md5s[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
         for path in _expected_files(dataset, root):
-            try:
-                with open(path, "rb") as f:
-                    pickle.load(f, encoding="latin1")
-            except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-                bad.append(f"{path} (not a readable pickle: {type(err).__name__})")
-                continue
-            if not check_integrity(str(path), md5s[path.name]):
-                bad.append(f"{path} (md5 differs from the official file)")
+            if path.is_file() and not cifar.check_integrity(str(path), md5s[path.name]):
+                bad.append(f"{path} (md5 differs from the official file; {path.stat().st_size} bytes)")
         return bad
     for _, md5, name in CelebA.file_list:
         path = Path(root) / "celeba" / name
@@ -348,7 +361,7 @@ def download(dataset: str, root: str) -> None:
             else:
                 datasets.CelebA(tmp, split="all", target_type=[], download=True)
         except Exception as err:  # noqa: BLE001 - any failure (network, gdown missing, checksum) is reported
-            raise RuntimeError(
+            raise DownloadError(
                 f"Downloading {dataset!r} into {str(root_path)!r} failed: {type(err).__name__}: {err}\n"
                 f"Check the network connection to the source ({_SOURCES[dataset]}), "
                 f"or place the files by hand in this layout:\n{_layout(dataset, root)}\n"
