@@ -145,7 +145,7 @@ def test_no_runs_says_so(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "empty")])
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2  # a mistake in the input, as argparse's
     assert "no runs found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "missing" / "folder")])

@@ -1,8 +1,17 @@
-"""Errors that every process of a multi-process run raises together: rank 0 reports them, the others end quietly."""
+"""Errors the user can fix, and errors that every process of a multi-process run raises together (rank 0 reports
+them, the others end quietly)."""
 
 from __future__ import annotations
 
-__all__ = ["raised_on_every_rank", "reported_by_another_rank"]
+__all__ = ["USER_ERROR_EXIT_CODE", "UserInputError", "raised_on_every_rank", "reported_by_another_rank"]
+
+USER_ERROR_EXIT_CODE = 2  # argparse's status for a command line it cannot use
+
+
+class UserInputError(Exception):
+    """Input the user can fix (absent weights, ...): the command line prints the message alone, in one line, and exits
+    with :data:`USER_ERROR_EXIT_CODE`. Subclasses that were ``RuntimeError`` before also derive from it, so code
+    catching those still catches them."""
 
 
 def raised_on_every_rank(error: BaseException, rank: int) -> BaseException:

@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> Comparison:
     if not comparison.rows:
         print(f"compare: no runs found in {', '.join(options.paths)} (no metrics.csv, config.yaml, sweep.json or "
               "offline W&B run).", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(2)
     print(format_table(comparison))
     if comparison.files:
         print(f"wrote {', '.join(str(p) for p in comparison.files)}")
