@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,15 @@ import torch
 
 from ncsn_pl.core.files import load_torch_file, read_torch_file
 
-__all__ = ["check_data_shape", "load_checkpoint", "load_model_weights", "load_sampling_model", "newest_last_checkpoint"]
+__all__ = [
+    "check_data_shape",
+    "check_training_checkpoint",
+    "check_weights_fit",
+    "load_checkpoint",
+    "load_model_weights",
+    "load_sampling_model",
+    "newest_last_checkpoint",
+]
 
 
 def newest_last_checkpoint(root: str | os.PathLike[str]) -> Path | None:
@@ -57,6 +65,40 @@ def _check_lightning_checkpoint(checkpoint: Any, ckpt_path: str | os.PathLike[st
             "file written by training (e.g. <run dir>/checkpoints/last.ckpt)."
         )
     return checkpoint
+
+
+def check_training_checkpoint(checkpoint: Any, ckpt_path: str, sampling: bool) -> None:
+    """Refuse a file that is not a Lightning checkpoint (a bare state dict, another program's file) before any run
+    starts: Lightning would stop on it with a ``KeyError`` after the run folder is made. ``sampling``: for ``sample``
+    / ``fid`` / ``fid_nfe``, which need the weights only."""
+    needed = ("state_dict",) if sampling else ("state_dict", "pytorch-lightning_version")
+    lacks = [key for key in needed if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if lacks or not isinstance(checkpoint["state_dict"], dict):
+        what = f"a {type(checkpoint).__name__}" if not isinstance(checkpoint, dict) else f"no {lacks[0]!r}"
+        raise ValueError(
+            f"--ckpt_path {ckpt_path!r} is not a Lightning checkpoint (it holds {what}); give a .ckpt file written by "
+            "`python -m ncsn_pl fit` (e.g. <run dir>/checkpoints/last.ckpt)."
+        )
+
+
+def check_weights_fit(model: pl.LightningModule, shapes: Mapping[str, tuple[int, ...]] | None, ckpt_path: Any) -> None:
+    """Refuse a checkpoint whose network weights (``score_net.*``) do not fit the model built (another network), before
+    any run folder is made: Lightning would find out when it loads them, after."""
+    if shapes is None:
+        return
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("score_net.")}
+    missing = sorted(expected.keys() - shapes.keys())
+    unexpected = sorted(k for k in shapes.keys() - expected.keys() if k.startswith("score_net."))
+    differ = sorted(k for k in expected.keys() & shapes.keys() if expected[k] != shapes[k])
+    if not (missing or unexpected or differ):
+        return
+    problems = [f"{what} {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+                for what, keys in (("lacks", missing), ("has unknown", unexpected), ("has other shapes for", differ))
+                if keys]  # fmt: skip
+    raise ValueError(
+        f"The weights in --ckpt_path {ckpt_path} do not fit the model built ({'; '.join(problems)}): it is another "
+        "network's. Leave out the settings that change the network, or give a checkpoint of this model."
+    )
 
 
 def check_data_shape(model: pl.LightningModule, trained: Sequence[int] | None, what: str) -> None:

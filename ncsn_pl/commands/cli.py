@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
+import torch
+from jsonargparse import ArgumentError, ArgumentParser, Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 import ncsn_pl
-from ncsn_pl.commands.checkpoints import newest_last_checkpoint
-from ncsn_pl.commands.config_lists import check_config_lists
+from ncsn_pl.commands.checkpoints import check_training_checkpoint, check_weights_fit, newest_last_checkpoint
+from ncsn_pl.commands.config_lists import check_config_files, check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
@@ -140,11 +141,12 @@ class NCSNCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """``sample`` / ``fid`` / ``fid_nfe`` without ``--config``: take the model and data from the checkpoint first;
-        refuse config files whose lists would merge into other classes' settings; ``--ckpt_path last``: the run root's
-        newest ``last.ckpt`` (:func:`_resolve_last`)."""
+        refuse config files that are not YAML mappings or whose lists would merge into other classes' settings;
+        ``--ckpt_path last``: the run root's newest ``last.ckpt`` (:func:`_resolve_last`)."""
         from ncsn_pl.commands.arguments import complete_command_args
 
         if isinstance(args, (list, tuple)):
+            check_config_files(args)
             check_config_lists(args)
             args = complete_command_args(args)
             if args and args[0] in SAMPLING_COMMANDS and not any(a.startswith("--trainer.logger") for a in args):
@@ -209,7 +211,11 @@ class NCSNCLI(LightningCLI):
         if not Path(ckpt_path).is_file():
             return
         checkpoint = load_torch_file(ckpt_path)  # one read, its CRC-32s checked: a corrupt file stops here
-        hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+        check_training_checkpoint(checkpoint, ckpt_path, subcommand in SAMPLING_COMMANDS)
+        if subcommand not in SAMPLING_COMMANDS:  # its weights are checked against the model once it is built
+            self._checkpoint_shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
+                                       if isinstance(v, torch.Tensor)}  # fmt: skip
+        hparams = checkpoint.get("hyper_parameters", {})
         hparams.pop("_instantiator", None)
         if not hparams:
             return
@@ -217,11 +223,16 @@ class NCSNCLI(LightningCLI):
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         elif "score_net" in hparams:
             hparams["score_net"] = upgrade_network_config(hparams["score_net"])
+        exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-        except SystemExit:
-            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
-            raise
+        except ArgumentError as error:
+            raise ValueError(
+                f"--ckpt_path {ckpt_path} is not a checkpoint of ncsn_pl's ScoreModel: its settings do not fit it "
+                f"({' '.join(str(error).split())}); give a .ckpt file written by `python -m ncsn_pl fit`."
+            ) from error
+        finally:
+            self.parser.exit_on_error = exit_on_error
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
@@ -246,8 +257,16 @@ class NCSNCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Build the model, the data and the Trainer; for ``fit``, resolve ``"auto"`` settings before any callback
         copies the model (EMA) and write the numbers into the config the run saves."""
-        super().instantiate_classes()
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            raise _unwrapped(error) from None
         drop_unset_wandb_settings(self.trainer.loggers)
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        check_weights_fit(self.model, getattr(self, "_checkpoint_shapes", None), ckpt_path)
+        check_files = getattr(self.datamodule, "check_files", None)
+        if self.subcommand == "fit" and callable(check_files) and self.trainer.local_rank == 0:
+            check_files()  # a missing data set or a failed download leaves no run folder behind
         if self.subcommand == "fit":  # a version_N/ of its own, whatever the loggers (--trainer.logger=false too)
             give_run_folder(self.trainer)
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
@@ -325,6 +344,18 @@ def _checkpoint_of_wandb_run(root: str | None) -> str | None:
     if found is not None:
         rank_zero_info(f"W&B run {run_id} continues from {found} (its run folder keeps that id).")
     return str(found) if found is not None else None
+
+
+# jsonargparse's texts around an error of a class it builds (a Union of subclasses) or of a link's function
+_WRAPPERS = ("Does not validate against any of the Union subtypes", "Call to compute_fn of link")
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """The error a class's ``__init__`` or a link's function raised, without jsonargparse's wrapping text (the union's
+    subtypes, the link's arguments), in which the sentence that says what to fix is buried."""
+    while str(error).startswith(_WRAPPERS) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:

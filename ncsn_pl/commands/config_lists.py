@@ -1,4 +1,8 @@
-"""Refuse ``--config`` files whose lists of classes would merge item by item into other classes' settings.
+"""Refuse ``--config`` files that are not YAML mappings (a syntax error, an empty file), naming the file, and those
+whose lists of classes would merge item by item into other classes' settings.
+
+jsonargparse reports a YAML error in ``"<unicode string>"`` (which of several files is not said) after its usage
+text, and an empty file as ``Unexpected config:``; :func:`check_config_files` says which file and what is wrong.
 
 When two config files give the same list (``trainer.callbacks``, ``trainer.logger``) with the same number of items,
 jsonargparse merges them item by item, keeping the earlier file's ``init_args`` that the later item does not set
@@ -17,7 +21,7 @@ import yaml
 
 from ncsn_pl.commands.arguments import option_values
 
-__all__ = ["check_config_lists"]
+__all__ = ["check_config_files", "check_config_lists"]
 
 
 def _load(path: Path) -> Any:
@@ -43,6 +47,37 @@ def _class_lists(tree: Any, folder: Path, key: str = "") -> Iterator[tuple[str, 
         classes = [_class_of(item, folder) for item in tree]
         if any(classes):
             yield key, classes
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the first ``--config`` / ``-c`` file of ``args`` that is not a YAML mapping of
+    settings: a syntax error (with its line and column), an empty file, or a single value or list. Paths that are not
+    files are left to the parser (it says which is missing)."""
+    for path in map(Path, option_values(args, "--config", "-c")):
+        try:
+            text = path.read_text()
+        except (OSError, ValueError):
+            continue
+        try:
+            tree = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            context = getattr(error, "context", None)
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(
+                f"--config {path} is not valid YAML: {f'{context}, ' if context else ''}{problem}{where}; fix the file."
+            ) from error
+        if tree is None:
+            raise ValueError(
+                f"--config {path} is empty (no settings); write settings in it (e.g. `trainer:` then "
+                "`  max_steps: 10`) or leave it out."
+            )
+        if not isinstance(tree, dict):
+            raise ValueError(
+                f"--config {path} holds a {type(tree).__name__}, not settings; write `key: value` lines in it (e.g. "
+                "`trainer:` then `  max_steps: 10`)."
+            )
 
 
 def check_config_lists(args: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -242,6 +243,11 @@ def read_torch_file(
 
 
 def _raise_unreadable(path: Path, err: Exception, what: str, expected: str) -> NoReturn:
+    if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+        raise ValueError(
+            f"{what} {str(path)!r} holds Python objects other than tensors and plain values, which loading would run "
+            f"as code; it was not loaded. Give the path of {expected}."
+        ) from err
     first_line = str(err).splitlines()[0] if str(err) else ""
     raise ValueError(
         f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {first_line}); "

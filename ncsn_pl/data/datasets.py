@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,12 @@ def _has_idx(folder: Path, name: str) -> bool:
     return (folder / name).is_file() or (folder / f"{name}.gz").is_file()
 
 
+def _mnist_dir(root: str | Path) -> Path | None:
+    """``<root>/MNIST/raw`` when it holds the four IDX files (plain or ``.gz``, as torchvision downloads them)."""
+    folder = Path(root) / "MNIST" / "raw"
+    return folder if all(_has_idx(folder, name) for name in _MNIST_FILES) else None
+
+
 def fashion_mnist_dir(root: str | Path) -> Path | None:
     """The folder Fashion-MNIST is read from: ``<root>/FashionMNIST/raw`` when it holds the four IDX files (plain or
     ``.gz``), else the system package's :data:`SYSTEM_FASHION_MNIST` when it does, else None."""
@@ -151,6 +158,7 @@ def missing_files(dataset: str, root: str | Path) -> list[Path]:
         processed = Path(root) / "MNIST" / "processed"
         if (processed / "training.pt").is_file() and (processed / "test.pt").is_file():
             return []  # torchvision's legacy layout
+        return [p for p in _expected_files(dataset, root) if not _has_idx(p.parent, p.name)]
     return [
         p
         for p in _expected_files(dataset, root)
@@ -162,6 +170,14 @@ def _layout(dataset: str, root: str | Path) -> str:
     """The expected files, one indented line each."""
     return "\n".join(
         f"  {p}" + ("/*.jpg" if p.name == "img_align_celeba" else "") for p in _expected_files(dataset, root)
+    )
+
+
+def _brief_layout(dataset: str, root: str | Path) -> str:
+    """The expected files in one line: ``<folder>/{name, name, ...}``."""
+    files = _expected_files(dataset, root)
+    return f"{files[0].parent}/{{{', '.join(p.name for p in files if p.parent == files[0].parent)}}}" + "".join(
+        f", {p}" for p in files if p.parent != files[0].parent
     )
 
 
@@ -187,14 +203,16 @@ def load_builtin(dataset: str, root: str, split: str) -> Dataset:
     from torchvision import datasets
 
     try:
-        if dataset == "mnist":
+        if dataset == "mnist" and (folder := _mnist_dir(root)) is not None:
+            return IdxImages(folder, "train" if split == "train" else "t10k")
+        if dataset == "mnist":  # torchvision's legacy layout, MNIST/processed/{training,test}.pt
             return datasets.MNIST(root, train=split == "train", download=False)
         if dataset == "fashion_mnist":
             folder = fashion_mnist_dir(root)
             if folder is None:
                 raise FileNotFoundError(missing_message(dataset, root, missing_files(dataset, root)))
             return IdxImages(folder, "train" if split == "train" else "t10k")
-        if dataset == "cifar10":
+        if dataset == "cifar10":  # it checks every file's md5 before it unpickles any
             return datasets.CIFAR10(root, train=split == "train", download=False)
         celeba = datasets.CelebA(
             root, split="train" if split == "train" else "test", target_type=[], download=False
@@ -214,7 +232,11 @@ def _corrupt_message(dataset: str, root: str, err: Exception | None, bad: list[s
     """One message: the damaged files (or the loader's error ``err`` when none is found) and how to replace them."""
     bad = _find_corrupt_files(dataset, root) if bad is None else bad
     why = f" ({type(err).__name__}: {err})" if err is not None and not bad else ""
-    where = f"Corrupt or unexpected file(s): {', '.join(bad)}" if bad else f"Could not read the files of {dataset!r} under {root!r}"
+    where = (
+        f"Corrupt or unexpected file(s): {', '.join(bad)}"
+        if bad
+        else f"Could not read the files of {dataset!r} under {root!r}"
+    )
     if dataset == "fashion_mnist":
         if bad:
             return (
@@ -244,7 +266,7 @@ def _find_corrupt_files(dataset: str, root: str) -> list[str]:
     from torchvision.datasets.utils import check_integrity
 
     if dataset in ("mnist", "fashion_mnist"):
-        folder = fashion_mnist_dir(root) if dataset == "fashion_mnist" else None
+        folder = fashion_mnist_dir(root) if dataset == "fashion_mnist" else _mnist_dir(root)
         paths = [_idx_path(folder, name) for name in _MNIST_FILES] if folder else _expected_files(dataset, root)
         return [f"{p} ({problem})" for p in paths if (problem := _idx_problem(p))]
     bad: list[str] = []
@@ -280,7 +302,7 @@ def _idx_problem(path: Path) -> str | None:
     agree."""
     try:
         data = _read_idx_bytes(path)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # a truncated or damaged .gz: EOFError, BadGzipFile, zlib.error
         return f"cannot be read: {type(err).__name__}: {err}"
     if len(data) < 4:
         return f"{len(data)} bytes, shorter than an IDX header"
@@ -361,12 +383,11 @@ def download(dataset: str, root: str) -> None:
             else:
                 datasets.CelebA(tmp, split="all", target_type=[], download=True)
         except Exception as err:  # noqa: BLE001 - any failure (network, gdown missing, checksum) is reported
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
             raise DownloadError(
-                f"Downloading {dataset!r} into {str(root_path)!r} failed: {type(err).__name__}: {err}\n"
-                f"Check the network connection to the source ({_SOURCES[dataset]}), "
-                f"or place the files by hand in this layout:\n{_layout(dataset, root)}\n"
-                "and keep data.download=false. The partial download was deleted; no files were left in "
-                "data.root."
+                f"Downloading {dataset!r} into {str(root_path)!r} failed ({reason}); the partial download was "
+                f"deleted. Check the network connection to the source ({_SOURCES[dataset]}), or place the files "
+                f"there by hand ({_brief_layout(dataset, root)}) and keep data.download=false."
             ) from err
         _move_tree(tmp / folder, root_path / folder)
     finally:

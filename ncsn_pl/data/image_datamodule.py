@@ -73,7 +73,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     Files on disk (``download=False``, the default, never touches the network):
 
-    * mnist: ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (uncompressed IDX);
+    * mnist: ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (IDX, plain or ``.gz``);
     * fashion_mnist: ``<root>/FashionMNIST/raw/`` with the same four names (plain or ``.gz``); when the root
       has none, the system package's files in ``/usr/share/datasets/fashion-mnist/``
       (``apt-get install -y dataset-fashion-mnist``);
@@ -221,6 +221,12 @@ class ImageDataModule(pl.LightningDataModule):
         """Download the data set if ``download`` is true and it is missing (once per node, before setup)."""
         if self.download and self.dataset in BUILTIN_DOWNLOADS and missing_files(self.dataset, self.root):
             download(self.dataset, self.root)
+
+    def check_files(self) -> None:
+        """:meth:`prepare_data` and :meth:`setup`: the CLI calls it before a fit makes its run folder (once per node),
+        so that a failed download, or missing, corrupt or unusable files, stop the run before anything is made."""
+        self.prepare_data()
+        self.setup("fit")
 
     def setup(self, stage: str | None = None) -> None:
         """Build the train and val/test data sets (idempotent; both splits whatever the stage)."""

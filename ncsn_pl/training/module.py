@@ -105,6 +105,13 @@ class ScoreModel(pl.LightningModule):
             raise ValueError(f"model.n_steps_each must be >= 1, got {n_steps_each}.")
         if not isinstance(step_lr, str) and not step_lr > 0:
             raise ValueError(f"model.step_lr must be positive or 'auto', got {step_lr}.")
+        # Adam's own checks (torch.optim.Adam) would fire at the first step, after the run folder is made
+        if not lr >= 0:
+            raise ValueError(f"model.lr must be >= 0 (Adam's learning rate), got {lr}.")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"model.betas must be two numbers in [0, 1), got {tuple(betas)}.")
+        if not (eps >= 0 and weight_decay >= 0):
+            raise ValueError(f"model.eps and model.weight_decay must be >= 0, got {eps} and {weight_decay}.")
         if not init_range[0] < init_range[1]:
             raise ValueError(f"model.init_range must be (low, high) with low < high, got {init_range}.")
         # under LightningCLI the network's config (class_path, init_args) is saved; a bare module is not
