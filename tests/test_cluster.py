@@ -66,7 +66,7 @@ def test_a_refused_folder_stops_both_tasks_with_one_line(checkpoint, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("someone else's\n")
     (zero, first), (one, second) = wait_all(slurm_tasks([*sample_args(checkpoint, out), *TWO_CPUS]), timeout=240)
-    assert zero == one == 1, first[-2000:] + second[-2000:]
+    assert zero == one == 2, first[-2000:] + second[-2000:]  # a mistake in the input: status 2 on every task
     both = first + second
     assert both.count("is not empty and is not a sample folder") == 1, both[-3000:]
     assert "Traceback" not in both

@@ -14,8 +14,8 @@ from tiny_models import TinyFeatures, TinyScore
 from torchvision.transforms import functional as TF
 
 import ncsn_pl.data.datasets as datasets
-from ncsn_pl.data.datasets import DataFileError
 from ncsn_pl.data import ImageDataModule
+from ncsn_pl.data.datasets import DataFileError
 from ncsn_pl.metrics import QualityOptions
 from ncsn_pl.training import SampleQualityMonitor, ScoreModel
 

@@ -160,7 +160,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
                 "fid needs --ckpt_path CKPT or --official_ckpt FILE.pth (to draw samples of a model) or --images DIR "
                 "(a folder)."
             )
-    if not _gives_data(options) and "data" not in configs:  # dotted --data.init_args.* options refine the DataModule built here
+    # dotted --data.init_args.* options refine the DataModule built here
+    if not _gives_data(options) and "data" not in configs:
         dataset = _option(options, "--dataset") if command in SCORING else None
         stored = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
         if dataset:
