@@ -262,7 +262,7 @@ class NCSNCLI(LightningCLI):
         except ValueError as error:
             raise _unwrapped(error) from None
         drop_unset_wandb_settings(self.trainer.loggers)
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None  # None: run=False
         check_weights_fit(self.model, getattr(self, "_checkpoint_shapes", None), ckpt_path)
         check_files = getattr(self.datamodule, "check_files", None)
         if self.subcommand == "fit" and callable(check_files) and self.trainer.local_rank == 0:

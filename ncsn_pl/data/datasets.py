@@ -173,14 +173,6 @@ def _layout(dataset: str, root: str | Path) -> str:
     )
 
 
-def _brief_layout(dataset: str, root: str | Path) -> str:
-    """The expected files in one line: ``<folder>/{name, name, ...}``."""
-    files = _expected_files(dataset, root)
-    return f"{files[0].parent}/{{{', '.join(p.name for p in files if p.parent == files[0].parent)}}}" + "".join(
-        f", {p}" for p in files if p.parent != files[0].parent
-    )
-
-
 def missing_message(dataset: str, root: str | Path, missing: Sequence[Path]) -> str:
     if dataset == "fashion_mnist":
         return (
@@ -387,7 +379,7 @@ def download(dataset: str, root: str) -> None:
             raise DownloadError(
                 f"Downloading {dataset!r} into {str(root_path)!r} failed ({reason}); the partial download was "
                 f"deleted. Check the network connection to the source ({_SOURCES[dataset]}), or place the files "
-                f"there by hand ({_brief_layout(dataset, root)}) and keep data.download=false."
+                f"by hand ({', '.join(map(str, _expected_files(dataset, root)))}) and keep data.download=false."
             ) from err
         _move_tree(tmp / folder, root_path / folder)
     finally:
