@@ -7,8 +7,9 @@ import ncsn_pl
 
 FRAMEWORKS = {"lightning", "pytorch_lightning", "wandb", "omegaconf", "jsonargparse", "torchmetrics"}
 PACKAGE = Path(ncsn_pl.__file__).parent
-# lowest first: a module may import its own layer and the layers before it
-LAYERS = ["core", "networks", "data", "metrics", "training", "commands", "tools"]
+# lowest first: a module may import its own layer and the layers before it (compat: private names of other
+# libraries, below everything)
+LAYERS = ["compat", "core", "networks", "data", "metrics", "training", "commands", "tools"]
 
 
 def imports(path: Path) -> set[str]:

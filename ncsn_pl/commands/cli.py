@@ -28,8 +28,9 @@ from ncsn_pl.commands.checkpoints import check_training_checkpoint, check_weight
 from ncsn_pl.commands.config_lists import check_config_files, check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
-from ncsn_pl.commands.help import CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
+from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
+from ncsn_pl.compat import add_tool_subcommand
 from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
@@ -124,7 +125,7 @@ class NCSNCLI(LightningCLI):
         super()._add_subcommands(parser, **kwargs)
         for name, description in self.tools.items():
             tool = ArgumentParser(prog=f"python -m ncsn_pl {name}", description=description)
-            parser._subcommands_action.add_subcommand(name, tool, help=first_sentence(description))
+            add_tool_subcommand(parser, name, tool, help=first_sentence(description))
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         """A command's parser, its own options (the method's parameters) shown first."""
@@ -133,11 +134,6 @@ class NCSNCLI(LightningCLI):
         nested = [name for name in own if name not in self.subcommands()[subcommand]]  # e.g. fid's --quality
         put_groups_first(parser, [subcommand, *nested], f"{subcommand} options")
         return parser
-
-    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        super().add_default_arguments_to_parser(parser)
-        seed = parser._option_string_actions["--seed_everything"]
-        seed.help = seed.help.replace("instantiation.Set", "instantiation. Set")  # Lightning's text lacks a space
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """``sample`` / ``fid`` / ``fid_nfe`` without ``--config``: take the model and data from the checkpoint first;
@@ -393,7 +389,8 @@ def main(args: list[str] | None = None, tools: Mapping[str, str] | None = None) 
             save_config_kwargs={"overwrite": True},
             parser_class=HelpParser,
             parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter,
-                           "prog": "python -m ncsn_pl", "description": first_sentence(ncsn_pl.__doc__)},
+                           "prog": "python -m ncsn_pl", "description": first_sentence(ncsn_pl.__doc__),
+                           **{name: {"usage": COMMAND_USAGE} for name in NCSNCLI.subcommands()}},
             args=args,
             auto_configure_optimizers=False,
         )

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import inspect
 import re
-from argparse import SUPPRESS, Action, _SubParsersAction
+from argparse import SUPPRESS, Action
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import LightningArgumentParser
 
-__all__ = ["CompactHelpFormatter", "HelpParser", "first_sentence", "put_groups_first"]
+from ncsn_pl.compat import help_is_preexpanded, move_option_group
+
+__all__ = ["COMMAND_USAGE", "CompactHelpFormatter", "HelpParser", "first_sentence", "put_groups_first"]
+
+# a command's usage line: its options are too many to list (argparse's default lists every one)
+COMMAND_USAGE = "%(prog)s [-h] [-c CONFIG] [--print_config] [OPTION VALUE ...]"
 
 # a full stop (or ! ?) then white space or the end; the sentence ends there unless inside brackets or ``literals``
 _STOP = re.compile(r"[.!?](?=\s|$)")
@@ -69,8 +74,7 @@ def put_groups_first(parser: Any, names: list[str], title: str) -> None:
     if groups and names[0] in parser.groups:
         groups[0].title = title
     for position, group in enumerate(groups, 2):  # after argparse's positionals and options
-        parser._action_groups.remove(group)
-        parser._action_groups.insert(position, group)
+        move_option_group(parser, group, position)
 
 
 class HelpParser(LightningArgumentParser):
@@ -88,14 +92,7 @@ class HelpParser(LightningArgumentParser):
 
 class CompactHelpFormatter(DefaultHelpFormatter):
     """jsonargparse's formatter with the first whole sentence of each description; subclass lists only for the
-    model."""
-
-    def _format_usage(self, usage, actions, groups, prefix) -> str:  # noqa: ANN001 - argparse's signature
-        if prefix == "" or any(isinstance(a, _SubParsersAction) for a in actions):
-            # the top level (its commands), or argparse building a subcommand's name ("python -m ncsn_pl fit")
-            return super()._format_usage(usage, actions, groups, prefix).replace("__main__.py", "python -m ncsn_pl")
-        prog = self._prog.replace("__main__.py", "python -m ncsn_pl")
-        return f"usage: {prog} [-h] [-c CONFIG] [--print_config] [OPTION VALUE ...]\n\n"
+    model. (A command's usage line is short: :data:`COMMAND_USAGE`.)"""
 
     def start_section(self, heading: str | None) -> None:
         # a group of a nested dataclass (fid's --quality) is titled with its parameter's whole description
@@ -103,8 +100,9 @@ class CompactHelpFormatter(DefaultHelpFormatter):
 
     def _get_help_string(self, action: Action) -> str:
         full = action.help
-        if full and full != SUPPRESS and not getattr(action, "_jsonargparse_preexpanded_help", False):
-            action.help = first_sentence(full)
+        if full and full != SUPPRESS and not help_is_preexpanded(action):
+            # Lightning's --seed_everything text lacks a space after a full stop ("instantiation.Set")
+            action.help = first_sentence(full.replace("instantiation.Set", "instantiation. Set"))
         try:
             text = super()._get_help_string(action)
         finally:

@@ -127,8 +127,6 @@ class PrecisionRecall(Metric):
         if self.reset_real_features:
             super().reset()
             return
-        value = self._defaults.pop("real_features")
-        try:
-            super().reset()
-        finally:
-            self._defaults["real_features"] = value
+        kept = list(self.real_features)  # a copy: reset clears the list in place (as torchmetrics FID keeps its own)
+        super().reset()
+        self.real_features = kept

@@ -6,6 +6,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 
+from ncsn_pl.compat import averaged_model
 from ncsn_pl.core.averaging import warmup_ema_update
 
 __all__ = ["EMAWithWarmup", "averaged_module", "ema_at_validation_epoch_end"]
@@ -21,7 +22,7 @@ def averaged_module(trainer: pl.Trainer | None, pl_module: pl.LightningModule) -
     :func:`ema_at_validation_epoch_end`.
     """
     averaging = _weight_averaging(trainer)
-    return averaging._average_model.module if averaging is not None else pl_module
+    return averaged_model(averaging).module if averaging is not None else pl_module
 
 
 def ema_at_validation_epoch_end(
@@ -37,12 +38,12 @@ def ema_at_validation_epoch_end(
         return pl_module
     callbacks = list(trainer.callbacks)
     swapped_back = callbacks.index(averaging) < callbacks.index(caller)
-    return averaging._average_model.module if swapped_back else pl_module
+    return averaged_model(averaging).module if swapped_back else pl_module
 
 
 def _weight_averaging(trainer: pl.Trainer | None) -> WeightAveraging | None:
     for callback in trainer.callbacks if trainer is not None else []:
-        if isinstance(callback, WeightAveraging) and callback._average_model is not None:
+        if isinstance(callback, WeightAveraging) and averaged_model(callback) is not None:
             return callback
     return None
 

@@ -9,9 +9,9 @@ from typing import Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor
 
+from ncsn_pl.compat import given_hyperparameters
 from ncsn_pl.core.errors import raised_on_every_rank
 from ncsn_pl.core.losses import dsm_loss, spread_levels
 from ncsn_pl.core.samplers import (
@@ -115,7 +115,7 @@ class ScoreModel(pl.LightningModule):
         if not init_range[0] < init_range[1]:
             raise ValueError(f"model.init_range must be (low, high) with low < high, got {init_range}.")
         # under LightningCLI the network's config (class_path, init_args) is saved; a bare module is not
-        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["score_net"])
+        self.save_hyperparameters(ignore=None if given_hyperparameters() is not None else ["score_net"])
         self.score_net = score_net.to(memory_format=torch.channels_last) if channels_last else score_net
         self.data_shape = tuple(data_shape) if data_shape is not None else None
         self.sampler = sampler
@@ -187,13 +187,20 @@ class ScoreModel(pl.LightningModule):
         """The score ``s(x, levels)``."""
         return self.score_net(x, levels)
 
+    def _attached(self) -> bool:
+        """Whether a Trainer runs this module (``self.trainer`` raises otherwise)."""
+        try:
+            return self.trainer is not None
+        except RuntimeError:
+            return False
+
     def _generator(self, *counters: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(step_seed(self.hparams.seed, *counters))
 
     def _noise_counters(self, batch_idx: int) -> tuple[int, ...]:
         """What keys a training batch's levels and noise: ``(0, step, rank)``, plus the micro-batch's place in the
         step under ``trainer.accumulate_grad_batches`` (the first keeps the key of a run without accumulation)."""
-        micro = batch_idx % self.trainer.accumulate_grad_batches if self._trainer is not None else 0
+        micro = batch_idx % self.trainer.accumulate_grad_batches if self._attached() else 0
         return (0, self.global_step, self.global_rank) + ((micro,) if micro else ())
 
     def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
@@ -254,7 +261,7 @@ class ScoreModel(pl.LightningModule):
         offset = getattr(self, "_evaluated", 0)
         self._evaluated = offset + x.shape[0]
         # Lightning's DistributedSampler (not shuffled) gives rank r of W the items r, r + W, r + 2W, ...
-        world_size = self.trainer.world_size if self._trainer is not None else 1
+        world_size = self.trainer.world_size if self._attached() else 1
         items = torch.arange(offset, offset + x.shape[0]) * world_size + self.global_rank
         levels = spread_levels(items, self.num_scales).to(x.device)
         seeds = [step_seed(self.hparams.seed, 1, k) for k in items.tolist()]

@@ -47,14 +47,19 @@ def claim_version(root: str | os.PathLike[str]) -> int:
     processes never get the same folder."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
-    version = max(taken, default=-1) + 1
+    version = _next_version(root)
     while True:
         try:
             (root / f"version_{version}").mkdir()
             return version
         except FileExistsError:
             version += 1
+
+
+def _next_version(root: str | os.PathLike[str]) -> int:
+    """One more than the highest N of ``root/version_N`` (0 when there is none)."""
+    taken = [int(p.name[8:]) for p in Path(root).glob("version_*") if p.name[8:].isdigit()]
+    return max(taken, default=-1) + 1
 
 
 def _hold(folder: Path) -> ProcessLock:
@@ -166,6 +171,8 @@ class RunLogger(CSVLogger):
         resume_step: int | None = None,
     ) -> None:
         super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
+        self._run_version = version  # this class's own, as is its writer: Lightning's attributes stay unused
+        self._writer: _ContinuingWriter | None = None
         self._resume_step = resume_step
         self._lock: ProcessLock | None = None
         self.branched_from: dict[str, Any] | None = None  # set by continue_run for an earlier checkpoint
@@ -198,7 +205,7 @@ class RunLogger(CSVLogger):
             return False
         if rank_zero_only.rank == 0:  # refused now, before any logger starts a run (W&B), if a live run holds it
             _hold(run).release()
-        self._version, self._claimed = int(run.name[8:]), False
+        self._run_version, self._claimed = int(run.name[8:]), False
         self._resume_step = step
         return True
 
@@ -206,15 +213,16 @@ class RunLogger(CSVLogger):
     def version(self) -> int | str:
         """The run's version: given, or claimed on first use (on global rank 0, which writes; the other ranks read
         the folder from the Trainer, which broadcasts it)."""
-        if self._version is None:
+        if self._run_version is None:
             self._claimed = rank_zero_only.rank == 0
-            self._version = claim_version(self.root_dir) if self._claimed else self._get_next_version()
-        return self._version
+            self._run_version = claim_version(self.root_dir) if self._claimed else _next_version(self.root_dir)
+        return self._run_version
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """Write what is left, record how the run ended and release the run folder."""
-        super().finalize(status)
+        if self._writer is not None:
+            self.save()
         if self._lock is not None:
             try:
                 write_run_status(self.log_dir, *run_end(status))
@@ -227,14 +235,14 @@ class RunLogger(CSVLogger):
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         """The metrics writer; the first call takes the run folder's lock."""
-        if self._experiment is None:
+        if self._writer is None:
             folder = Path(self.log_dir)
             folder.mkdir(parents=True, exist_ok=True)
             self._lock = _hold(folder)
             write_run_status(folder, "running")
             if self._resume_step is not None:  # the lock is ours: no writer of the run's files is alive
                 _remove_leftovers(folder)
-            self._experiment = _ContinuingWriter(self.log_dir, self._resume_step, self._claimed)
+            self._writer = _ContinuingWriter(self.log_dir, self._resume_step, self._claimed)
             if self.branched_from is not None:
                 atomic_write_text(json.dumps(self.branched_from, indent=2) + "\n", folder / BRANCH_RECORD)
-        return self._experiment
+        return self._writer

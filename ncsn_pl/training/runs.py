@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
+from ncsn_pl.compat import continue_wandb_run_id, started_wandb_run, wandb_init_settings
 from ncsn_pl.core.files import atomic_write_text
 from ncsn_pl.core.run_records import (
     FID_COMMAND_GOALS,
@@ -78,8 +79,7 @@ def continue_wandb_run(loggers: Iterable[object], folder: str | os.PathLike[str]
     run_id = path.read_text().strip()
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger._wandb_init.update(id=run_id, resume="allow")  # read when the run starts (lazily)
-            logger._id = run_id
+            continue_wandb_run_id(logger, run_id)
     return run_id
 
 
@@ -155,7 +155,7 @@ def drop_unset_wandb_settings(loggers: Iterable[object]) -> int:
     Call it before the first log call; returns how many loggers were changed."""
     changed = 0
     for logger in loggers:
-        settings = getattr(logger, "_wandb_init", None) if isinstance(logger, WandbLogger) else None
+        settings = wandb_init_settings(logger) if isinstance(logger, WandbLogger) else None
         if isinstance(settings, dict) and "anonymous" in settings and settings["anonymous"] is None:
             del settings["anonymous"]
             changed += 1
@@ -227,9 +227,11 @@ def wandb_run_of(loggers: Iterable[object]) -> dict[str, str] | None:
     """The W&B run the first ``WandbLogger`` among ``loggers`` logs to (``id``, ``project``, ``save_dir``), or
     ``None``: written into checkpoints, so ``fid --wandb`` can put a result beside the run's training curves."""
     for logger in loggers:
-        disabled = getattr(getattr(logger, "_experiment", None), "disabled", False)  # WANDB_MODE=disabled: no run
-        if isinstance(logger, WandbLogger) and logger.version and not disabled:
-            settings = getattr(logger, "_wandb_init", {})
+        if not isinstance(logger, WandbLogger):
+            continue
+        disabled = getattr(started_wandb_run(logger), "disabled", False)  # WANDB_MODE=disabled: no run
+        if logger.version and not disabled:
+            settings = wandb_init_settings(logger)
             run = {"id": str(logger.version), "project": settings.get("project"), "save_dir": logger.save_dir}
             return {key: str(value) for key, value in run.items() if value}
     return None
