@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ncsn_pl.core.samplers import Sampler
+from ncsn_pl.data.contract import KnownDensity, LogDensity
 from ncsn_pl.data.image_files import save_grid
 from ncsn_pl.data.sample_plots import plot_samples_2d
 from ncsn_pl.training.ema import averaged_module
@@ -116,9 +117,10 @@ class SampleGrid(Callback):
         if samples.ndim == 4:
             picture = save_grid(samples, path, display_size=self.display_size)
         elif samples.ndim == 2 and samples.shape[1] == 2:
-            density = getattr(trainer.datamodule, "distribution", None)
-            log_prob = getattr(density, "log_prob", None)
-            centres = getattr(density, "means", None)
+            datamodule = trainer.datamodule
+            density = datamodule.distribution if isinstance(datamodule, KnownDensity) else None
+            log_prob = density.log_prob if isinstance(density, LogDensity) else None
+            centres = getattr(density, "means", None)  # a GaussianMixture's component means, marked on the plot
             title = f"{name}: {samples.shape[0]} samples" + (" over log p(x)" if log_prob is not None else "")
             picture = plot_samples_2d(samples, path, log_prob, centres if torch.is_tensor(centres) else None, title)
         else:

@@ -14,6 +14,7 @@ from ncsn_pl.core.distributions import GaussianMixture
 from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.core.seeding import step_seed
 from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
+from ncsn_pl.data.contract import KnownDensity
 from ncsn_pl.metrics.sample_distances import mode_weight_error, sliced_wasserstein
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
 from ncsn_pl.training.runs import run_dir
@@ -84,7 +85,8 @@ class ToySampleQuality(Callback):
 
     @staticmethod
     def _distribution(trainer: pl.Trainer) -> GaussianMixture:
-        distribution = getattr(trainer.datamodule, "distribution", None)
+        datamodule = trainer.datamodule
+        distribution = datamodule.distribution if isinstance(datamodule, KnownDensity) else None
         if not isinstance(distribution, GaussianMixture):
             raise ValueError(
                 "ToySampleQuality compares samples with the data's known distribution: it needs a DataModule with a "
