@@ -32,6 +32,7 @@ from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParse
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.compat import add_tool_subcommand
 from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file
+from ncsn_pl.data.contract import ShapedData
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
@@ -355,7 +356,7 @@ def _unwrapped(error: BaseException) -> BaseException:
 
 
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
-    shape = getattr(datamodule, "data_shape", None)
+    shape = datamodule.data_shape if isinstance(datamodule, ShapedData) else None
     if shape is None:
         raise ValueError(f"{type(datamodule).__name__} has no data_shape; the model needs it for sampling.")
     return tuple(shape)

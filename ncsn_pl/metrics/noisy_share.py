@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ncsn_pl.data.contract import ShapedData, split_reader
+
 __all__ = ["NOISY_SHARE_IMAGES", "NoiseReference", "NoisyShare", "noise_reference", "total_variation"]
 
 NOISY_SHARE_IMAGES = 1000
@@ -68,13 +70,14 @@ def noise_reference(
     datamodule: Any, split: str = "val", num_images: int = NOISY_SHARE_IMAGES
 ) -> NoiseReference | None:
     """The :class:`NoiseReference` of the first ``num_images`` images of ``split`` of an image DataModule (one with
-    ``<split>_data(max_items)`` and a ``(C, H, W)`` ``data_shape``); None for data that are not images.
+    ``<split>_data(max_items)`` and a ``(C, H, W)`` ``data_shape``: :mod:`ncsn_pl.data.contract`; ``split`` is
+    ``train`` or ``val``); None for data that are not images.
 
     Raises:
         OSError, RuntimeError, ValueError: the DataModule cannot read its images (missing or corrupt files).
     """
-    read = getattr(datamodule, f"{split}_data", None)
-    if not callable(read) or len(tuple(getattr(datamodule, "data_shape", ()) or ())) != 3:
+    read = split_reader(datamodule, split)
+    if read is None or not isinstance(datamodule, ShapedData) or len(tuple(datamodule.data_shape or ())) != 3:
         return None
     datamodule.setup("fit")
     images = read(num_images)

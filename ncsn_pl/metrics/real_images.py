@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ncsn_pl.data.contract import ItemImages, LoaderWorkers, NamedDataset, ShapedData, split_reader, split_set
 from ncsn_pl.data.image_files import find_images
 
 __all__ = ["NOT_IN_REAL_IMAGES", "RealImages", "image_settings", "real_images"]
@@ -46,13 +47,15 @@ class RealImages:
     def load(self) -> Tensor:
         """The images, a float tensor ``(num_images, C, H, W)`` in [0, 1], without augmentation (all in memory:
         for small sets; the statistics stream :meth:`shard` instead)."""
-        return getattr(self.datamodule, f"{self.split}_data")(self.num_images)
+        read = self.datamodule.train_data if self.split == "train" else self.datamodule.val_data  # real_images checked
+        return read(self.num_images)
 
     def image_dataset(self) -> Dataset | None:
         """The split as a data set read item by item (``datamodule.image_dataset(split)``), or None when the
         DataModule only gives whole tensors."""
-        image_dataset = getattr(self.datamodule, "image_dataset", None)
-        return image_dataset(self.split) if callable(image_dataset) else None
+        if isinstance(self.datamodule, ItemImages) and callable(self.datamodule.image_dataset):
+            return self.datamodule.image_dataset(self.split)
+        return None
 
     def shard(self, rank: int, world_size: int, batch_size: int = 256) -> Iterator[Tensor]:
         """Batches of the images ``rank, rank + world_size, ...`` (each process adds its own share), read from disk
@@ -66,7 +69,7 @@ class RealImages:
             yield from self.load()[rank::world_size].split(batch_size)
             return
         shard = Subset(dataset, range(rank, self.num_images, world_size))
-        num_workers = int(getattr(self.datamodule, "num_workers", 0) or 0)
+        num_workers = int((self.datamodule.num_workers if isinstance(self.datamodule, LoaderWorkers) else 0) or 0)
         yield from DataLoader(shard, batch_size=batch_size, num_workers=num_workers)
 
     def cache_key(self) -> dict[str, Any]:
@@ -90,11 +93,13 @@ def image_settings(datamodule: Any) -> dict[str, Any]:
     an image folder or a Hugging Face ``save_to_disk`` folder (``hf:DIR``), a digest of its files (relative paths,
     sizes, modification times): added, removed or replaced images miss too.
     """
+    # Lightning's public ``hparams`` (every LightningDataModule has it; a plain object may not) names the settings, so
+    # which attributes are read is known only at run time: no Protocol can declare them
     hparams = dict(getattr(datamodule, "hparams", None) or {})
     settings = {k: getattr(datamodule, k, v) for k, v in sorted(hparams.items()) if k not in NOT_IN_REAL_IMAGES}
     settings = json.loads(json.dumps(settings, default=repr))  # plain JSON values, as the cache file keeps them
     settings["data_shape"] = [int(n) for n in datamodule.data_shape]
-    dataset = str(getattr(datamodule, "dataset", None) or "")
+    dataset = _dataset_name(datamodule)
     if dataset == "folder":
         settings["files"] = _files_digest(Path(datamodule.root), find_images(datamodule.root))
     elif dataset.startswith("hf:") and Path(dataset[3:]).is_dir():  # a save_to_disk folder: its Arrow and JSON files
@@ -128,20 +133,25 @@ def real_images(datamodule: Any, split: str = "train", max_images: int | None = 
         raise ValueError(f"split must be 'train' or 'val', got {split!r}.")
     if max_images is not None and max_images < 2:
         raise ValueError(f"The real statistics need at least 2 images, got max_images={max_images}.")
-    shape = tuple(getattr(datamodule, "data_shape", ()) or ())
-    if not callable(getattr(datamodule, f"{split}_data", None)) or len(shape) != 3:
+    shape = tuple((datamodule.data_shape if isinstance(datamodule, ShapedData) else None) or ())
+    read = split_reader(datamodule, split)
+    if read is None or len(shape) != 3:
         raise ValueError(
             f"{type(datamodule).__name__} does not provide images (data_shape {shape or None}): FID needs an image "
             f"DataModule with {split}_data() and data_shape (C, H, W), e.g. ncsn_pl.data.ImageDataModule."
         )
     datamodule.setup("fit")
-    subset = getattr(datamodule, f"{split}_set", None)
-    read = getattr(datamodule, f"{split}_data")
+    subset = split_set(datamodule, split)
     total = len(subset) if subset is not None else int(read(None).shape[0])
     count = total if max_images is None else min(max_images, total)
-    name = str(getattr(datamodule, "dataset", None) or type(datamodule).__name__)
-    if name == "folder":
-        name = f"folder:{Path(getattr(datamodule, 'root', '.')).resolve()}"
+    name = _dataset_name(datamodule) or type(datamodule).__name__
+    if name == "folder":  # a folder DataModule has a root (image_settings reads it too)
+        name = f"folder:{Path(datamodule.root).resolve()}"
     elif name.startswith("hf:") and Path(name[3:]).is_dir():
         name = f"hf:{Path(name[3:]).resolve()}"
     return RealImages(name, split, int(shape[-1]), count, datamodule, image_settings(datamodule))
+
+
+def _dataset_name(datamodule: Any) -> str:
+    """The DataModule's ``dataset`` (:class:`~ncsn_pl.data.contract.NamedDataset`), or "" when it names none."""
+    return str((datamodule.dataset if isinstance(datamodule, NamedDataset) else None) or "")

@@ -26,6 +26,7 @@ from ncsn_pl.core.samplers import (
 from ncsn_pl.core.scores import AnyScoreFn, sigma_scaled_score
 from ncsn_pl.core.seeding import PerSampleNoise, sample_seeds, step_seed
 from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, langevin_step_lr, resolve_auto_schedule
+from ncsn_pl.data.contract import split_reader
 from ncsn_pl.networks import ScoreNetwork
 from ncsn_pl.training.divergence import DivergenceWatch
 from ncsn_pl.training.process_group import destroy_process_group_at_exit
@@ -161,7 +162,7 @@ class ScoreModel(pl.LightningModule):
         """
         if not self.schedule_is_auto:
             return {}
-        if datamodule is None or not callable(getattr(datamodule, "train_data", None)):
+        if split_reader(datamodule, "train") is None:  # no TrainData (ncsn_pl.data.contract)
             raise ValueError("'auto' schedule settings need a DataModule with train_data(); give numbers instead.")
         datamodule.setup("fit")
         hp = self.hparams

@@ -11,12 +11,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ncsn_pl.core.samplers import Sampler
+from ncsn_pl.data.contract import KnownDensity, LogDensity
 from ncsn_pl.data.image_files import save_grid
 from ncsn_pl.data.sample_plots import plot_samples_2d
 from ncsn_pl.training.ema import averaged_module
 from ncsn_pl.training.image_logging import log_image
 from ncsn_pl.training.progress import sampling_progress
 from ncsn_pl.training.runs import run_dir
+from ncsn_pl.training.schedule import EvalSchedule
 
 __all__ = ["SampleGrid"]
 
@@ -67,15 +69,8 @@ class SampleGrid(Callback):
             raise ValueError(f"SampleGrid.num_samples must be >= 1, got {num_samples}.")
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"SampleGrid.max_batch_size must be >= 1 or null, got {max_batch_size}.")
-        if every_n_epochs < 0 or every_n_steps < 0:
-            raise ValueError(
-                f"SampleGrid.every_n_epochs and every_n_steps must be >= 0 (0 = never), got {every_n_epochs}, "
-                f"{every_n_steps}."
-            )
+        self.schedule = EvalSchedule("SampleGrid", every_n_epochs, every_n_steps, on_train_end, off="never")
         self.num_samples = num_samples
-        self.every_n_epochs = every_n_epochs
-        self.every_n_steps = every_n_steps
-        self.sample_on_train_end = on_train_end
         self.sampler = sampler
         self.max_batch_size = max_batch_size
         self.seed = seed
@@ -86,15 +81,15 @@ class SampleGrid(Callback):
         self.last_path: Path | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        if self.schedule.by_epoch(trainer.current_epoch):
             self.draw(trainer, pl_module, f"epoch_{trainer.current_epoch:04d}")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+        if self.schedule.at_step(trainer.global_step):
             self.draw(trainer, pl_module, f"step_{trainer.global_step:07d}")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.sample_on_train_end:
+        if self.schedule.at_train_end(trainer.global_step):
             self.draw(trainer, pl_module, "final")
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> Path | None:
@@ -116,9 +111,10 @@ class SampleGrid(Callback):
         if samples.ndim == 4:
             picture = save_grid(samples, path, display_size=self.display_size)
         elif samples.ndim == 2 and samples.shape[1] == 2:
-            density = getattr(trainer.datamodule, "distribution", None)
-            log_prob = getattr(density, "log_prob", None)
-            centres = getattr(density, "means", None)
+            datamodule = trainer.datamodule
+            density = datamodule.distribution if isinstance(datamodule, KnownDensity) else None
+            log_prob = density.log_prob if isinstance(density, LogDensity) else None
+            centres = getattr(density, "means", None)  # a GaussianMixture's component means, marked on the plot
             title = f"{name}: {samples.shape[0]} samples" + (" over log p(x)" if log_prob is not None else "")
             picture = plot_samples_2d(samples, path, log_prob, centres if torch.is_tensor(centres) else None, title)
         else:

@@ -18,6 +18,7 @@ from ncsn_pl.metrics import QualityOptions, SampleQuality, read_reference_stats,
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
 from ncsn_pl.training.progress import sampling_progress
 from ncsn_pl.training.runs import log_config, run_dir
+from ncsn_pl.training.schedule import EvalSchedule
 
 __all__ = ["SampleQualityMonitor"]
 
@@ -86,17 +87,10 @@ class SampleQualityMonitor(Callback):
     ) -> None:
         super().__init__()
         quality.check_sample_count(num_samples, owner="SampleQualityMonitor")
-        if every_n_epochs < 0 or every_n_steps < 0:
-            raise ValueError(
-                "SampleQualityMonitor.every_n_epochs and every_n_steps must be >= 0 (0 = off), got "
-                f"{every_n_epochs}, {every_n_steps}."
-            )
+        self.schedule = EvalSchedule("SampleQualityMonitor", every_n_epochs, every_n_steps, on_train_end, off="off")
         if batch_size < 1:
             raise ValueError(f"SampleQualityMonitor.batch_size must be >= 1, got {batch_size}.")
         self.num_samples = num_samples
-        self.every_n_epochs = every_n_epochs
-        self.every_n_steps = every_n_steps
-        self.evaluate_on_train_end = on_train_end
         self.batch_size = batch_size
         self.seed = seed
         if split not in ("train", "val"):
@@ -149,17 +143,9 @@ class SampleQualityMonitor(Callback):
 
     # ------------------------------------------------------------------ when
     def _due(self, trainer: pl.Trainer) -> bool:
-        if trainer.global_step == self._last_step or trainer.fast_dev_run:
+        if trainer.fast_dev_run:
             return False
-        by_epoch = (
-            self.every_n_epochs > 0
-            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-            and trainer.current_epoch != self._last_epoch
-        )
-        by_step = self.every_n_steps > 0 and (
-            trainer.global_step // self.every_n_steps > max(self._last_step, 0) // self.every_n_steps
-        )
-        return by_epoch or by_step
+        return self.schedule.due(trainer.global_step, trainer.current_epoch, self._last_step, self._last_epoch)
 
     @staticmethod
     def _validates(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
@@ -179,11 +165,11 @@ class SampleQualityMonitor(Callback):
             self._evaluate_and_log(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
-        if self.every_n_steps and not self._validates(trainer, pl_module) and self._due(trainer):
+        if self.schedule.every_n_steps and not self._validates(trainer, pl_module) and self._due(trainer):
             self._evaluate_and_log(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.evaluate_on_train_end and trainer.global_step != self._last_step and not trainer.fast_dev_run:
+        if self.schedule.at_train_end(trainer.global_step, self._last_step) and not trainer.fast_dev_run:
             results = self.evaluate(trainer, pl_module)
             metrics = {f"val/{name}": value for name, value in results.items()}
             for logger in trainer.loggers:

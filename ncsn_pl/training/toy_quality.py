@@ -14,9 +14,11 @@ from ncsn_pl.core.distributions import GaussianMixture
 from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.core.seeding import step_seed
 from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
+from ncsn_pl.data.contract import KnownDensity
 from ncsn_pl.metrics.sample_distances import mode_weight_error, sliced_wasserstein
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
 from ncsn_pl.training.runs import run_dir
+from ncsn_pl.training.schedule import EvalSchedule
 
 __all__ = ["ToySampleQuality"]
 
@@ -68,23 +70,22 @@ class ToySampleQuality(Callback):
         super().__init__()
         if num_samples < 2:
             raise ValueError(f"ToySampleQuality.num_samples must be >= 2, got {num_samples}.")
-        if every_n_epochs < 1:
-            raise ValueError(f"ToySampleQuality.every_n_epochs must be >= 1, got {every_n_epochs}.")
+        self.schedule = EvalSchedule("ToySampleQuality", every_n_epochs, on_train_end=on_train_end,
+                                     epochs_required=True)  # fmt: skip
         if num_projections < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError("ToySampleQuality.num_projections and batch_size must be >= 1.")
         self.num_samples = num_samples
-        self.every_n_epochs = every_n_epochs
         self.seed = seed
         self.num_projections = num_projections
         self.batch_size = batch_size
         self.sampler = sampler
-        self.evaluate_on_train_end = on_train_end
         self.last_results: dict[str, float] = {}
         self._last_step = -1  # the global step of the last evaluation in this fit
 
     @staticmethod
     def _distribution(trainer: pl.Trainer) -> GaussianMixture:
-        distribution = getattr(trainer.datamodule, "distribution", None)
+        datamodule = trainer.datamodule
+        distribution = datamodule.distribution if isinstance(datamodule, KnownDensity) else None
         if not isinstance(distribution, GaussianMixture):
             raise ValueError(
                 "ToySampleQuality compares samples with the data's known distribution: it needs a DataModule with a "
@@ -100,7 +101,7 @@ class ToySampleQuality(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs and trainer.state.fn == "fit":
+        if not self.schedule.by_epoch(trainer.current_epoch) and trainer.state.fn == "fit":
             return
         results = self.evaluate(trainer, ema_at_validation_epoch_end(trainer, pl_module, self))
         self._last_step = trainer.global_step
@@ -108,7 +109,7 @@ class ToySampleQuality(Callback):
             pl_module.log(f"val/{name}", value, prog_bar=name == "sliced_wasserstein")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.evaluate_on_train_end or trainer.fast_dev_run or trainer.global_step == self._last_step:
+        if not self.schedule.at_train_end(trainer.global_step, self._last_step) or trainer.fast_dev_run:
             return
         results = self.evaluate(trainer, averaged_module(trainer, pl_module))
         self._last_step = trainer.global_step
