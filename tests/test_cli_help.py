@@ -9,7 +9,7 @@ import pytest
 from ncsn_pl.__main__ import TOOLS, main
 from ncsn_pl.commands.cli import NCSNCLI, NCSNTrainer
 from ncsn_pl.commands.help import first_sentence
-from ncsn_pl.training import ResumableCheckpoint, ScoreModel
+from ncsn_pl.training import ResumableCheckpoint, ScoreModel, optimizers
 
 COMMANDS = list(NCSNCLI.subcommands())
 ABBREVIATIONS = ("e.g.", "i.e.", "ie.", "ie:.", "eg.", "cf.")
@@ -77,7 +77,8 @@ def test_every_help_text_is_a_whole_sentence(command, capsys):
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_section_titles_are_whole_sentences_of_their_docstrings(command, capsys):
-    sources = [NCSNTrainer, ScoreModel, pl.LightningDataModule, ResumableCheckpoint, getattr(NCSNTrainer, command)]
+    sources = [NCSNTrainer, ScoreModel, pl.LightningDataModule, ResumableCheckpoint, getattr(NCSNTrainer, command),
+               optimizers]  # --optimizer, --lr_scheduler
     docs = [" ".join(inspect.getdoc(source).split()) for source in sources]
     titles = section_titles(help_text(capsys, command))
     assert titles[:2] == ["options", f"{command} options"]  # the command's own options come first

@@ -13,13 +13,20 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from jsonargparse import ArgumentError, ArgumentParser, Namespace, set_parsing_settings
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import (
+    ArgsType,
+    LightningArgumentParser,
+    LightningCLI,
+    LRSchedulerTypeTuple,
+    SaveConfigCallback,
+)
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
@@ -31,11 +38,12 @@ from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.compat import add_tool_subcommand
-from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file
+from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file, one_read_per_file
 from ncsn_pl.data.contract import ShapedData
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
+from ncsn_pl.training.optimizers import OPTIMIZER_TITLE, SCHEDULE_TITLE
 from ncsn_pl.training.run_folder import give_run_folder
 from ncsn_pl.training.run_logger import RunLogger
 from ncsn_pl.training.runs import (
@@ -93,8 +101,8 @@ class RunConfigSaver(SaveConfigCallback):
 # settings a run continued from a checkpoint may change: the optimizer's (applied to its restored state by
 # ScoreModel.on_train_start), the loss weight, the noise seed and the sampler's; not the schedule nor the network
 RESUMABLE_SETTINGS = frozenset(
-    {"lr", "betas", "eps", "weight_decay", "anneal_power", "seed", "n_steps_each", "step_lr", "denoise", "init_range",
-     "auto_max_items", "channels_last"}
+    {"lr", "betas", "eps", "weight_decay", "optimizer", "lr_scheduler", "anneal_power", "seed", "n_steps_each",
+     "step_lr", "denoise", "init_range", "auto_max_items", "channels_last"}
 )  # fmt: skip
 
 
@@ -212,8 +220,12 @@ class NCSNCLI(LightningCLI):
         if subcommand not in SAMPLING_COMMANDS:  # its weights are checked against the model once it is built
             self._checkpoint_shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
                                        if isinstance(v, torch.Tensor)}  # fmt: skip
-        hparams = checkpoint.get("hyper_parameters", {})
+        hparams = dict(checkpoint.get("hyper_parameters", {}))  # a copy: sample / fid read the file only once
         hparams.pop("_instantiator", None)
+        for key in ("optimizer", "lr_scheduler"):  # given as --optimizer / --lr_scheduler (linked into the model)
+            stored = hparams.pop(key, None)
+            if stored and subcommand == "fit" and not self.config[subcommand].get(key):
+                self.config = self.parser.parse_object({subcommand: {key: stored}}, self.config)
         if not hparams:
             return
         if "_class_path" in hparams:
@@ -232,7 +244,14 @@ class NCSNCLI(LightningCLI):
             self.parser.exit_on_error = exit_on_error
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``--checkpoint.*``; ``--optimizer`` and ``--lr_scheduler`` (any of torch's, by name) into the model's
+        ``optimizer`` and ``lr_scheduler``, so checkpoints record them; the data's shape into the model."""
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
+        parser.add_optimizer_args((torch.optim.Optimizer,))
+        parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
+        parser.groups["optimizer"].title, parser.groups["lr_scheduler"].title = OPTIMIZER_TITLE, SCHEDULE_TITLE
+        for key in ("optimizer", "lr_scheduler"):  # as plain dicts, which checkpoints can hold
+            parser.link_arguments(key, f"model.{key}", compute_fn=_plain_config)
         parser.link_arguments(
             "data",
             "model.init_args.data_shape" if self.subclass_mode_model else "model.data_shape",
@@ -355,6 +374,11 @@ def _unwrapped(error: BaseException) -> BaseException:
     return error
 
 
+def _plain_config(config: Namespace | None) -> dict[str, Any] | None:
+    """A ``class_path`` / ``init_args`` namespace as a dict."""
+    return config.as_dict() if isinstance(config, Namespace) else config
+
+
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
     shape = datamodule.data_shape if isinstance(datamodule, ShapedData) else None
     if shape is None:
@@ -380,20 +404,21 @@ def main(args: list[str] | None = None, tools: Mapping[str, str] | None = None) 
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     _quiet_advertisements()
     try:
-        return NCSNCLI(
-            ScoreModel,
-            pl.LightningDataModule,
-            tools=tools,
-            subclass_mode_data=True,
-            trainer_class=NCSNTrainer,
-            save_config_callback=RunConfigSaver,
-            save_config_kwargs={"overwrite": True},
-            parser_class=HelpParser,
-            parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter,
-                           "prog": "python -m ncsn_pl", "description": first_sentence(ncsn_pl.__doc__),
-                           **{name: {"usage": COMMAND_USAGE} for name in NCSNCLI.subcommands()}},
-            args=args,
-            auto_configure_optimizers=False,
-        )
+        with one_read_per_file() if args[:1] and args[0] in SAMPLING_COMMANDS else nullcontext():
+            return NCSNCLI(
+                ScoreModel,
+                pl.LightningDataModule,
+                tools=tools,
+                subclass_mode_data=True,
+                trainer_class=NCSNTrainer,
+                save_config_callback=RunConfigSaver,
+                save_config_kwargs={"overwrite": True},
+                parser_class=HelpParser,
+                parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter,
+                               "prog": "python -m ncsn_pl", "description": first_sentence(ncsn_pl.__doc__),
+                               **{name: {"usage": COMMAND_USAGE} for name in NCSNCLI.subcommands()}},
+                args=args,
+                auto_configure_optimizers=False,
+            )
     except SIGTERMException:
         raise SystemExit(PREEMPTED_EXIT_CODE) from None

@@ -32,6 +32,7 @@ __all__ = [
     "check_zip_crcs",
     "current_umask",
     "load_torch_file",
+    "one_read_per_file",
     "read_torch_file",
     "remove_stale_temporaries",
 ]
@@ -217,6 +218,23 @@ def load_torch_file(
     return read_torch_file(path, weights_only=weights_only, what=what, expected=expected, digest=False)[0]
 
 
+# while a command runs under one_read_per_file(): each file loaded, by identity and weights_only, and what it held
+_READ: dict[tuple[Any, ...], tuple[Any, str]] | None = None
+
+
+@contextmanager
+def one_read_per_file() -> Iterator[None]:
+    """Within this block :func:`read_torch_file` reads, checks and unpickles each file once: a second call for an
+    unchanged file (same inode, size and modification time) returns the same object. ``sample`` and ``fid`` read
+    their checkpoint for its settings and then for its weights; callers must not change what they are given."""
+    global _READ
+    outer, _READ = _READ, {} if _READ is None else _READ
+    try:
+        yield
+    finally:
+        _READ = outer
+
+
 def read_torch_file(
     path: str | os.PathLike[str],
     *,
@@ -233,6 +251,17 @@ def read_torch_file(
         FileNotFoundError, IsADirectoryError, ValueError: as :func:`load_torch_file`.
     """
     path = check_torch_file(path, what, expected)
+    if _READ is not None:
+        stat = path.stat()
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, weights_only)
+        if key not in _READ:
+            _READ[key] = _read_torch_file(path, weights_only, what, expected, digest=True)
+        obj, sha256 = _READ[key]
+        return obj, sha256 if digest else ""
+    return _read_torch_file(path, weights_only, what, expected, digest)
+
+
+def _read_torch_file(path: Path, weights_only: bool, what: str, expected: str, digest: bool) -> tuple[Any, str]:
     data = path.read_bytes()
     check_zip_crcs(data, path, what, expected)
     try:

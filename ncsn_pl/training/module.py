@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from ncsn_pl.compat import given_hyperparameters
@@ -29,6 +30,7 @@ from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, langevin_step_lr, resolv
 from ncsn_pl.data.contract import split_reader
 from ncsn_pl.networks import ScoreNetwork
 from ncsn_pl.training.divergence import DivergenceWatch
+from ncsn_pl.training.optimizers import DEFAULT_ADAM, adam_settings, make_optimizers, optimizer_settings
 from ncsn_pl.training.process_group import destroy_process_group_at_exit
 
 __all__ = ["ScoreModel"]
@@ -52,7 +54,8 @@ class ScoreModel(pl.LightningModule):
         sigma_min: the smallest sigma (NCSN's ``sigma_end``).
         num_scales: the number of noise levels L, or ``"auto"``.
         anneal_power: the loss weight lambda(sigma) = sigma^anneal_power (2 in both papers).
-        lr: Adam's learning rate (1e-3 in NCSN, 1e-4 in NCSNv2).
+        lr: Adam's learning rate (1e-3 in NCSN, 1e-4 in NCSNv2); ``lr``, ``betas``, ``eps`` and ``weight_decay`` are
+            not used when ``optimizer`` is given.
         betas: Adam's betas.
         eps: Adam's epsilon (1e-8; NCSNv2's FFHQ used 1e-3).
         weight_decay: Adam's weight decay.
@@ -74,6 +77,10 @@ class ScoreModel(pl.LightningModule):
         compile: compile the score network with ``torch.compile(fullgraph=True)`` for training and sampling (the
             first calls take minutes, later ones run faster; README, "Speed"). The module is compiled in place, so
             the state dict and checkpoints are those of the eager network and load either way.
+        optimizer: another optimizer than Adam, as ``{"class_path": ..., "init_args": ...}``; the CLI fills it from
+            ``--optimizer`` (e.g. ``--optimizer AdamW --optimizer.lr 2e-4``).
+        lr_scheduler: a learning-rate schedule (``--lr_scheduler``, e.g. ``--lr_scheduler CosineAnnealingLR
+            --lr_scheduler.T_max 200000``), stepped after every optimizer step; None: a constant rate.
     """
 
     def __init__(
@@ -97,6 +104,8 @@ class ScoreModel(pl.LightningModule):
         auto_max_items: int = 10_000,
         channels_last: bool = True,
         compile: bool = False,
+        optimizer: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("sigma_max", sigma_max), ("num_scales", num_scales), ("step_lr", step_lr)):
@@ -115,6 +124,9 @@ class ScoreModel(pl.LightningModule):
             raise ValueError(f"model.eps and model.weight_decay must be >= 0, got {eps} and {weight_decay}.")
         if not init_range[0] < init_range[1]:
             raise ValueError(f"model.init_range must be (low, high) with low < high, got {init_range}.")
+        if optimizer and adam_settings(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)) != DEFAULT_ADAM:
+            rank_zero_warn(f"model.lr, model.betas, model.eps and model.weight_decay are not used: the optimizer is "
+                           f"{optimizer.get('class_path')} with its own settings (--optimizer.*).")  # fmt: skip
         # under LightningCLI the network's config (class_path, init_args) is saved; a bare module is not
         self.save_hyperparameters(ignore=None if given_hyperparameters() is not None else ["score_net"])
         self.score_net = score_net.to(memory_format=torch.channels_last) if channels_last else score_net
@@ -301,16 +313,13 @@ class ScoreModel(pl.LightningModule):
     def on_train_start(self) -> None:
         """Use this run's optimizer settings also when the optimizer's state was restored from a checkpoint (a resumed
         run may change ``lr``, ``betas``, ``eps``, ``weight_decay``)."""
-        hp = self.hparams
+        settings = optimizer_settings(self.hparams)
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                group.update(lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay)
+                group.update({key: value for key, value in settings.items() if key in group})
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
-        return torch.optim.Adam(
-            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay
-        )
+    def configure_optimizers(self) -> Any:
+        return make_optimizers(self.parameters(), self.hparams)
 
     # ------------------------------------------------------------------ sampling
     @property
