@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ncsn_pl.core.samplers.base import check_int  # the samplers' settings are checked the same way
+
 __all__ = ["NoScoreNetwork", "ScoreNetwork", "check_int", "check_score_inputs", "upgrade_network_config"]
 
 
@@ -94,12 +96,6 @@ def check_score_inputs(
                 f"{net} has num_scales={num_scales}: levels must lie in [0, {num_scales}), "
                 f"got values from {lo} to {hi}."
             )
-
-
-def check_int(name: str, value: int, minimum: int) -> None:
-    """Raise a ``ValueError`` unless ``value`` is an integer (not a bool) ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def sizes_near(size: int, multiple: int) -> str:

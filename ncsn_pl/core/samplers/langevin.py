@@ -24,14 +24,15 @@ from ncsn_pl.core.samplers.base import (
     DivergenceWatch,
     LangevinCallback,
     NoiseFn,
+    RangeWatch,
     Sampler,
     check_int,
     check_sigmas,
     check_step,
     report,
+    seeded_sample,
 )
 from ncsn_pl.core.scores import AnyScoreFn, level_score
-from ncsn_pl.core.seeding import PerSampleNoise
 from ncsn_pl.core.sigmas import langevin_step_lr
 
 __all__ = [
@@ -212,21 +213,10 @@ def seeded_annealed_langevin(
     Returns:
         The samples, shape ``(len(seeds), *data_shape)``, on ``sigmas.device``.
     """
-    if len(seeds) == 0:
-        return torch.empty((0, *data_shape), device=sigmas.device, dtype=sigmas.dtype)
-    noise = PerSampleNoise(seeds, sigmas.device)
-    low, high = init_range
-    x = low + (high - low) * noise.rand((len(seeds), *data_shape), dtype=sigmas.dtype)
-    return annealed_langevin_dynamics(
-        score_fn,
-        x,
-        sigmas,
-        n_steps_each=n_steps_each,
-        step_lr=step_lr,
-        denoise=denoise,
-        noise_fn=noise.randn_like,
-        callback=callback,
-    )
+    sampler = AnnealedLangevin(n_steps_each=n_steps_each, step_lr=step_lr, denoise=denoise)
+    watch = RangeWatch(init_range, sigmas.device)  # read by no one: this function never warned about the range
+    return seeded_sample(sampler, score_fn, sigmas, data_shape, seeds, init_range=init_range, callback=callback,
+                         range_watch=watch)  # fmt: skip
 
 
 @dataclass(frozen=True)
