@@ -14,10 +14,10 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-__all__ = ["DivergenceWatch"]
+__all__ = ["LossDivergenceWatch"]
 
 
-class DivergenceWatch:
+class LossDivergenceWatch:
     """The first non-finite training loss of this process, kept on the device until a check reads it."""
 
     def __init__(self) -> None:

@@ -29,7 +29,7 @@ from ncsn_pl.core.seeding import PerSampleNoise, sample_seeds, step_seed
 from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, langevin_step_lr, resolve_auto_schedule
 from ncsn_pl.data.contract import split_reader
 from ncsn_pl.networks import ScoreNetwork
-from ncsn_pl.training.divergence import DivergenceWatch
+from ncsn_pl.training.divergence import LossDivergenceWatch
 from ncsn_pl.training.optimizers import DEFAULT_ADAM, adam_settings, make_optimizers, optimizer_settings
 from ncsn_pl.training.process_group import destroy_process_group_at_exit
 
@@ -140,7 +140,7 @@ class ScoreModel(pl.LightningModule):
             check_data_shape(self.data_shape)
         self.sigmas: Tensor
         self.register_buffer("sigmas", torch.empty(0))
-        self.divergence, self._checked_step = DivergenceWatch(), -1
+        self.divergence, self._checked_step = LossDivergenceWatch(), -1
         if AUTO not in (sigma_max, num_scales):
             self._install_schedule(geometric_sigmas(float(sigma_max), sigma_min, int(num_scales)))
             if step_lr == AUTO:  # Technique 4 needs the schedule only

@@ -21,10 +21,10 @@ from torch import Tensor
 from ncsn_pl.core.samplers.base import (
     DivergenceWatch,
     LangevinCallback,
+    LangevinStep,
     NoiseFn,
     Sampler,
     check_sigmas,
-    report,
 )
 from ncsn_pl.core.scores import AnyScoreFn, SigmaScore
 
@@ -184,7 +184,7 @@ def adaptive_ve_sde(
         if callback is not None:
             nfe = torch.zeros(batch, dtype=torch.long, device=x.device).index_fill_(0, active, 2)
             step_size = 2 * sigma_at(ta) ** 2 * log_ratio * ha
-            report(callback, "adaptive", step, 0, sigma, step_size, x, score, z, nfe)
+            callback(LangevinStep(step, 0, sigma, step_size, x, score, z, "adaptive", nfe))
         watch.check()
         step += 1
     watch.check(final=True)
@@ -193,7 +193,7 @@ def adaptive_ve_sde(
         score = score_fn(x, torch.full((batch,), sigma_min, dtype=x.dtype, device=x.device))
         x = x + sigma_min**2 * score
         if callback is not None:
-            report(callback, "denoise", step, 0, sigma_min, sigma_min**2, x, score, None)
+            callback(LangevinStep(step, 0, sigma_min, sigma_min**2, x, score, None, "denoise"))
     return x
 
 

@@ -278,22 +278,6 @@ def check_int(name: str, value: int, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
-def report(
-    callback: LangevinCallback,
-    kind: str,
-    level: int,
-    step: int,
-    sigma: float,
-    step_size: float | Tensor,
-    x: Tensor,
-    score: Tensor,
-    noise: Tensor | None,
-    nfe: int | Tensor = 1,
-) -> None:
-    """Pass one update to ``callback``; its diagnostics are computed (and the device synced) only if read."""
-    callback(LangevinStep(level, step, sigma, step_size, x, score, noise, kind, nfe))
-
-
 class DivergenceWatch:
     """The first update whose samples are NaN or infinite, tracked on the device.
 

@@ -24,12 +24,12 @@ from ncsn_pl.core.samplers.base import (
     AUTO,
     DivergenceWatch,
     LangevinCallback,
+    LangevinStep,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
     check_step,
-    report,
 )
 from ncsn_pl.core.scores import AnyScoreFn, SigmaScore, score_at
 
@@ -158,7 +158,7 @@ def consistent_annealed_sampling(
             x = x + beta * next_sigma * noise
         watch.update(x, level, step, sigma)
         if callback is not None:
-            report(callback, "consistent", level, step, sigma, step_size, x, score, noise)
+            callback(LangevinStep(level, step, sigma, step_size, x, score, noise, "consistent"))
         watch.check()
     watch.check(final=True)
     return x

@@ -19,11 +19,11 @@ from torch import Tensor
 from ncsn_pl.core.samplers.base import (
     DivergenceWatch,
     LangevinCallback,
+    LangevinStep,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
-    report,
 )
 from ncsn_pl.core.samplers.ode import ode_grid
 from ncsn_pl.core.scores import AnyScoreFn, SigmaScore, score_at
@@ -137,7 +137,7 @@ def edm_stochastic(
         watch.update(x, i, 0, t_hat)
         if callback is not None:
             kind = "heun" if heun else "euler"
-            report(callback, kind, i, 0, t_hat, t_hat * (t_hat - t_next), x, score, noise, 1 + heun)
+            callback(LangevinStep(i, 0, t_hat, t_hat * (t_hat - t_next), x, score, noise, kind, 1 + heun))
         watch.check()
     watch.check(final=True)
     return x

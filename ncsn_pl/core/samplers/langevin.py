@@ -23,13 +23,13 @@ from ncsn_pl.core.samplers.base import (
     AUTO,
     DivergenceWatch,
     LangevinCallback,
+    LangevinStep,
     NoiseFn,
     RangeWatch,
     Sampler,
     check_int,
     check_sigmas,
     check_step,
-    report,
     seeded_sample,
 )
 from ncsn_pl.core.scores import AnyScoreFn, level_score
@@ -100,7 +100,7 @@ def langevin_dynamics(
         x, score, noise = _langevin_update(score_fn, x, levels, step_size, noise_fn)
         watch.update(x, level, step, float("nan"))
         if callback is not None:
-            report(callback, "langevin", level, step, float("nan"), step_size, x, score, noise)
+            callback(LangevinStep(level, step, float("nan"), step_size, x, score, noise, "langevin"))
         watch.check()
     watch.check(final=True)
     return x
@@ -165,7 +165,7 @@ def annealed_langevin_dynamics(
             x, score, noise = _langevin_update(score_fn, x, levels, step_size, noise_fn)
             watch.update(x, level, step, sigma)
             if callback is not None:
-                report(callback, "langevin", level, step, sigma, step_size, x, score, noise)
+                callback(LangevinStep(level, step, sigma, step_size, x, score, noise, "langevin"))
         # a device sync every few levels: stop soon after the samples diverged
         watch.check()
     watch.check(final=True)
@@ -176,7 +176,8 @@ def annealed_langevin_dynamics(
         score = score_fn(x, levels)
         x = x + sigmas[-1:].to(x.dtype) ** 2 * score
         if callback is not None:
-            report(callback, "denoise", last, n_steps_each, sigma_values[-1], sigma_values[-1] ** 2, x, score, None)
+            sigma = sigma_values[-1]
+            callback(LangevinStep(last, n_steps_each, sigma, sigma**2, x, score, None, "denoise"))
     return x
 
 

@@ -20,11 +20,11 @@ from torch import Tensor
 from ncsn_pl.core.samplers.base import (
     DivergenceWatch,
     LangevinCallback,
+    LangevinStep,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
-    report,
 )
 from ncsn_pl.core.scores import AnyScoreFn, SigmaScore, score_at
 from ncsn_pl.core.sigmas import geometric_sigmas, karras_sigmas
@@ -154,7 +154,7 @@ def probability_flow_ode(
         if callback is not None:
             heun = solver == "heun" and t_next > 0
             step_size = t_cur * (t_cur - t_next)
-            report(callback, "heun" if heun else "euler", level, 0, t_cur, step_size, x, score, None, 1 + heun)
+            callback(LangevinStep(level, 0, t_cur, step_size, x, score, None, "heun" if heun else "euler", 1 + heun))
         watch.check()
     watch.check(final=True)
     return x

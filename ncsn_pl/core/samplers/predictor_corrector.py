@@ -20,12 +20,12 @@ from ncsn_pl.core.samplers.base import (
     AUTO,
     DivergenceWatch,
     LangevinCallback,
+    LangevinStep,
     NoiseFn,
     Sampler,
     check_int,
     check_sigmas,
     check_step,
-    report,
 )
 from ncsn_pl.core.scores import AnyScoreFn, score_at
 from ncsn_pl.core.sigmas import langevin_step_lr
@@ -135,7 +135,7 @@ def predictor_corrector(
             x = x + step_size * score + (2 * step_size).sqrt() * noise
             watch.update(x, level, step, sigma)
             if callback is not None:
-                report(callback, "corrector", level, step, sigma, step_size, x, score, noise)
+                callback(LangevinStep(level, step, sigma, step_size, x, score, noise, "corrector"))
         # predictor: from sigma_i to sigma_{i+1}
         score = score_at(score_fn, x, level, sigma)
         variance = sigma**2 - next_sigma**2
@@ -148,7 +148,7 @@ def predictor_corrector(
             x = x + std * noise
         watch.update(x, level, n_steps_each, sigma)
         if callback is not None:
-            report(callback, "predictor", level, n_steps_each, sigma, variance, x, score, noise)
+            callback(LangevinStep(level, n_steps_each, sigma, variance, x, score, noise, "predictor"))
         watch.check()
     watch.check(final=True)
     return x
