@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from ncsn_pl.core.locks import ProcessLock
 from ncsn_pl.core.run_records import write_run_status
+from ncsn_pl.system.locks import ProcessLock
 from ncsn_pl.tools.compare import collect_runs, main
 from ncsn_pl.tools.compare import wandb_runs as compare_module
 from ncsn_pl.tools.tracking import read_metrics_csv

@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ncsn_pl.core.files import load_torch_file, read_torch_file
+from ncsn_pl.system.files import load_torch_file, read_torch_file
 
 __all__ = [
     "check_data_shape",

@@ -31,9 +31,9 @@ from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.compat import add_tool_subcommand
-from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file
 from ncsn_pl.data.contract import ShapedData
 from ncsn_pl.networks import upgrade_network_config
+from ncsn_pl.system.files import atomic_write_text, check_torch_file, load_torch_file
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
 from ncsn_pl.training.run_folder import give_run_folder
@@ -203,7 +203,7 @@ class NCSNCLI(LightningCLI):
     def _parse_checkpoint_hyperparameters(self, subcommand: str) -> None:
         """Lightning's ``LightningCLI._parse_ckpt_path``: the model's settings from the checkpoint's hyperparameters,
         with a network config of an older checkpoint brought up to date (:func:`upgrade_network_config`); a file whose
-        bytes do not match the CRC-32s it records is refused (:func:`~ncsn_pl.core.files.check_zip_crcs`)."""
+        bytes do not match the CRC-32s it records is refused (:func:`~ncsn_pl.system.files.check_zip_crcs`)."""
         ckpt_path = self.config[subcommand]["ckpt_path"]
         if not Path(ckpt_path).is_file():
             return

@@ -26,8 +26,8 @@ import torch
 import yaml
 
 from ncsn_pl.commands.checkpoints import check_data_shape
-from ncsn_pl.core.files import read_torch_file
 from ncsn_pl.networks.official import load_official_checkpoint
+from ncsn_pl.system.files import read_torch_file
 
 __all__ = [
     "has_ema_weights",

@@ -31,11 +31,11 @@ from ncsn_pl.commands.sample_reports import (
     noisy_share_record,
 )
 from ncsn_pl.commands.sample_store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
-from ncsn_pl.core.errors import raised_on_every_rank
 from ncsn_pl.core.samplers import NFECount, Sampler, describe_sampler
 from ncsn_pl.core.seeding import NOISE
 from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare
+from ncsn_pl.system.errors import raised_on_every_rank
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
 

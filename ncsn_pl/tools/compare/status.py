@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ncsn_pl.core.locks import lock_holder
 from ncsn_pl.core.run_records import RUN_LOCK_FILE, RUN_STATUS_FILE, read_run_status
+from ncsn_pl.system.locks import lock_holder
 from ncsn_pl.tools.tracking import cut_metrics_row
 
 __all__ = ["cut_row_note", "run_folder_status"]
