@@ -43,7 +43,7 @@ def tool_descriptions() -> dict[str, str]:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from ncsn_pl.training.run_logger import RunFolderInUseError
+    from ncsn_pl.runs.logger import RunFolderInUseError
 
     return (*USER_ERRORS, RunFolderInUseError)
 

@@ -13,8 +13,8 @@ from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
 from cluster_runs import TWO_CPUS, torchrun
 
 from ncsn_pl.commands.cli import main
+from ncsn_pl.runs.logger import RunFolderInUseError
 from ncsn_pl.system.locks import ProcessLock
-from ncsn_pl.training.run_logger import RunFolderInUseError
 
 GRID = '--trainer.callbacks=[{"class_path": "ncsn_pl.training.SampleGrid", "init_args": {"num_samples": 4}}]'
 

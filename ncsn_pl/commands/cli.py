@@ -33,12 +33,9 @@ from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.compat import add_tool_subcommand
 from ncsn_pl.data.contract import ShapedData
 from ncsn_pl.networks import upgrade_network_config
-from ncsn_pl.system.files import atomic_write_text, check_torch_file, load_torch_file
-from ncsn_pl.training import ResumableCheckpoint, ScoreModel
-from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
-from ncsn_pl.training.run_folder import give_run_folder
-from ncsn_pl.training.run_logger import RunLogger
-from ncsn_pl.training.runs import (
+from ncsn_pl.runs.folder import give_run_folder
+from ncsn_pl.runs.logger import RunLogger
+from ncsn_pl.runs.wandb_glue import (
     continue_wandb_run,
     declare_metric_summaries,
     default_wandb_mode,
@@ -50,6 +47,9 @@ from ncsn_pl.training.runs import (
     sweep_run_name,
     wandb_run_checkpoint,
 )
+from ncsn_pl.system.files import atomic_write_text, check_torch_file, load_torch_file
+from ncsn_pl.training import ResumableCheckpoint, ScoreModel
+from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
 
 __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 

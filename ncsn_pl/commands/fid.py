@@ -18,8 +18,8 @@ from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_decoding import ImageHeader, is_grey
 from ncsn_pl.data.image_files import find_images, read_headers, read_image
 from ncsn_pl.metrics import QualityOptions, RealImages, read_reference_stats, real_images
+from ncsn_pl.runs.wandb_glue import log_fid_result, log_to_sweep_run
 from ncsn_pl.training import ScoreModel
-from ncsn_pl.training.runs import log_fid_result, log_to_sweep_run
 
 __all__ = ["fid"]
 

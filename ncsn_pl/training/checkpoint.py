@@ -14,8 +14,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
+from ncsn_pl.runs.wandb_glue import mark_wandb_preempting, wandb_run_of
 from ncsn_pl.system.files import atomic_torch_save
-from ncsn_pl.training.runs import mark_wandb_preempting, wandb_run_of
 
 __all__ = ["PREEMPTED_EXIT_CODE", "AtomicCheckpointIO", "ResumableCheckpoint"]
 
