@@ -2,7 +2,7 @@
 written in shards as they are drawn so that rerunning the command after a preemption draws only what is missing.
 
 Sample ``k`` is seeded with ``step_seed(seed, k)``, so the output does not depend on the number of processes
-(see :mod:`ncsn_pl.commands.sample_store` for the folder layout and what a rerun guarantees).
+(see :mod:`ncsn_pl.sample_sets.store` for the folder layout and what a rerun guarantees).
 ``--trainer.precision bf16-mixed`` samples under bf16 autocast; the loop runs in inference mode.
 """
 
@@ -22,19 +22,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ncsn_pl.commands.checkpoints import load_sampling_model
-from ncsn_pl.commands.predict import batch_loader, run_predict, show_progress
-from ncsn_pl.commands.sample_reports import (
+from ncsn_pl.core.samplers import NFECount, Sampler, describe_sampler
+from ncsn_pl.core.seeding import NOISE
+from ncsn_pl.data.image_files import save_grid, write_png
+from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare
+from ncsn_pl.sample_sets.predict_loop import batch_loader, run_predict, show_progress
+from ncsn_pl.sample_sets.reports import (
     describe_nfe,
     describe_noisy_share,
     nfe_record,
     noise_reference_for,
     noisy_share_record,
 )
-from ncsn_pl.commands.sample_store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
-from ncsn_pl.core.samplers import NFECount, Sampler, describe_sampler
-from ncsn_pl.core.seeding import NOISE
-from ncsn_pl.data.image_files import save_grid, write_png
-from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare
+from ncsn_pl.sample_sets.store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
 from ncsn_pl.system.errors import raised_on_every_rank
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
