@@ -29,6 +29,7 @@ from ncsn_pl.commands.config_lists import check_config_files, check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
+from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.compat import add_tool_subcommand
 from ncsn_pl.data.contract import ShapedData
 from ncsn_pl.networks import upgrade_network_config
@@ -46,7 +47,6 @@ from ncsn_pl.runs.wandb_glue import (
     sweep_run_name,
     wandb_run_checkpoint,
 )
-from ncsn_pl.sample_sets.drawing import sample as sample_command
 from ncsn_pl.system.files import atomic_write_text, check_torch_file, load_torch_file
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
 from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
