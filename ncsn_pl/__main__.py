@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ncsn_pl.core.errors import USER_ERROR_EXIT_CODE, UserInputError, reported_by_another_rank
+from ncsn_pl.system.errors import USER_ERROR_EXIT_CODE, UserInputError, reported_by_another_rank
 
 # commands that are not Trainer runs: ``python -m ncsn_pl <name> ...`` calls ``<module>.main(argv)``
 TOOLS = {"sweep": "ncsn_pl.tools.sweep", "compare": "ncsn_pl.tools.compare", "convert": "ncsn_pl.commands.convert"}
@@ -43,7 +43,7 @@ def tool_descriptions() -> dict[str, str]:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from ncsn_pl.training.run_logger import RunFolderInUseError
+    from ncsn_pl.runs.logger import RunFolderInUseError
 
     return (*USER_ERRORS, RunFolderInUseError)
 

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch.overrides import TorchFunctionMode
 
-from ncsn_pl.core.files import atomic_write_text
+from ncsn_pl.system.files import atomic_write_text
 
 ROOT = Path(__file__).parents[1]
 TESTS = Path(__file__).parent

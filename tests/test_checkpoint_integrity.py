@@ -15,7 +15,7 @@ from cli_runs import smoke_checkpoint
 from official_checkpoints import flip_tensor_byte, write_v2
 
 from ncsn_pl.commands.cli import main
-from ncsn_pl.core.files import check_zip_crcs, load_torch_file
+from ncsn_pl.system.files import check_zip_crcs, load_torch_file
 
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false"]
 CONFIGS = Path(__file__).parents[1] / "configs"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ncsn_pl.runs.reading import read_metrics_csv
 from ncsn_pl.tools.compare import collect_runs
-from ncsn_pl.tools.tracking import read_metrics_csv
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 

@@ -15,8 +15,8 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from ncsn_pl.commands.arguments import _switches_on
 from ncsn_pl.commands.cli import main
-from ncsn_pl.tools.tracking import offline_run_dirs, read_offline_run
-from ncsn_pl.training.runs import wandb_run_of
+from ncsn_pl.runs.reading import offline_run_dirs, read_offline_run
+from ncsn_pl.runs.wandb_glue import wandb_run_of
 
 REPO = Path(__file__).parents[1]
 TESTS = Path(__file__).parent
@@ -56,7 +56,7 @@ def test_a_schedule_setting_on_sample_is_refused_in_one_line_that_says_what_to_u
 
 LOG_RESULTS = """
 import sys
-from ncsn_pl.training.runs import log_fid_result
+from ncsn_pl.runs.wandb_glue import log_fid_result
 
 result = {"fid": 12.5, "noisy_share": 0.125, "kid": 0.25, "num_samples": 8, "sampler": {"nfe": 10},
           "source": {"checkpoint": "x.ckpt"}}

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from ncsn_pl.core.locks import ProcessLock
-from ncsn_pl.core.run_records import write_run_status
+from ncsn_pl.runs.reading import read_metrics_csv
+from ncsn_pl.runs.records import write_run_status
+from ncsn_pl.system.locks import ProcessLock
 from ncsn_pl.tools.compare import collect_runs, main
 from ncsn_pl.tools.compare import wandb_runs as compare_module
-from ncsn_pl.tools.tracking import read_metrics_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,5 @@
-"""The layers are folders and nothing imports upward; the core and the networks import no framework code."""
+"""The layers are folders and nothing imports upward or in a circle; the core and the networks import no framework
+code; the README's "What is where" draws the folders as they are."""
 
 import ast
 from pathlib import Path
@@ -8,8 +9,11 @@ import ncsn_pl
 FRAMEWORKS = {"lightning", "pytorch_lightning", "wandb", "omegaconf", "jsonargparse", "torchmetrics"}
 PACKAGE = Path(ncsn_pl.__file__).parent
 # lowest first: a module may import its own layer and the layers before it (compat: private names of other
-# libraries, below everything)
-LAYERS = ["compat", "core", "networks", "data", "metrics", "training", "commands", "tools"]
+# libraries, below everything; system: files, locks and errors, no mathematics; runs: the run records; sample_sets:
+# the sample sets of the sample and fid commands)
+LAYERS = ["compat", "system", "core", "networks", "data", "metrics", "runs", "training", "sample_sets", "commands",
+          "tools"]
+README = PACKAGE.parent / "README.md"
 
 
 def imports(path: Path) -> set[str]:
@@ -38,6 +42,8 @@ def test_core_and_networks_import_no_framework():
 def test_every_module_lives_in_a_layer_and_imports_no_layer_above_its_own():
     loose = [p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
     assert not loose, f"modules outside the layer folders: {loose}"
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and any(p.rglob("*.py")))
+    assert folders == sorted(LAYERS), f"place every folder of ncsn_pl in LAYERS: {folders}"
     upward = {}
     for layer in LAYERS:
         for path in (PACKAGE / layer).rglob("*.py"):
@@ -53,6 +59,86 @@ def test_the_scans_see_framework_and_upward_imports(tmp_path):
     assert {m.split(".")[0] for m in imports(sample)} >= {"lightning", "wandb"}
     assert layer_of("ncsn_pl.tools.x") == "tools" and "ncsn_pl.tools.x" in imports(sample)
 
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Each module of ``package`` (named ``ncsn_pl.…``) and the modules of it that it imports (``from a import b``
+    names module ``a.b`` when there is one, else ``a``; imports inside functions count)."""
+    def name(path: Path) -> str:
+        parts = ("ncsn_pl", *path.relative_to(package).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name(path): path for path in package.rglob("*.py")}
+    graph = {}
+    for module, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                            for a in node.names}
+        graph[module] = {target for target in targets if target in modules and target != module}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: each group of modules that import one another, directly or not."""
+    reach = {}
+    for start in graph:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            if (module := todo.pop()) not in seen:
+                seen.add(module)
+                todo.extend(graph[module])
+        reach[start] = seen
+    groups = {frozenset(m for m in graph if m in reach[s] and s in reach[m]) for s in graph if s in reach[s]}
+    return sorted(sorted(group) for group in groups)
+
+
+def test_no_module_imports_itself_through_others():
+    graph = import_graph(PACKAGE)
+    assert len(graph) > 80 and "ncsn_pl.sample_sets.drawing" in graph["ncsn_pl.commands.sample"]
+    assert not circles(graph), f"import circles: {circles(graph)}"
+
+
+def test_the_circle_scan_sees_a_circle_through_a_function_level_import(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "__init__.py").write_text("")
+    (tmp_path / "a" / "x.py").write_text("from ncsn_pl.a.y import f\n")
+    (tmp_path / "a" / "y.py").write_text("def f():\n    from ncsn_pl.a import x\n")
+    (tmp_path / "a" / "z.py").write_text("import ncsn_pl.a.x\n")
+    graph = import_graph(tmp_path)
+    assert graph["ncsn_pl.a.y"] == {"ncsn_pl.a.x"} and graph["ncsn_pl.a.z"] == {"ncsn_pl.a.x"}
+    assert circles(graph) == [["ncsn_pl.a.x", "ncsn_pl.a.y"]]
+
+
+def what_is_where() -> tuple[list[str], dict[str, list[str]]]:
+    """The folders of ``ncsn_pl/`` the README's "What is where" draws, in order (lines indented by two spaces), and
+    the modules it lists under each (``name.py`` and ``name/`` lines indented by four)."""
+    block = README.read_text().split("## What is where", 1)[1].split("```", 2)[1]
+    folders, listed = [], {}
+    for line in block.split("ncsn_pl/\n", 1)[1].splitlines():
+        if not line.startswith(" "):
+            break  # past ncsn_pl/
+        indent, entry = len(line) - len(line.lstrip()), line.split()[0]
+        if indent == 2:
+            folders.append(entry.rstrip("/"))
+            listed[folders[-1]] = []
+        elif indent == 4 and entry.endswith((".py", "/")):
+            listed[folders[-1]].append(entry.rstrip("/").removesuffix(".py"))
+    return folders, listed
+
+
+def test_the_readme_draws_the_layers_in_order_and_every_module_of_a_folder_it_lists():
+    folders, listed = what_is_where()
+    assert folders == LAYERS, "README's What is where: one line per layer folder, lowest first"
+    assert all(listed[folder] for folder in ("system", "core", "runs", "sample_sets"))
+    for folder, modules in listed.items():
+        if modules:  # a folder drawn module by module: each of its modules, and no other
+            there = [p.stem if p.is_file() else p.name for p in (PACKAGE / folder).iterdir()
+                     if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()]
+            assert sorted(modules) == sorted(there), f"README's What is where, {folder}/"
 
 # the metrics folder top-down: a module may import only the ones before it (FID's pieces first, SampleQuality last)
 METRICS_ORDER = ["distributed", "inception_weights", "features", "options", "precision_recall", "sample_distances",

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ncsn_pl.commands.quality_run import read_images
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.data.image_decoding import image_tensor
 from ncsn_pl.data.image_files import read_image
+from ncsn_pl.sample_sets.scoring import read_images
 
 # 64 levels spread over the whole 16-bit range, dark to bright: 0, 1040, ..., 65535
 LEVELS16 = np.linspace(0, 65535, 64).round().astype(np.uint16).reshape(8, 8)

@@ -7,8 +7,8 @@ import stat
 import pytest
 import torch
 
-from ncsn_pl.core import files
-from ncsn_pl.core.files import atomic_torch_save, atomic_write_text, check_torch_file, load_torch_file
+from ncsn_pl.system import files
+from ncsn_pl.system.files import atomic_torch_save, atomic_write_text, check_torch_file, load_torch_file
 
 
 def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from ncsn_pl.training.run_logger import RunLogger
-from ncsn_pl.training.runs import drop_unset_wandb_settings
+from ncsn_pl.runs.logger import RunLogger
+from ncsn_pl.runs.wandb_glue import drop_unset_wandb_settings
 
 REPO = Path(__file__).parents[1]
 # a true notice from Lightning's own code (its use of a torch API torch has deprecated), not about this run

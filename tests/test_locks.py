@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from ncsn_pl.core import locks
+from ncsn_pl.runs.logger import RunFolderInUseError
+from ncsn_pl.system import locks
 from ncsn_pl.tools.sweep.state import locked_state
 from ncsn_pl.training import RunLogger
-from ncsn_pl.training.run_logger import RunFolderInUseError
 
 
 @pytest.fixture

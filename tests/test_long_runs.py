@@ -13,11 +13,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ncsn_pl.commands.cli import main
-from ncsn_pl.core import files
-from ncsn_pl.core.run_records import read_run_status
 from ncsn_pl.networks import NCSN, ToyScoreMLP
+from ncsn_pl.runs.logger import RunFolderInUseError, claim_version
+from ncsn_pl.runs.records import read_run_status
+from ncsn_pl.system import files
 from ncsn_pl.training import RunLogger, ScoreModel
-from ncsn_pl.training.run_logger import RunFolderInUseError, claim_version
 
 
 def checkpoints(root):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from cli_runs import fit_digits, run_dirs
 
-from ncsn_pl.core.files import load_torch_file
 from ncsn_pl.networks import ToyScoreMLP
+from ncsn_pl.system.files import load_torch_file
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.optimizers import make_optimizers
 

@@ -15,7 +15,7 @@ import wandb
 from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
 from cluster_runs import ROOT, environment
 
-from ncsn_pl.tools.tracking import offline_run_dirs
+from ncsn_pl.runs.reading import offline_run_dirs
 
 
 def sigterm_once(step: int, marker) -> str:

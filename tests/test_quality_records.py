@@ -15,10 +15,10 @@ from PIL import Image
 from tiny_models import TinyFeatures
 
 from ncsn_pl.commands.cli import main
-from ncsn_pl.core.run_records import write_run_status
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.metrics import QualityOptions, SampleQuality
 from ncsn_pl.networks import NCSN
+from ncsn_pl.runs.records import write_run_status
 from ncsn_pl.tools.compare import main as compare_main
 from ncsn_pl.training import SampleQualityMonitor, ScoreModel
 from ncsn_pl.training import sample_quality as monitor_module

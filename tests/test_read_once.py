@@ -9,9 +9,9 @@ import pytest
 import torch
 from cli_runs import smoke_checkpoint
 
-import ncsn_pl.core.files as files
+import ncsn_pl.system.files as files
 from ncsn_pl.commands.cli import main
-from ncsn_pl.core.files import one_read_per_file, read_torch_file
+from ncsn_pl.system.files import one_read_per_file, read_torch_file
 
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1"]
 

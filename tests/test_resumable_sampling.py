@@ -16,7 +16,7 @@ import torch
 from cli_runs import smoke_checkpoint
 
 from ncsn_pl.commands.cli import main
-from ncsn_pl.commands.sample_store import SampleStore, missing_batches
+from ncsn_pl.sample_sets.store import SampleStore, missing_batches
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false"]

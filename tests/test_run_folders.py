@@ -13,8 +13,8 @@ from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
 from cluster_runs import TWO_CPUS, torchrun
 
 from ncsn_pl.commands.cli import main
-from ncsn_pl.core.locks import ProcessLock
-from ncsn_pl.training.run_logger import RunFolderInUseError
+from ncsn_pl.runs.logger import RunFolderInUseError
+from ncsn_pl.system.locks import ProcessLock
 
 GRID = '--trainer.callbacks=[{"class_path": "ncsn_pl.training.SampleGrid", "init_args": {"num_samples": 4}}]'
 
@@ -86,7 +86,7 @@ def test_metrics_csv_keeps_one_line_ending_after_a_resume(tmp_path):
 # ------------------------------------------------------------------ leftovers of a killed writer
 KILLED_WHILE_WRITING = """
 import os, signal, sys
-from ncsn_pl.core.files import atomic_write
+from ncsn_pl.system.files import atomic_write
 writing = atomic_write(sys.argv[1])
 file = writing.__enter__()
 file.write(b"PK" + bytes(100_000))

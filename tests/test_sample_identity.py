@@ -12,7 +12,7 @@ from cli_runs import smoke_checkpoint
 
 from ncsn_pl.commands import checkpoints as checkpoints_file
 from ncsn_pl.commands.cli import main
-from ncsn_pl.core import files
+from ncsn_pl.system import files
 from ncsn_pl.training import ScoreModel
 
 CONFIGS = Path(__file__).parents[1] / "configs"

@@ -10,9 +10,9 @@ from cli_runs import smoke_checkpoint
 from PIL import Image
 
 from ncsn_pl.commands.cli import main
-from ncsn_pl.commands.sample_store import SampleStore
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.metrics import total_variation
+from ncsn_pl.sample_sets.store import SampleStore
 
 CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.enable_progress_bar=false"]
 TINY = ["--quality.feature_extractor=tiny_models.TinyFeatures", "--num_real=30"]

@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ncsn_pl.commands.sample import uneven_split
 from ncsn_pl.core.samplers import AnnealedLangevin, LangevinStep, PredictorCorrector, seeded_sample
 from ncsn_pl.core.scores import sigma_scaled_score
 from ncsn_pl.data import ImageDataModule
 from ncsn_pl.networks import NCSN, NCSNv2
 from ncsn_pl.networks.base import check_score_inputs
 from ncsn_pl.networks.layers import _InstanceAffine, elu
+from ncsn_pl.sample_sets.drawing import uneven_split
 from ncsn_pl.training.progress import sampling_progress
 
 SIGMAS = torch.tensor([1.0, 0.3, 0.1, 0.03])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ncsn_pl.core.step_records import append_step_record, trim_step_records
+from ncsn_pl.runs.step_records import append_step_record, trim_step_records
 from ncsn_pl.training import RunLogger
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ncsn_pl.core.run_records import read_sweep_parameters, summary_value, sweep_run_name, write_sweep_parameters
+from ncsn_pl.runs.records import read_sweep_parameters, summary_value, sweep_run_name, write_sweep_parameters
+from ncsn_pl.runs.wandb_glue import sweep_parameters
 from ncsn_pl.tools.sweep import main
 from ncsn_pl.tools.sweep.checks import check_metric_logged, logged_metrics
 from ncsn_pl.tools.sweep.runner import Sweep
@@ -29,7 +30,6 @@ from ncsn_pl.tools.sweep.spec import (
     grid_size,
     validate_sweep,
 )
-from ncsn_pl.training.runs import sweep_parameters
 
 SWEEPS = Path(__file__).parents[1] / "experiments" / "sweeps"
 REPO = Path(__file__).parents[1]

@@ -18,10 +18,10 @@ import wandb
 import yaml
 from wandb import wandb_agent
 
+from ncsn_pl.runs.reading import offline_run_dirs, read_metrics_csv, read_offline_run
 from ncsn_pl.tools.sweep.expand import expand_command
 from ncsn_pl.tools.sweep.runner import seeded_call
 from ncsn_pl.tools.sweep.spec import sweeps_engine
-from ncsn_pl.tools.tracking import offline_run_dirs, read_metrics_csv, read_offline_run
 
 REPO = Path(__file__).parents[1]
 SWEEP_FILE = REPO / "experiments" / "sweeps" / "toy_grid.yaml"

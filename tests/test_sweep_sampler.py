@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from ncsn_pl.commands.cli import main as cli_main
-from ncsn_pl.core.run_records import sweep_run_name
+from ncsn_pl.runs.reading import offline_run_dirs, read_offline_run
+from ncsn_pl.runs.records import sweep_run_name
 from ncsn_pl.tools.compare import collect_runs
 from ncsn_pl.tools.sweep import main
 from ncsn_pl.tools.sweep.spec import SweepFileError, load_sweep_file, validate_sweep
-from ncsn_pl.tools.tracking import offline_run_dirs, read_offline_run
 
 REPO = Path(__file__).parents[1]
 TESTS = Path(__file__).parent

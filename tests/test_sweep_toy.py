@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ncsn_pl.runs.reading import offline_run_dirs, read_offline_run
 from ncsn_pl.tools import compare, sweep
-from ncsn_pl.tools.tracking import offline_run_dirs, read_offline_run
 
 REPO = Path(__file__).parents[1]
 SIGMA_MAX = [2.0, 20.0]  # the bad schedule first: the ranking has to reorder them

@@ -12,14 +12,14 @@ import yaml
 from cli_runs import CONFIGS
 from lightning.pytorch.loggers import WandbLogger
 
-from ncsn_pl.tools.tracking import (
+from ncsn_pl.runs.reading import (
     flatten_config,
     offline_run_dirs,
     read_metrics_csv,
     read_offline_run,
     summarize_metric,
 )
-from ncsn_pl.training.runs import default_wandb_mode, log_config
+from ncsn_pl.runs.wandb_glue import default_wandb_mode, log_config
 
 CONFIG = {"model": {"sigma_max": 20.0, "num_scales": 10, "score_net": {"class_path": "ToyScoreMLP"}},
           "trainer": {"max_steps": 3, "logger": [{"class_path": "CSVLogger"}]}, "seed_everything": 0}
@@ -39,7 +39,7 @@ import json
 import sys
 import wandb
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from ncsn_pl.training.runs import log_config
+from ncsn_pl.runs.wandb_glue import log_config
 
 logger = WandbLogger(project="ncsn-pl", save_dir=sys.argv[1], name="toy-smax20.0")
 assert log_config([CSVLogger(sys.argv[1]), logger], json.loads(sys.argv[2])) == 1  # only W&B loggers take it

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from ncsn_pl.core.files import load_torch_file, read_torch_file
+from ncsn_pl.commands.official import check_data_shape, load_official_model
+from ncsn_pl.system.files import load_torch_file, read_torch_file
 
 __all__ = [
-    "check_data_shape",
     "check_training_checkpoint",
     "check_weights_fit",
     "load_checkpoint",
@@ -101,30 +101,6 @@ def check_weights_fit(model: pl.LightningModule, shapes: Mapping[str, tuple[int,
     )
 
 
-def check_data_shape(model: pl.LightningModule, trained: Sequence[int] | None, what: str) -> None:
-    """Refuse to draw a checkpoint's network at another data shape than the one it was trained for (a convolutional
-    network runs at any size, and would give samples of a size it never learned).
-
-    Args:
-        model: the model built for the command (its ``data_shape`` comes from the DataModule).
-        trained: the checkpoint's data shape (``None``: not recorded, nothing to check).
-        what: names the checkpoint in the message.
-
-    Raises:
-        ValueError: the shapes differ (the message names both).
-    """
-    given = getattr(model, "data_shape", None)
-    if trained is None or given is None or tuple(trained) == tuple(given):
-        return
-    trained_size, given_size = ("x".join(str(n) for n in shape) for shape in (trained, given))
-    resize = f" (--data.init_args.image_size {trained[-1]} resizes images to it)" if len(trained) == 3 else ""
-    raise ValueError(
-        f"{what} is a network for {trained_size} data, but the data given are {given_size}; it draws at the size it "
-        f"was trained for only. Give data of its size{resize}, or leave out --data / --config and the size options "
-        f"(the checkpoint's size is then used), or use a checkpoint trained at {given_size}."
-    )
-
-
 def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: bool | None = None) -> dict[str, Any]:
     """Load the checkpoint's ``state_dict`` into ``model`` and describe what was loaded.
 
@@ -178,8 +154,6 @@ def load_sampling_model(
         What was loaded (:func:`load_model_weights`'s description, or the official checkpoint's), with
         ``checkpoint_sha256``, the sha256 of the bytes the weights came from (it names the checkpoint in sample sets).
     """
-    from ncsn_pl.commands.official import load_official_model
-
     if bool(ckpt_path) == bool(official_ckpt):
         raise ValueError(
             f"{command} needs --ckpt_path CKPT (a checkpoint written by training) or --official_ckpt FILE.pth (an "

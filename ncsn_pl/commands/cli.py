@@ -38,15 +38,11 @@ from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.compat import add_tool_subcommand
-from ncsn_pl.core.files import atomic_write_text, check_torch_file, load_torch_file, one_read_per_file
 from ncsn_pl.data.contract import ShapedData
 from ncsn_pl.networks import upgrade_network_config
-from ncsn_pl.training import ResumableCheckpoint, ScoreModel
-from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
-from ncsn_pl.training.optimizers import OPTIMIZER_TITLE, SCHEDULE_TITLE
-from ncsn_pl.training.run_folder import give_run_folder
-from ncsn_pl.training.run_logger import RunLogger
-from ncsn_pl.training.runs import (
+from ncsn_pl.runs.folder import give_run_folder
+from ncsn_pl.runs.logger import RunLogger
+from ncsn_pl.runs.wandb_glue import (
     continue_wandb_run,
     declare_metric_summaries,
     default_wandb_mode,
@@ -58,6 +54,10 @@ from ncsn_pl.training.runs import (
     sweep_run_name,
     wandb_run_checkpoint,
 )
+from ncsn_pl.system.files import atomic_write_text, check_torch_file, load_torch_file, one_read_per_file
+from ncsn_pl.training import ResumableCheckpoint, ScoreModel
+from ncsn_pl.training.checkpoint import PREEMPTED_EXIT_CODE
+from ncsn_pl.training.optimizers import OPTIMIZER_TITLE, SCHEDULE_TITLE
 
 __all__ = ["NCSNCLI", "NCSNTrainer", "RunConfigSaver", "main"]
 
@@ -66,7 +66,7 @@ class NCSNTrainer(pl.Trainer):
     """Lightning's Trainer, which runs every command.
 
     ``sample``, ``fid`` and ``fid_nfe`` are its methods (LightningCLI builds their parsers from them) and run as
-    predict loops (``ncsn_pl.commands.predict``), so ``--trainer.accelerator``, ``--trainer.devices``,
+    predict loops (``ncsn_pl.sample_sets.predict_loop``), so ``--trainer.accelerator``, ``--trainer.devices``,
     ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them. Each is written once, as a function
     of the Trainer in its own module; its signature is the command's options.
     """
@@ -155,7 +155,7 @@ class NCSNCLI(LightningCLI):
             check_config_lists(args)
             args = complete_command_args(args)
             if args and args[0] in SAMPLING_COMMANDS and not any(a.startswith("--trainer.logger") for a in args):
-                # they log nothing (ncsn_pl.commands.predict), so Lightning need not build nor announce a logger
+                # they log nothing (ncsn_pl.sample_sets.predict_loop), so Lightning need not build nor announce a logger
                 args = [args[0], "--trainer.logger=false", *args[1:]]
             # --model.<key> given on the command line applies over the checkpoint's, even when equal to the default
             self.given_model_keys = {a[8:].split("=")[0].split(".")[0] for a in args if a.startswith("--model.")}
@@ -211,7 +211,7 @@ class NCSNCLI(LightningCLI):
     def _parse_checkpoint_hyperparameters(self, subcommand: str) -> None:
         """Lightning's ``LightningCLI._parse_ckpt_path``: the model's settings from the checkpoint's hyperparameters,
         with a network config of an older checkpoint brought up to date (:func:`upgrade_network_config`); a file whose
-        bytes do not match the CRC-32s it records is refused (:func:`~ncsn_pl.core.files.check_zip_crcs`)."""
+        bytes do not match the CRC-32s it records is refused (:func:`~ncsn_pl.system.files.check_zip_crcs`)."""
         ckpt_path = self.config[subcommand]["ckpt_path"]
         if not Path(ckpt_path).is_file():
             return

@@ -61,7 +61,7 @@ def convert(official_ckpt: str, out: str, official_config: str | None = None, da
         read_official_config,
         recorded_step,
     )
-    from ncsn_pl.core.files import atomic_torch_save, atomic_write_text
+    from ncsn_pl.system.files import atomic_torch_save, atomic_write_text
     from ncsn_pl.training import ScoreModel
 
     out_path = Path(out)

@@ -10,16 +10,16 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 
 from ncsn_pl.commands.checkpoints import load_sampling_model
-from ncsn_pl.commands.predict import run_predict
-from ncsn_pl.commands.quality_run import QualityRun, read_images
-from ncsn_pl.commands.sample import open_sample_set, prepare_sample_set, sample_set_files, sampling_settings
-from ncsn_pl.commands.sample_reports import noise_reference_for
 from ncsn_pl.core.samplers import Sampler, describe_sampler
 from ncsn_pl.data.image_decoding import ImageHeader, is_grey
 from ncsn_pl.data.image_files import find_images, read_headers, read_image
 from ncsn_pl.metrics import QualityOptions, RealImages, read_reference_stats, real_images
+from ncsn_pl.runs.wandb_glue import log_fid_result, log_to_sweep_run
+from ncsn_pl.sample_sets.drawing import open_sample_set, prepare_sample_set, sample_set_files, sampling_settings
+from ncsn_pl.sample_sets.predict_loop import run_predict
+from ncsn_pl.sample_sets.reports import noise_reference_for
+from ncsn_pl.sample_sets.scoring import QualityRun, read_images
 from ncsn_pl.training import ScoreModel
-from ncsn_pl.training.runs import log_fid_result, log_to_sweep_run
 
 __all__ = ["fid"]
 

@@ -20,7 +20,6 @@ import lightning.pytorch as pl
 
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.commands.fid import fid
-from ncsn_pl.core.files import atomic_write, atomic_write_json, atomic_write_text
 from ncsn_pl.core.samplers import (
     AnnealedLangevin,
     ConsistentAnnealed,
@@ -33,6 +32,7 @@ from ncsn_pl.core.samplers import (
 )
 from ncsn_pl.core.sigmas import step_lr_from_variance_rule
 from ncsn_pl.metrics import QualityOptions
+from ncsn_pl.system.files import atomic_write, atomic_write_json, atomic_write_text
 from ncsn_pl.training import ScoreModel
 
 __all__ = ["default_points", "fid_nfe", "sampler_label"]

@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
-from ncsn_pl.core.files import atomic_write
 from ncsn_pl.data.image_decoding import READ_ERRORS, ImageHeader, check_headers, convert_image
+from ncsn_pl.system.files import atomic_write
 
 __all__ = [
     "IMAGE_EXTENSIONS",

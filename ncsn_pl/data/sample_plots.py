@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ncsn_pl.core.files import atomic_write
+from ncsn_pl.system.files import atomic_write
 
 __all__ = ["plot_samples_2d"]
 

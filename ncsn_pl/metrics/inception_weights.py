@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ncsn_pl.core.errors import UserInputError
-from ncsn_pl.core.files import atomic_torch_save
+from ncsn_pl.system.errors import UserInputError
+from ncsn_pl.system.files import atomic_torch_save
 
 HUB_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 FIDELITY_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{HUB_FILENAME}"

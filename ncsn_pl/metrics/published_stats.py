@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from ncsn_pl.core.locks import exclusive
 from ncsn_pl.metrics.inception_weights import default_cache_dir
+from ncsn_pl.system.locks import exclusive
 
 __all__ = ["PUBLISHED_STATS", "PublishedStats", "file_sha256", "published_stats_dir", "resolve_reference_stats"]
 

@@ -24,9 +24,9 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from ncsn_pl.core.files import atomic_torch_save
 from ncsn_pl.metrics.distributed import compact, global_count, list_count, world
 from ncsn_pl.metrics.inception_weights import default_cache_dir
+from ncsn_pl.system.files import atomic_torch_save
 
 __all__ = [
     "RealStats",

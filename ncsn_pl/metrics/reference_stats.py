@@ -36,12 +36,12 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from ncsn_pl.core.files import atomic_write
 from ncsn_pl.metrics.distributed import global_count, world
 from ncsn_pl.metrics.features import InceptionFeatureExtractor
 from ncsn_pl.metrics.options import QualityOptions
 from ncsn_pl.metrics.published_stats import PUBLISHED_STATS, resolve_reference_stats
 from ncsn_pl.metrics.real_stats import RealStats, gather_real_states, real_count
+from ncsn_pl.system.files import atomic_write
 
 __all__ = [
     "ReferenceStats",

@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ncsn_pl.core.files import load_torch_file
 from ncsn_pl.networks.base import ScoreNetwork
+from ncsn_pl.system.files import load_torch_file
 
 __all__ = ["extract_state_dict", "load_official_checkpoint"]
 

@@ -14,8 +14,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-from ncsn_pl.core.files import atomic_torch_save
-from ncsn_pl.training.runs import mark_wandb_preempting, wandb_run_of
+from ncsn_pl.runs.wandb_glue import mark_wandb_preempting, wandb_run_of
+from ncsn_pl.system.files import atomic_torch_save
 
 __all__ = ["PREEMPTED_EXIT_CODE", "AtomicCheckpointIO", "ResumableCheckpoint"]
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, staging each file in its own folder and renaming it into place
-    (:func:`~ncsn_pl.core.files.atomic_torch_save`): a full disk or a kill never leaves a partial checkpoint under a
+    (:func:`~ncsn_pl.system.files.atomic_torch_save`): a full disk or a kill never leaves a partial checkpoint under a
     final name. (Lightning's own writer stages in the system's temporary folder and moves the file across file
     systems, which is a copy.)"""
 

@@ -13,7 +13,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from ncsn_pl.compat import given_hyperparameters
-from ncsn_pl.core.errors import raised_on_every_rank
 from ncsn_pl.core.losses import dsm_loss, spread_levels
 from ncsn_pl.core.samplers import (
     AnnealedLangevin,
@@ -29,6 +28,7 @@ from ncsn_pl.core.seeding import PerSampleNoise, sample_seeds, step_seed
 from ncsn_pl.core.sigmas import AUTO, geometric_sigmas, langevin_step_lr, resolve_auto_schedule
 from ncsn_pl.data.contract import split_reader
 from ncsn_pl.networks import ScoreNetwork
+from ncsn_pl.system.errors import raised_on_every_rank
 from ncsn_pl.training.divergence import LossDivergenceWatch
 from ncsn_pl.training.optimizers import DEFAULT_ADAM, adam_settings, make_optimizers, optimizer_settings
 from ncsn_pl.training.process_group import destroy_process_group_at_exit

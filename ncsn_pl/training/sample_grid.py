@@ -14,10 +14,10 @@ from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.data.contract import KnownDensity, LogDensity
 from ncsn_pl.data.image_files import save_grid
 from ncsn_pl.data.sample_plots import plot_samples_2d
+from ncsn_pl.runs.wandb_glue import run_dir
 from ncsn_pl.training.ema import averaged_module
 from ncsn_pl.training.image_logging import log_image
 from ncsn_pl.training.progress import sampling_progress
-from ncsn_pl.training.runs import run_dir
 from ncsn_pl.training.schedule import EvalSchedule
 
 __all__ = ["SampleGrid"]

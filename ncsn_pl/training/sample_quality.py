@@ -13,11 +13,11 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from ncsn_pl.core.samplers import NFECount, Sampler, describe_sampler
 from ncsn_pl.core.seeding import shard_indices
-from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
 from ncsn_pl.metrics import QualityOptions, SampleQuality, read_reference_stats, real_images
+from ncsn_pl.runs.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
+from ncsn_pl.runs.wandb_glue import log_config, run_dir
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
 from ncsn_pl.training.progress import sampling_progress
-from ncsn_pl.training.runs import log_config, run_dir
 from ncsn_pl.training.schedule import EvalSchedule
 
 __all__ = ["SampleQualityMonitor"]

@@ -13,11 +13,11 @@ from lightning.pytorch.callbacks import Callback
 from ncsn_pl.core.distributions import GaussianMixture
 from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.core.seeding import step_seed
-from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
 from ncsn_pl.data.contract import KnownDensity
 from ncsn_pl.metrics.sample_distances import mode_weight_error, sliced_wasserstein
+from ncsn_pl.runs.step_records import SAMPLE_QUALITY_RECORDS, append_step_record
+from ncsn_pl.runs.wandb_glue import run_dir
 from ncsn_pl.training.ema import averaged_module, ema_at_validation_epoch_end
-from ncsn_pl.training.runs import run_dir
 from ncsn_pl.training.schedule import EvalSchedule
 
 __all__ = ["ToySampleQuality"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.tools.tracking import MetricSummary, summarize_metric
+from ncsn_pl.runs.reading import MetricSummary, summarize_metric
 
 __all__ = ["INCEPTION_SCORE", "LOSS", "Comparison", "RunRow", "auto_resolved", "row_from_metrics", "varied"]
 
@@ -22,7 +22,7 @@ class RunRow:
         run: a short name (``trial-003``, ``version_0``, a W&B run name).
         path: the run folder, or the W&B run's path.
         status: ``finished``, ``failed``, ``interrupted``, ``running``, ``killed`` or ``unknown`` (as the run
-            recorded it: :mod:`~ncsn_pl.tools.compare.status`), ``no metrics`` (a run folder without
+            recorded it: :mod:`~ncsn_pl.runs.status`), ``no metrics`` (a run folder without
             ``metrics.csv``) or ``no <metric>`` (metrics, but not this one).
         config: the flat (dotted) config, with a sweep trial's parameters.
         metric: the metric's best and last value, or ``None``.

@@ -20,12 +20,7 @@ from typing import Any
 
 import yaml
 
-from ncsn_pl.core.run_records import RUN_STATUS_FILE, goal_of, rank_runs, summary_value
-from ncsn_pl.tools.compare.quality import fid_json_quality, run_quality
-from ncsn_pl.tools.compare.rows import Comparison, RunRow, auto_resolved, row_from_metrics, varied
-from ncsn_pl.tools.compare.status import cut_row_note, run_folder_status
-from ncsn_pl.tools.compare.wandb_runs import api_project_runs, api_rows, sweep_config, wandb_offline_run
-from ncsn_pl.tools.tracking import (
+from ncsn_pl.runs.reading import (
     find_csv_runs,
     flatten_config,
     newest_csv_run,
@@ -33,6 +28,11 @@ from ncsn_pl.tools.tracking import (
     read_metrics_csv,
     summarize_metric,
 )
+from ncsn_pl.runs.records import RUN_STATUS_FILE, goal_of, rank_runs, summary_value
+from ncsn_pl.runs.status import cut_row_note, run_folder_status
+from ncsn_pl.tools.compare.quality import fid_json_quality, run_quality
+from ncsn_pl.tools.compare.rows import Comparison, RunRow, auto_resolved, row_from_metrics, varied
+from ncsn_pl.tools.compare.wandb_runs import api_project_runs, api_rows, sweep_config, wandb_offline_run
 
 __all__ = ["Comparison", "RunRow", "collect_runs", "sort_rows"]
 
@@ -59,7 +59,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _csv_run(run_dir: Path, name: str, metric: str, goal: str) -> RunRow:
     """A CSVLogger run folder (``metrics.csv``, ``config.yaml``), with the status the run recorded
-    (:func:`~ncsn_pl.tools.compare.status.run_folder_status`); listed as ``no metrics`` without a csv."""
+    (:func:`~ncsn_pl.runs.status.run_folder_status`); listed as ``no metrics`` without a csv."""
     status, note = run_folder_status(run_dir)
     row = RunRow(run=name, path=str(run_dir), status=status, note=note)
     row.config = flatten_config(_read_yaml(run_dir / "config.yaml"))
@@ -270,7 +270,7 @@ def _differing_keys(rows: Iterable[RunRow]) -> list[str]:
 def sort_rows(rows: list[RunRow], metric: str, goal: str) -> list[RunRow]:
     """The ranked runs first, in rank order, then the others in their original order, with ``rank`` set.
 
-    Ranked as the sweep runner ranks its trials (:func:`~ncsn_pl.core.run_records.rank_runs`): the finished runs
+    Ranked as the sweep runner ranks its trials (:func:`~ncsn_pl.runs.records.rank_runs`): the finished runs
     with the metric, by the value their W&B summary holds (the best one for a metric with a declared summary, such as
     ``val/fid``, the last one otherwise); failed, interrupted, killed, running and unknown runs are listed, not
     ranked.

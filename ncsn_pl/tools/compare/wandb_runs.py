@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ncsn_pl.runs.reading import flatten_config, read_offline_run, summary_number
 from ncsn_pl.tools.compare.quality import run_quality
 from ncsn_pl.tools.compare.rows import INCEPTION_SCORE, LOSS, RunRow, auto_resolved, row_from_metrics, varied
-from ncsn_pl.tools.tracking import flatten_config, read_offline_run, summary_number
 
 __all__ = ["api_project_runs", "api_rows", "sweep_config", "wandb_offline_run"]
 

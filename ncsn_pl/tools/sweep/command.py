@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.core.files import atomic_write_text
+from ncsn_pl.system.files import atomic_write_text
 from ncsn_pl.tools.sweep.runner import FAILED, STATE_FILE, Sweep, SweepStopped, seeded_call
 from ncsn_pl.tools.sweep.spec import (
     ROOT_DIR_KEY,

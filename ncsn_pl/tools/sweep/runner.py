@@ -31,7 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.core.run_records import (
+from ncsn_pl.runs.reading import summarize_metric
+from ncsn_pl.runs.records import (
     SWEEP_PARAM_PATH,
     rank_runs,
     summary_value,
@@ -64,7 +65,6 @@ from ncsn_pl.tools.sweep.state import (
     worker_identity,
 )
 from ncsn_pl.tools.sweep.trial_metric import read_trial_metric
-from ncsn_pl.tools.tracking import summarize_metric
 
 __all__ = ["FAILED", "FINISHED", "STATE_FILE", "Sweep", "SweepStopped", "read_trial_metric", "seeded_call"]
 
@@ -414,7 +414,7 @@ class Sweep:
 
     def ranked(self) -> list[dict[str, Any]]:
         """The finished trials with a metric, best first, by the value the W&B summary holds (as W&B ranks runs;
-        :func:`~ncsn_pl.core.run_records.rank_runs`, the rule ``compare`` applies too)."""
+        :func:`~ncsn_pl.runs.records.rank_runs`, the rule ``compare`` applies too)."""
 
         def summary(trial: Mapping[str, Any]) -> float | None:
             metric = trial.get("metric") or {}

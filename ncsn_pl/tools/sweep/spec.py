@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ncsn_pl.core.run_records import goal_of
+from ncsn_pl.runs.records import goal_of
 from ncsn_pl.tools.sweep.checks import (
     check_command_starts,
     check_fid_trial,
@@ -107,7 +107,7 @@ def check_sweep_config(config: Mapping[str, Any]) -> list[str]:
     ``parameters`` blocks are dropped by the engine's validation: use dotted keys such as ``model.sigma_max``),
     no YAML ``null`` values (the agent passes them as ``None``, which LightningCLI rejects: write ``"null"``),
     a ``program`` (``wandb agent`` reads it from every run command), a goal that matches a metric of known
-    direction (:data:`~ncsn_pl.core.run_records.goal_of`), and a ``command`` with ``${args}`` whose
+    direction (:data:`~ncsn_pl.runs.records.goal_of`), and a ``command`` with ``${args}`` whose
     ``${envvar:NAME}`` variables are set.
     """
     sweeps = sweeps_engine()

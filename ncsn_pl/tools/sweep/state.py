@@ -21,8 +21,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.core.files import atomic_write_text
-from ncsn_pl.core.locks import exclusive
+from ncsn_pl.system.files import atomic_write_text
+from ncsn_pl.system.locks import exclusive
 from ncsn_pl.tools.sweep.spec import plain
 
 __all__ = [
@@ -67,7 +67,7 @@ def locked_state(folder: Path) -> Iterator[dict[str, Any]]:
 
     ``flock`` locks are shared across nodes on NFS (Linux emulates them with POSIX locks) and on Lustre mounted
     with ``-o flock``; where ``flock`` is missing (Lustre without ``-o flock``) an atomic ``mkdir`` takes its place
-    (:func:`~ncsn_pl.core.locks.exclusive`). The lock is blocking: workers take turns for the few milliseconds of a
+    (:func:`~ncsn_pl.system.locks.exclusive`). The lock is blocking: workers take turns for the few milliseconds of a
     read-modify-write.
     """
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from ncsn_pl.tools.tracking import newest_csv_run, offline_run_dirs, read_metrics_csv, read_offline_run, summary_number
+from ncsn_pl.runs.reading import newest_csv_run, offline_run_dirs, read_metrics_csv, read_offline_run, summary_number
 
 __all__ = ["read_trial_metric"]
 

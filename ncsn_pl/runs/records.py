@@ -96,7 +96,7 @@ def rank_runs(
     return [run for _, (run, _) in sorted(enumerate(scored), key=key)]
 
 
-# the lock a live run holds on its folder (:class:`~ncsn_pl.core.locks.ProcessLock`), and the record of how it ended
+# the lock a live run holds on its folder (:class:`~ncsn_pl.system.locks.ProcessLock`), and the record of how it ended
 RUN_LOCK_FILE = ".run.lock"
 RUN_STATUS_FILE = "run_status.json"
 # what ``run_status.json`` says: ``running`` from the moment the run takes its folder, then how it ended
@@ -107,7 +107,7 @@ def write_run_status(folder: str | Path, status: str, reason: str = "") -> Path:
     """Record in ``folder/run_status.json`` (atomically) where the run stands: ``running`` when it takes the folder,
     then ``finished``, ``interrupted`` (SIGTERM, preemption, Ctrl-C: a checkpoint to resume from was written) or
     ``failed`` (an exception), with the time (UTC, ISO 8601) and ``reason`` (the error, the signal)."""
-    from ncsn_pl.core.files import atomic_write_json  # imports torch: only where a run writes
+    from ncsn_pl.system.files import atomic_write_json  # imports torch: only where a run writes
 
     if status not in RUN_STATES:
         raise ValueError(f"A run's status is one of {', '.join(RUN_STATES)}, got {status!r}.")

@@ -22,10 +22,10 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ncsn_pl.core.files import atomic_write, atomic_write_text, remove_stale_temporaries
-from ncsn_pl.core.locks import LockHeldError, ProcessLock
-from ncsn_pl.core.run_records import RUN_LOCK_FILE, write_run_status
-from ncsn_pl.core.step_records import SAMPLE_QUALITY_RECORDS, trim_step_records
+from ncsn_pl.runs.records import RUN_LOCK_FILE, write_run_status
+from ncsn_pl.runs.step_records import SAMPLE_QUALITY_RECORDS, trim_step_records
+from ncsn_pl.system.files import atomic_write, atomic_write_text, remove_stale_temporaries
+from ncsn_pl.system.locks import LockHeldError, ProcessLock
 
 __all__ = ["RunFolderInUseError", "RunLogger", "claim_version"]
 

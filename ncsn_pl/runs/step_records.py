@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ncsn_pl.core.files import atomic_write_text
+from ncsn_pl.system.files import atomic_write_text
 
 __all__ = ["SAMPLE_QUALITY_RECORDS", "append_step_record", "trim_step_records"]
 

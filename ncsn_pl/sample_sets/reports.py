@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import Tensor
 
-from ncsn_pl.commands.sample_store import SampleStore
 from ncsn_pl.core.samplers import Sampler
 from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare, noise_reference
+from ncsn_pl.sample_sets.store import SampleStore
 
 __all__ = ["describe_nfe", "describe_noisy_share", "nfe_record", "noise_reference_for", "noisy_share_record"]
 

@@ -16,16 +16,16 @@ status         when
                logger; how it ended is not known, so it is listed without a rank
 =============  ===========================================================================================
 
-Only ``finished`` runs are ranked (:func:`~ncsn_pl.core.run_records.rank_runs`).
+Only ``finished`` runs are ranked (:func:`~ncsn_pl.runs.records.rank_runs`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ncsn_pl.core.locks import lock_holder
-from ncsn_pl.core.run_records import RUN_LOCK_FILE, RUN_STATUS_FILE, read_run_status
-from ncsn_pl.tools.tracking import cut_metrics_row
+from ncsn_pl.runs.reading import cut_metrics_row
+from ncsn_pl.runs.records import RUN_LOCK_FILE, RUN_STATUS_FILE, read_run_status
+from ncsn_pl.system.locks import lock_holder
 
 __all__ = ["cut_row_note", "run_folder_status"]
 

@@ -3,7 +3,7 @@
 Without a logger that has a folder, Lightning writes checkpoints to ``<default_root_dir>/checkpoints/`` and the
 project writes the config and sample grids to ``<default_root_dir>/``: two such fits with the same root overwrite
 each other's ``last.ckpt``, ``config.yaml`` and ``samples/final.png``. :class:`RunFolder` claims and locks a
-``version_N/`` as :class:`~ncsn_pl.training.run_logger.RunLogger` does, so those files go there and a resumed run
+``version_N/`` as :class:`~ncsn_pl.runs.logger.RunLogger` does, so those files go there and a resumed run
 continues its folder, and it logs nothing.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from ncsn_pl.training.run_logger import RunLogger
+from ncsn_pl.runs.logger import RunLogger
 
 __all__ = ["RunFolder", "give_run_folder", "has_run_folder"]
 

@@ -13,14 +13,14 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
 from ncsn_pl.compat import continue_wandb_run_id, started_wandb_run, wandb_init_settings
-from ncsn_pl.core.files import atomic_write_text
-from ncsn_pl.core.run_records import (
+from ncsn_pl.runs.records import (
     FID_COMMAND_GOALS,
     METRIC_SUMMARIES,
     SWEEP_PARAM_PATH,
     read_sweep_parameters,
     sweep_run_name,
 )
+from ncsn_pl.system.files import atomic_write_text
 
 __all__ = [
     "METRIC_SUMMARIES",
