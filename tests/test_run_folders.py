@@ -11,8 +11,10 @@ import pytest
 import torch
 from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
 from cluster_runs import TWO_CPUS, torchrun
+from lightning.pytorch.loggers import WandbLogger
 
 from ncsn_pl.commands.cli import main
+from ncsn_pl.compat import wandb_init_settings
 from ncsn_pl.runs.logger import RunFolderInUseError
 from ncsn_pl.system.locks import ProcessLock
 
@@ -151,3 +153,22 @@ def test_a_refused_resume_starts_no_wandb_run(tmp_path, offline_wandb):
     holder.release()
     assert sorted(p.name for p in (tmp_path / "wandb").iterdir()) == before  # no stub run
     assert os.readlink(tmp_path / "wandb" / "latest-run") == latest
+
+
+def test_a_resumed_fit_gives_its_wandb_logger_the_run_s_id_before_it_is_built(tmp_path):
+    fit_digits(tmp_path, "--trainer.max_epochs=1")
+    (run,) = run_dirs(tmp_path)
+    (run / "wandb_run_id").write_text("abc123\n")  # what remember_wandb_run keeps (W&B is disabled in the tests)
+    last = run / "checkpoints" / "last.ckpt"
+    early = run / "checkpoints" / "early.ckpt"
+    early.write_bytes(last.read_bytes())  # a snapshot at step 2, for the branch below
+    resumed = fit_digits(tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    (wandb_config,) = [lg for lg in resumed.config.fit.trainer.logger if lg.class_path.endswith("WandbLogger")]
+    assert wandb_config.init_args.id == "abc123"  # set in the config, before instantiation
+    (wandb_logger,) = [lg for lg in resumed.trainer.loggers if isinstance(lg, WandbLogger)]
+    settings = wandb_init_settings(wandb_logger)
+    assert settings["id"] == "abc123" and settings["resume"] == "allow"
+    assert run_dirs(tmp_path) == [run]  # the same folder, continued
+    branch = fit_digits(tmp_path, "--trainer.max_epochs=3", f"--ckpt_path={early}")
+    (wandb_config,) = [lg for lg in branch.config.fit.trainer.logger if lg.class_path.endswith("WandbLogger")]
+    assert wandb_config.init_args.id is None  # an earlier checkpoint branches: a new folder and a new W&B run

@@ -41,9 +41,8 @@ from ncsn_pl.compat import add_tool_subcommand
 from ncsn_pl.data.contract import ShapedData
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.runs.folder import give_run_folder
-from ncsn_pl.runs.logger import RunLogger
+from ncsn_pl.runs.logger import RunLogger, continued_run
 from ncsn_pl.runs.wandb_glue import (
-    continue_wandb_run,
     declare_metric_summaries,
     default_wandb_mode,
     drop_unset_wandb_settings,
@@ -53,6 +52,7 @@ from ncsn_pl.runs.wandb_glue import (
     sweep_parameters,
     sweep_run_name,
     wandb_run_checkpoint,
+    wandb_run_id_in,
 )
 from ncsn_pl.system.files import atomic_write_text, check_torch_file, load_torch_file, one_read_per_file
 from ncsn_pl.training import ResumableCheckpoint, ScoreModel
@@ -260,15 +260,26 @@ class NCSNCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """In a sweep trial (``wandb agent`` or ``python -m ncsn_pl sweep``), name the W&B run after its swept values:
-        the configured name is built from a few settings and would repeat across the trials of a sweep."""
+        """The W&B loggers' settings, before they are built: a ``fit`` that continues a run (:func:`continued_run`)
+        continues its W&B run too (``id``: the run folder's, ``resume="allow"``); in a sweep trial (``wandb agent`` or
+        ``python -m ncsn_pl sweep``) the run is named after its swept values (the configured name is built from a few
+        settings and would repeat across trials)."""
+        config = self.config[self.subcommand]
+        loggers = config.trainer.logger
+        loggers = [lg for lg in (loggers if isinstance(loggers, list) else [loggers]) if isinstance(lg, Namespace)]
+        wandb = [lg for lg in loggers if str(lg.get("class_path", "")).endswith("WandbLogger")]
         parameters = sweep_parameters() if self.subcommand in ("fit", "validate", "test") else None
-        if not parameters:
+        for logger in wandb if parameters else []:
+            logger.init_args.name = sweep_run_name(parameters)
+        ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
+        if not (wandb and ckpt_path and Path(ckpt_path).is_file()):
             return
-        loggers = self.config[self.subcommand].trainer.logger
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("WandbLogger"):
-                logger.init_args.name = sweep_run_name(parameters)
+        for logger in loggers:
+            if str(logger.get("class_path", "")).endswith("RunLogger"):
+                root = Path(str(logger.init_args.save_dir), str(logger.init_args.get("name") or ""))
+                run_id = wandb_run_id_in(run) if (run := continued_run(ckpt_path, root)) is not None else None
+                for wandb_logger in wandb if run_id else []:  # resume: null in the config would override "allow"
+                    wandb_logger.init_args.id, wandb_logger.init_args.resume = run_id, "allow"
 
     def instantiate_classes(self) -> None:
         """Build the model, the data and the Trainer; for ``fit``, resolve ``"auto"`` settings before any callback
@@ -286,11 +297,9 @@ class NCSNCLI(LightningCLI):
         if self.subcommand == "fit":  # a version_N/ of its own, whatever the loggers (--trainer.logger=false too)
             give_run_folder(self.trainer)
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
-        if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder
+        if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder (and W&B run)
             for logger in self.trainer.loggers:
-                if isinstance(logger, RunLogger) and logger.continue_run(ckpt_path):
-                    continue_wandb_run(self.trainer.loggers, logger.log_dir)
-                elif isinstance(logger, RunLogger) and logger.branched_from:
+                if isinstance(logger, RunLogger) and not logger.continue_run(ckpt_path) and logger.branched_from:
                     branch = logger.branched_from
                     rank_zero_info(
                         f"{ckpt_path} (step {branch['step']}) is earlier than its run's last.ckpt (step "

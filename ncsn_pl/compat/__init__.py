@@ -21,7 +21,6 @@ __all__ = [
     "PrivateName",
     "add_tool_subcommand",
     "averaged_model",
-    "continue_wandb_run_id",
     "given_hyperparameters",
     "help_is_preexpanded",
     "move_option_group",
@@ -66,8 +65,7 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
                 "whether LightningCLI builds the model (then the network's config is saved)"),
     PrivateName("lightning.pytorch.callbacks.weight_averaging:WeightAveraging", "_average_model", "attribute",
                 "the EMA copy, to sample from during training"),
-    PrivateName(_WANDB, "_wandb_init", "attribute", "continue a W&B run by id; drop the unset 'anonymous'"),
-    PrivateName(_WANDB, "_id", "attribute", "the run id before the run starts"),
+    PrivateName(_WANDB, "_wandb_init", "attribute", "the run's project; drop the unset 'anonymous'"),
     PrivateName(_WANDB, "_experiment", "attribute", "whether the run started (without starting it)"),
 )
 
@@ -87,12 +85,6 @@ def averaged_model(callback: Any) -> Any:
 def wandb_init_settings(logger: Any) -> dict[str, Any]:
     """The keyword arguments a ``WandbLogger`` passes to ``wandb.init`` when its run starts (a live dict)."""
     return logger._wandb_init
-
-
-def continue_wandb_run_id(logger: Any, run_id: str) -> None:
-    """Make a ``WandbLogger`` not yet started continue the W&B run ``run_id`` (``resume="allow"``)."""
-    logger._wandb_init.update(id=run_id, resume="allow")  # read when the run starts (lazily)
-    logger._id = run_id
 
 
 def started_wandb_run(logger: Any) -> Any:

@@ -27,7 +27,7 @@ from ncsn_pl.runs.step_records import SAMPLE_QUALITY_RECORDS, trim_step_records
 from ncsn_pl.system.files import atomic_write, atomic_write_text, remove_stale_temporaries
 from ncsn_pl.system.locks import LockHeldError, ProcessLock
 
-__all__ = ["RunFolderInUseError", "RunLogger", "claim_version"]
+__all__ = ["RunFolderInUseError", "RunLogger", "claim_version", "continued_run"]
 
 LOCK_FILE = RUN_LOCK_FILE
 BRANCH_RECORD = "branched_from.json"
@@ -96,6 +96,27 @@ def _remove_leftovers(folder: Path) -> None:
     if removed:
         log.info("Removed %d temporary file(s) that the stopped run left unfinished in %s: %s", len(removed), folder,
                  ", ".join(str(p.relative_to(folder)) for p in removed))
+
+
+def continued_run(ckpt_path: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path | None:
+    """The run folder ``root/version_N`` that a fit from ``ckpt_path`` continues (:meth:`RunLogger.continue_run`):
+    the one whose ``checkpoints/`` holds it, when it is that run's latest checkpoint; else None."""
+    found = _checkpoint_run(ckpt_path, root)
+    return found[0] if found is not None and found[1] >= found[2] else None
+
+
+def _checkpoint_run(ckpt_path: str | os.PathLike[str], root: str | os.PathLike[str]) -> tuple[Path, int, int] | None:
+    """``(run folder, the checkpoint's step, the step of the run's last.ckpt)`` when ``ckpt_path`` lies in
+    ``root/version_N/checkpoints/``, else None."""
+    checkpoints = Path(ckpt_path).resolve().parent
+    run = checkpoints.parent
+    if checkpoints.name != "checkpoints" or run.parent != Path(root).resolve():
+        return None
+    if not (run.name.startswith("version_") and run.name[8:].isdigit()):
+        return None
+    step = _global_step(ckpt_path)
+    last = checkpoints / "last.ckpt"
+    return run, step, _global_step(last) if last.is_file() else step
 
 
 def _global_step(path: str | os.PathLike[str]) -> int:
@@ -190,15 +211,10 @@ class RunLogger(CSVLogger):
         Raises:
             RunFolderInUseError: a live run holds that folder (checked at once, before any W&B run is started).
         """
-        checkpoints = Path(ckpt_path).resolve().parent
-        run = checkpoints.parent
-        if checkpoints.name != "checkpoints" or run.parent != Path(self.root_dir).resolve():
+        found = _checkpoint_run(ckpt_path, self.root_dir)
+        if found is None:
             return False
-        if not (run.name.startswith("version_") and run.name[8:].isdigit()):
-            return False
-        step = _global_step(ckpt_path)
-        last = checkpoints / "last.ckpt"
-        latest = _global_step(last) if last.is_file() else step
+        run, step, latest = found
         if step < latest:
             self.branched_from = {"checkpoint": str(Path(ckpt_path).resolve()), "step": step, "run": str(run),
                                   "run_step": latest}  # fmt: skip

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
-from ncsn_pl.compat import continue_wandb_run_id, started_wandb_run, wandb_init_settings
+from ncsn_pl.compat import started_wandb_run, wandb_init_settings
 from ncsn_pl.runs.records import (
     FID_COMMAND_GOALS,
     METRIC_SUMMARIES,
@@ -25,7 +25,6 @@ from ncsn_pl.system.files import atomic_write_text
 __all__ = [
     "METRIC_SUMMARIES",
     "SWEEP_PARAM_PATH",
-    "continue_wandb_run",
     "declare_metric_summaries",
     "default_wandb_mode",
     "drop_unset_wandb_settings",
@@ -39,6 +38,7 @@ __all__ = [
     "sweep_run_name",
     "wandb_has_credentials",
     "wandb_run_checkpoint",
+    "wandb_run_id_in",
     "wandb_run_of",
 ]
 
@@ -56,7 +56,7 @@ WANDB_ID_FILE = "wandb_run_id"
 
 def remember_wandb_run(loggers: Iterable[object], folder: str | os.PathLike[str]) -> str | None:
     """Keep the id of the first W&B run among ``loggers`` in the run folder (``wandb_run_id``), so that a resumed
-    run continues the same W&B run (:func:`continue_wandb_run`). Call it on global rank 0 only; returns the id."""
+    run continues the same W&B run (:func:`wandb_run_id_in`). Call it on global rank 0 only; returns the id."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             run = logger.experiment
@@ -69,18 +69,14 @@ def remember_wandb_run(loggers: Iterable[object], folder: str | os.PathLike[str]
     return None
 
 
-def continue_wandb_run(loggers: Iterable[object], folder: str | os.PathLike[str]) -> str | None:
-    """Make every ``WandbLogger`` among ``loggers`` (not yet started) continue the W&B run whose id the run folder
-    keeps (``resume="allow"``: online, the curves go on in the same run; offline, each part is written under the
-    same id and ``wandb sync`` uploads them into one run). Returns the id, or ``None`` when the folder keeps none."""
+def wandb_run_id_in(folder: str | os.PathLike[str]) -> str | None:
+    """The id of the W&B run that the run folder keeps (:func:`remember_wandb_run`), or ``None``. A resumed run gives
+    it to its ``WandbLogger`` as ``id`` (Lightning's logger resumes with ``resume="allow"``: online, the curves go on
+    in the same run; offline, each part is written under the same id and ``wandb sync`` uploads them into one)."""
     path = Path(folder) / WANDB_ID_FILE
     if not path.is_file():
         return None
-    run_id = path.read_text().strip()
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            continue_wandb_run_id(logger, run_id)
-    return run_id
+    return path.read_text().strip() or None
 
 
 def wandb_run_checkpoint(root: str | os.PathLike[str], run_id: str) -> Path | None:
