@@ -264,7 +264,7 @@ class NCSNCLI(LightningCLI):
         continues its W&B run too (``id``: the run folder's, ``resume="allow"``); in a sweep trial (``wandb agent`` or
         ``python -m ncsn_pl sweep``) the run is named after its swept values (the configured name is built from a few
         settings and would repeat across trials)."""
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         loggers = config.trainer.logger
         loggers = [lg for lg in (loggers if isinstance(loggers, list) else [loggers]) if isinstance(lg, Namespace)]
         wandb = [lg for lg in loggers if str(lg.get("class_path", "")).endswith("WandbLogger")]
