@@ -24,7 +24,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -37,21 +36,8 @@ import torch
 from ncsn_pl.data.image_files import quantize_images
 from ncsn_pl.metrics import QualityOptions, SampleQuality
 
-
-def _load_common():
-    """``benchmarks/common.py`` under a name no other module has (``benchmarks/`` is not a package)."""
-    name = "ncsn_pl_benchmarks_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("common.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_common = _load_common()
-PeakMemory, environment, median = _common.PeakMemory, _common.environment, _common.median
-resolve_device, time_call = _common.resolve_device, _common.time_call
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package: common.py by folder
+from common import PeakMemory, environment, median, resolve_device, time_call  # noqa: E402
 
 SIZES = {
     # batch sizes on the CPU, on CUDA, warm-up calls per batch size, repeats

@@ -54,22 +54,8 @@ from ncsn_pl.core.seeding import PerSampleNoise, sample_seeds
 from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import NCSN, NCSNv2
 
-
-def _load_common() -> types.ModuleType:
-    """``benchmarks/common.py`` under a name no other module has (``benchmarks/`` is not a package)."""
-    name = "ncsn_pl_benchmarks_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("common.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_common = _load_common()
-PeakMemory, environment, resolve_device, time_call = (
-    _common.PeakMemory, _common.environment, _common.resolve_device, _common.time_call
-)  # fmt: skip
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package: common.py by folder
+from common import PeakMemory, environment, resolve_device, time_call  # noqa: E402
 
 # name: (network, channels, image size, ngf, L, sigma_max, sigma_min)
 CONFIGS = {

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import logging
 import sys
@@ -51,21 +50,8 @@ from ncsn_pl.core.sigmas import geometric_sigmas
 from ncsn_pl.networks import NCSN
 from ncsn_pl.training import ScoreModel
 
-
-def _load_common():
-    """``benchmarks/common.py`` under a name no other module has (``benchmarks/`` is not a package)."""
-    name = "ncsn_pl_benchmarks_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("common.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_common = _load_common()
-PeakMemory, environment, median = _common.PeakMemory, _common.environment, _common.median
-resolve_device, synchronize = _common.resolve_device, _common.synchronize
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package: common.py by folder
+from common import PeakMemory, environment, median, resolve_device, synchronize  # noqa: E402
 
 CONFIGS = {"digits": (1, 8, 32), "mnist": (1, 28, 64), "cifar10": (3, 32, 128)}  # channels, image size, ngf
 SIZES = {
