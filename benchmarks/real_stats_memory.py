@@ -28,6 +28,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,9 +116,12 @@ def measure(root: Path, mode: str, extractor: str, batch_size: int, image_size: 
     real = real_images(dm, "train")
     images = (lambda: real.shard(0, 1, batch_size)) if mode == "stream" else (lambda: real.load().split(batch_size))
     start = time.perf_counter()
-    with common.PeakMemory(torch.device("cpu")) as peak:
-        quality.load_or_compute_real(images, **real.cache_key())
-    seconds = time.perf_counter() - start
+    try:
+        with common.PeakMemory(torch.device("cpu")) as peak:
+            quality.load_or_compute_real(images, **real.cache_key())
+        seconds = time.perf_counter() - start
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # the statistics were only timed
     process_peak = (common._status_kib("VmHWM") or 0) / 1024  # after the section: the process's own high-water
     return {
         "num_images": real.num_images,
