@@ -3,6 +3,7 @@ trains and samples through every path that reads it, and one without an optional
 before the contract was declared (a skip or the same one-line error)."""
 
 import math
+import re
 import sys
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from ncsn_pl.core.distributions import GaussianMixture
 from ncsn_pl.core.sigmas import max_pairwise_distance
 from ncsn_pl.data import ImageDataModule, ToyDataModule
 from ncsn_pl.data.contract import (
+    CheckedFiles,
     ItemImages,
     KnownDensity,
     LoaderWorkers,
@@ -74,6 +76,7 @@ def test_the_built_in_datamodules_satisfy_the_contract():
     assert isinstance(toy, KnownDensity) and not isinstance(digits, KnownDensity)
     assert isinstance(digits, ItemImages) and isinstance(digits, NamedDataset)
     assert not isinstance(toy, ItemImages) and not isinstance(toy, NamedDataset)
+    assert isinstance(digits, CheckedFiles) and not isinstance(toy, CheckedFiles)  # files to check before a fit
     assert split_reader(toy, "train")(3).equal(toy.train_set[:3]) and split_reader(toy, "val")(2).equal(toy.val_set[:2])
     assert split_set(toy, "val") is toy.val_set and split_reader(toy, "test") is None and split_set(toy, "x") is None
 
@@ -137,7 +140,9 @@ def test_a_datamodule_without_what_a_path_needs_gets_the_same_one_line_errors():
     class Bare(pl.LightningDataModule):
         pass
 
-    with pytest.raises(ValueError, match="^Bare has no data_shape; the model needs it for sampling.$"):
+    no_shape = ("Bare has no data_shape; the model needs it for sampling. Give the DataModule a data_shape, (C, H, W) "
+                "for images or (D,) for points (README, 'Your own DataModule: the contract').")
+    with pytest.raises(ValueError, match=f"^{re.escape(no_shape)}$"):
         _data_shape(Bare())
     model = ScoreModel(ToyScoreMLP(dim=2, hidden=8, num_scales=3), sigma_max="auto", num_scales=3, data_shape=(2,))
     for datamodule in (Bare(), None):

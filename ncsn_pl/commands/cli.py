@@ -38,7 +38,7 @@ from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
 from ncsn_pl.compat import add_tool_subcommand
-from ncsn_pl.data.contract import ShapedData
+from ncsn_pl.data.contract import CheckedFiles, ShapedData
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.runs.folder import give_run_folder
 from ncsn_pl.runs.logger import RunLogger, continued_run
@@ -291,12 +291,11 @@ class NCSNCLI(LightningCLI):
         drop_unset_wandb_settings(self.trainer.loggers)
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None  # None: run=False
         check_weights_fit(self.model, getattr(self, "_checkpoint_shapes", None), ckpt_path)
-        check_files = getattr(self.datamodule, "check_files", None)
-        if self.subcommand == "fit" and callable(check_files) and self.trainer.local_rank == 0:
-            check_files()  # a missing data set or a failed download leaves no run folder behind
-        if self.subcommand == "fit":  # a version_N/ of its own, whatever the loggers (--trainer.logger=false too)
-            give_run_folder(self.trainer)
-        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
+        if self.subcommand != "fit":
+            return
+        if isinstance(self.datamodule, CheckedFiles) and self.trainer.local_rank == 0:
+            self.datamodule.check_files()  # a missing data set or a failed download leaves no run folder behind
+        give_run_folder(self.trainer)  # a version_N/ of its own, whatever the loggers (--trainer.logger=false too)
         if ckpt_path and Path(ckpt_path).is_file():  # a resumed run continues in its own folder (and W&B run)
             for logger in self.trainer.loggers:
                 if isinstance(logger, RunLogger) and not logger.continue_run(ckpt_path) and logger.branched_from:
@@ -306,12 +305,11 @@ class NCSNCLI(LightningCLI):
                         f"{branch['run_step']}): this run continues in a new folder (branched_from.json says from "
                         "where); the earlier run is kept as it is."
                     )
-        if self.subcommand == "fit":
-            resolved = self.model.resolve_auto_schedule(self.datamodule)
-            for key, value in resolved.items():
-                self.config[self.subcommand]["model"][key] = value
-            if resolved:
-                print(f"NCSNv2 rules applied to the training data: {resolved}")
+        resolved = self.model.resolve_auto_schedule(self.datamodule)
+        for key, value in resolved.items():
+            self.config[self.subcommand]["model"][key] = value
+        if resolved:
+            print(f"NCSNv2 rules applied to the training data: {resolved}")
 
 
 class _NoAdvertisements(logging.Filter):
@@ -391,7 +389,10 @@ def _plain_config(config: Namespace | None) -> dict[str, Any] | None:
 def _data_shape(datamodule: pl.LightningDataModule) -> tuple[int, ...]:
     shape = datamodule.data_shape if isinstance(datamodule, ShapedData) else None
     if shape is None:
-        raise ValueError(f"{type(datamodule).__name__} has no data_shape; the model needs it for sampling.")
+        raise ValueError(
+            f"{type(datamodule).__name__} has no data_shape; the model needs it for sampling. Give the DataModule a "
+            "data_shape, (C, H, W) for images or (D,) for points (README, 'Your own DataModule: the contract')."
+        )
     return tuple(shape)
 
 

@@ -9,6 +9,7 @@ the DataModule has it, and skips or names when it does not:
 - ``train_set`` / ``val_set`` (:class:`TrainSet`, :class:`ValSet`): a split's size without stacking it;
 - ``image_dataset(split)`` (:class:`ItemImages`), with ``num_workers`` (:class:`LoaderWorkers`): FID's real
   statistics read a batch at a time instead of the whole split at once;
+- ``check_files()`` (:class:`CheckedFiles`): the data checked before a fit makes its run folder;
 - ``dataset`` (:class:`NamedDataset`): the data set's name in FID's statistics cache (``"folder"`` with a ``root``);
 - ``distribution`` (:class:`KnownDensity`): the data's known density, for ``ToySampleQuality`` (a
   :class:`~ncsn_pl.core.distributions.GaussianMixture`) and the contours behind ``SampleGrid``'s 2-D plots.
@@ -27,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 __all__ = [
+    "CheckedFiles",
     "ItemImages",
     "KnownDensity",
     "LoaderWorkers",
@@ -121,6 +123,15 @@ class LogDensity(Protocol):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """``log p(x)`` of points ``(N, D)``, ``(N,)``."""
+        ...
+
+
+@runtime_checkable
+class CheckedFiles(Protocol):
+    """Checks its files before a fit makes its run folder (a failed download, missing or corrupt files stop it)."""
+
+    def check_files(self) -> None:
+        """Raise an error that says what to fix when the data cannot be read."""
         ...
 
 

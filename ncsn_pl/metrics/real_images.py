@@ -47,8 +47,7 @@ class RealImages:
     def load(self) -> Tensor:
         """The images, a float tensor ``(num_images, C, H, W)`` in [0, 1], without augmentation (all in memory:
         for small sets; the statistics stream :meth:`shard` instead)."""
-        read = self.datamodule.train_data if self.split == "train" else self.datamodule.val_data  # real_images checked
-        return read(self.num_images)
+        return split_reader(self.datamodule, self.split)(self.num_images)  # real_images checked that it has one
 
     def image_dataset(self) -> Dataset | None:
         """The split as a data set read item by item (``datamodule.image_dataset(split)``), or None when the

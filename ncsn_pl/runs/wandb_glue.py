@@ -42,6 +42,7 @@ __all__ = [
     "wandb_run_of",
 ]
 
+
 def run_dir(trainer: pl.Trainer) -> Path:
     """The folder of this run: the first logger's versioned ``log_dir``, else ``default_root_dir``."""
     for logger in trainer.loggers:
@@ -90,7 +91,7 @@ def wandb_run_checkpoint(root: str | os.PathLike[str], run_id: str) -> Path | No
         path.parent / "checkpoints" / "last.ckpt"
         for pattern in (f"version_*/{WANDB_ID_FILE}", f"*/version_*/{WANDB_ID_FILE}")
         for path in root.glob(pattern)
-        if (path.parent / "checkpoints" / "last.ckpt").is_file() and path.read_text().strip() == run_id
+        if (path.parent / "checkpoints" / "last.ckpt").is_file() and wandb_run_id_in(path.parent) == run_id
     ]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 

@@ -23,8 +23,10 @@ __all__ = [
 ]
 
 # the --help titles of --optimizer and --lr_scheduler (sentences of this module's docstring)
-OPTIMIZER_TITLE = "Another optimizer than the model's Adam (any of torch's by name; model.lr, betas, eps and " \
-    "weight_decay are then not used)"
+OPTIMIZER_TITLE = (
+    "Another optimizer than the model's Adam (any of torch's by name; model.lr, betas, eps and weight_decay are then "
+    "not used)"
+)
 SCHEDULE_TITLE = "A learning-rate schedule, stepped after every optimizer step (ReduceLROnPlateau: every epoch)"
 
 # NCSN (Song & Ermon 2019) and NCSNv2 (2020) train with Adam; only the learning rate differs (1e-3, 1e-4)
@@ -58,8 +60,7 @@ def make_optimizers(parameters: Iterable[torch.nn.Parameter], hparams: Mapping[s
     if not schedule:
         return optimizer
     scheduler = instantiate_class(optimizer, dict(schedule))
-    monitor = getattr(scheduler, "monitor", None)  # Lightning's ReduceLROnPlateau names the metric it watches
-    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        plateau = {"scheduler": scheduler, "interval": "epoch", "monitor": monitor}
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # Lightning's names the metric it watches
+        plateau = {"scheduler": scheduler, "interval": "epoch", "monitor": getattr(scheduler, "monitor", None)}
         return {"optimizer": optimizer, "lr_scheduler": plateau}
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
