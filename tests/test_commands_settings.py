@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import wandb
 from cli_runs import smoke_checkpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
@@ -86,11 +87,12 @@ def test_fid_results_logged_offline_make_a_new_run_or_join_the_given_one(tmp_pat
     assert joined["summary"]["nfe"] == 45.5 and joined["summary"]["nfe_max"] == 51
 
 
-def test_a_checkpoint_names_its_wandb_run_unless_w_and_b_is_disabled(tmp_path):
+def test_a_checkpoint_names_its_wandb_run_unless_w_and_b_is_disabled(tmp_path, monkeypatch):
     logger = WandbLogger(project="ncsn-pl", id="abc123", save_dir=str(tmp_path))
     assert wandb_run_of([CSVLogger(str(tmp_path)), logger]) == {"id": "abc123", "project": "ncsn-pl",
                                                                 "save_dir": str(tmp_path)}  # fmt: skip
-    logger._experiment = SimpleNamespace(disabled=True, id="dummy")  # what WANDB_MODE=disabled gives
+    # what WANDB_MODE=disabled gives once the logger's run has started
+    monkeypatch.setattr(wandb, "run", SimpleNamespace(disabled=True, id="abc123"))
     assert wandb_run_of([logger]) is None and wandb_run_of([CSVLogger(str(tmp_path))]) is None
     assert _switches_on(["--wandb", "--out=x"]) == ["--wandb=true", "--out=x"]
     assert _switches_on(["--out", "x", "--wandb"]) == ["--out", "x", "--wandb=true"]

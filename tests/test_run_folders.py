@@ -6,16 +6,18 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from cli_runs import CONFIGS, SMOKE, fit_digits, run_dirs
 from cluster_runs import TWO_CPUS, torchrun
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from ncsn_pl.commands.cli import main
 from ncsn_pl.compat import wandb_init_settings
-from ncsn_pl.runs.logger import RunFolderInUseError
+from ncsn_pl.runs import logger as logger_module
+from ncsn_pl.runs.logger import RunFolderInUseError, RunLogger
 from ncsn_pl.system.locks import ProcessLock
 
 GRID = '--trainer.callbacks=[{"class_path": "ncsn_pl.training.SampleGrid", "init_args": {"num_samples": 4}}]'
@@ -172,3 +174,60 @@ def test_a_resumed_fit_gives_its_wandb_logger_the_run_s_id_before_it_is_built(tm
     branch = fit_digits(tmp_path, "--trainer.max_epochs=3", f"--ckpt_path={early}")
     (wandb_config,) = [lg for lg in branch.config.fit.trainer.logger if lg.class_path.endswith("WandbLogger")]
     assert wandb_config.init_args.id is None  # an earlier checkpoint branches: a new folder and a new W&B run
+
+
+def log_sequence(logger) -> None:
+    """Rows whose metrics widen the header twice, saved between them (each widening rewrites the file)."""
+    logger.log_hyperparams({"sigma_max": 1.0, "nested": {"a": 1}})
+    logger.log_metrics({"train/loss": torch.tensor(0.5), "epoch": 0}, step=0)
+    logger.save()
+    logger.log_metrics({"train/loss": 0.25, "epoch": 0}, step=1)
+    logger.log_metrics({"val/loss": 0.75, "epoch": 0}, step=1)
+    logger.save()
+    logger.log_metrics({"fid": 12.5, "epoch": 1}, step=2)
+    logger.finalize("success")
+
+
+def test_run_logger_writes_metrics_and_hparams_byte_for_byte_as_lightning_s_csv_logger(tmp_path):
+    ours = RunLogger(str(tmp_path / "ours"))
+    theirs = CSVLogger(str(tmp_path / "theirs"), name="", version=0)
+    for logger in (ours, theirs):
+        log_sequence(logger)
+    for name in ("metrics.csv", "hparams.yaml"):
+        assert (Path(ours.log_dir) / name).read_bytes() == (Path(theirs.log_dir) / name).read_bytes(), name
+    rows = (Path(ours.log_dir) / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "epoch,fid,step,train/loss,val/loss" and len(rows) == 5
+
+
+def test_a_widened_metrics_header_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    logger = RunLogger(str(tmp_path))
+    logger.log_metrics({"train/loss": 0.5}, step=0)
+    logger.save()
+    before = (Path(logger.log_dir) / "metrics.csv").read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(logger_module, "atomic_write", full_disk)
+    logger.log_metrics({"val/loss": 0.75}, step=1)  # a new column: the file is rewritten
+    with pytest.raises(OSError, match="No space left"):
+        logger.save()
+    assert (Path(logger.log_dir) / "metrics.csv").read_bytes() == before
+
+
+def test_a_resumed_writer_keeps_the_rows_up_to_its_step_and_a_reused_folder_starts_afresh(tmp_path, recwarn):
+    first = RunLogger(str(tmp_path))
+    for step in range(4):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    first.finalize("success")
+    resumed = RunLogger(str(tmp_path), version=first.version, resume_step=1)
+    resumed.log_metrics({"train/loss": 9.0}, step=2)
+    resumed.finalize("success")
+    lines = (Path(first.log_dir) / "metrics.csv").read_text().splitlines()
+    assert lines == ["step,train/loss", "0,0.0", "1,1.0", "2,9.0"]
+    assert not [w for w in recwarn if "not empty" in str(w.message)]
+    reused = RunLogger(str(tmp_path), version=first.version)  # given its folder, not resumed: Lightning's rule
+    reused.log_metrics({"train/loss": 5.0}, step=0)
+    reused.finalize("success")
+    assert [w for w in recwarn if "not empty" in str(w.message)]
+    assert (Path(first.log_dir) / "metrics.csv").read_text().splitlines() == ["step,train/loss", "0,5.0"]

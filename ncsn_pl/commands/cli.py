@@ -37,7 +37,6 @@ from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
 from ncsn_pl.commands.sample import sample as sample_command
-from ncsn_pl.compat import add_tool_subcommand
 from ncsn_pl.data.contract import CheckedFiles, ShapedData
 from ncsn_pl.networks import upgrade_network_config
 from ncsn_pl.runs.folder import give_run_folder
@@ -129,20 +128,21 @@ class NCSNCLI(LightningCLI):
         lightning = {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
         return {**lightning, **{name: {"model", "datamodule"} for name in SAMPLING_COMMANDS}}
 
-    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
-        """Every command in the top-level help, one line each: the Trainer's and the tools."""
-        super()._add_subcommands(parser, **kwargs)
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+                     ) -> None:  # fmt: skip
+        """Every command in the top-level help, one line each (the Trainer's and the tools); in a command's help, its
+        own options (the method's parameters) first."""
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        commands = getattr(self.parser, "commands", None)  # HelpParser keeps them (run=False: none)
+        if commands is None:
+            return
+        for subcommand, parser in commands.choices.items():
+            own = list(inspect.signature(getattr(self.trainer_class, subcommand)).parameters)[1:]  # after the Trainer
+            nested = [name for name in own if name not in self.subcommands()[subcommand]]  # e.g. fid's --quality
+            put_groups_first(parser, [subcommand, *nested], f"{subcommand} options")
         for name, description in self.tools.items():
             tool = ArgumentParser(prog=f"python -m ncsn_pl {name}", description=description)
-            add_tool_subcommand(parser, name, tool, help=first_sentence(description))
-
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
-        """A command's parser, its own options (the method's parameters) shown first."""
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        own = list(inspect.signature(getattr(klass, subcommand)).parameters)[1:]  # after the Trainer itself
-        nested = [name for name in own if name not in self.subcommands()[subcommand]]  # e.g. fid's --quality
-        put_groups_first(parser, [subcommand, *nested], f"{subcommand} options")
-        return parser
+            commands.add_subcommand(name, tool, help=description)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """``sample`` / ``fid`` / ``fid_nfe`` without ``--config``: take the model and data from the checkpoint first;
@@ -250,6 +250,9 @@ class NCSNCLI(LightningCLI):
         parser.add_optimizer_args((torch.optim.Optimizer,))
         parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
         parser.groups["optimizer"].title, parser.groups["lr_scheduler"].title = OPTIMIZER_TITLE, SCHEDULE_TITLE
+        if "data" in parser.groups:  # jsonargparse titles a group with a docstring's first line, here mid-sentence
+            data_doc = inspect.getdoc(self.datamodule_class or pl.LightningDataModule)
+            parser.groups["data"].title = first_sentence(data_doc).rstrip(".")
         for key in ("optimizer", "lr_scheduler"):  # as plain dicts, which checkpoints can hold
             parser.link_arguments(key, f"model.{key}", compute_fn=_plain_config)
         parser.link_arguments(

@@ -6,6 +6,7 @@ Lightning's Trainer alone has about 50 options with paragraphs of help; the full
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 from argparse import SUPPRESS, Action
@@ -14,7 +15,7 @@ from typing import Any
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import LightningArgumentParser
 
-from ncsn_pl.compat import help_is_preexpanded, move_option_group
+from ncsn_pl.compat import move_option_group
 
 __all__ = ["COMMAND_USAGE", "CompactHelpFormatter", "HelpParser", "first_sentence", "put_groups_first"]
 
@@ -78,16 +79,25 @@ def put_groups_first(parser: Any, names: list[str], title: str) -> None:
 
 
 class HelpParser(LightningArgumentParser):
-    """Lightning's parser whose option groups are titled with the first whole sentence of the class's (or method's)
-    docstring: jsonargparse takes the docstring's first line, which may end mid-sentence."""
+    """Lightning's parser that keeps its subcommands (``commands``), so the CLI can list the tools among them and put
+    each command's own options first."""
 
-    def _create_group_if_requested(self, obj: Any, nested_key: Any, as_group: bool, doc_group: Any, *args: Any,
-                                   **kwargs: Any) -> Any:  # fmt: skip
-        documented = obj[0] if isinstance(obj, tuple) and len(obj) == 1 else obj
-        doc = inspect.getdoc(documented) if not isinstance(documented, tuple) else None
-        if doc and doc_group is not None:
-            doc_group = first_sentence(doc)
-        return super()._create_group_if_requested(obj, nested_key, as_group, doc_group, *args, **kwargs)
+    commands: Any = None
+
+    def add_subcommands(self, *args: Any, **kwargs: Any) -> Any:
+        """jsonargparse's subcommands, each listed with the first whole sentence of its help (Lightning gives the
+        first line of the method's docstring, which may end mid-sentence)."""
+        commands = super().add_subcommands(*args, **kwargs)
+        add_subcommand = commands.add_subcommand
+
+        def add_with_sentence(name: str, parser: Any, **options: Any) -> Any:
+            if options.get("help"):
+                options["help"] = first_sentence(options["help"])
+            return add_subcommand(name, parser, **options)
+
+        commands.add_subcommand = add_with_sentence
+        self.commands = commands
+        return commands
 
 
 class CompactHelpFormatter(DefaultHelpFormatter):
@@ -98,15 +108,14 @@ class CompactHelpFormatter(DefaultHelpFormatter):
         # a group of a nested dataclass (fid's --quality) is titled with its parameter's whole description
         super().start_section(" ".join(heading.split()) if heading else heading)
 
-    def _get_help_string(self, action: Action) -> str:
-        full = action.help
-        if full and full != SUPPRESS and not help_is_preexpanded(action):
+    def add_argument(self, action: Action) -> None:
+        """Format a copy of ``action`` whose help is its first whole sentence (a help jsonargparse writes itself, a
+        subclass list, is left whole)."""
+        shown = copy.copy(action)
+        if isinstance(action.help, str) and action.help != SUPPRESS:
             # Lightning's --seed_everything text lacks a space after a full stop ("instantiation.Set")
-            action.help = first_sentence(full.replace("instantiation.Set", "instantiation. Set"))
-        try:
-            text = super()._get_help_string(action)
-        finally:
-            action.help = full
-        if not action.dest.startswith("model."):  # Lightning's long lists of accelerators, loggers, ...
-            text = re.sub(r", known subclasses: [^)]*", "", text)
-        return text
+            shown.help = first_sentence(action.help.replace("instantiation.Set", "instantiation. Set"))
+        extra_help = getattr(action, "extra_help", None)
+        if callable(extra_help) and not action.dest.startswith("model."):  # Lightning's long lists of loggers, ...
+            shown.extra_help = lambda: re.sub(r", known subclasses: [^)]*", "", extra_help())
+        super().add_argument(shown)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.fabric.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -123,44 +123,79 @@ def _global_step(path: str | os.PathLike[str]) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
 
 
-class _ContinuingWriter(ExperimentWriter):
-    """Lightning's metrics writer that keeps an existing ``metrics.csv`` (rows after ``resume_step`` dropped: the
-    resumed run logs them again, and so the records of ``sample_quality.jsonl``) and appends to it; when new metrics
-    widen its header, the file is rewritten through a staged copy (whole or not at all).
+class MetricsWriter:
+    """A run's ``metrics.csv`` (a row per logged step, a sorted column per metric, as Lightning's ``CSVLogger`` writes
+    it) and ``hparams.yaml``, written for :class:`RunLogger` through Lightning's public ``Logger`` calls.
 
-    Lightning's writer warns that a folder with files in it will lose its logs; a folder this run has just claimed
-    (``claimed``) holds only the run's own lock and config, so it is not checked.
+    A resumed run (``resume_step``) keeps the file's rows up to that step (the ones after it are logged again, and so
+    the records of ``sample_quality.jsonl``) and appends; when new metrics widen the header, the file is rewritten
+    through a staged copy (whole or not at all; Lightning's writer rewrites in place). A folder neither resumed nor
+    just claimed (``claimed``: it holds only the run's own lock and config) may hold an older run's logs: as Lightning
+    does, that run's ``metrics.csv`` is replaced, with a warning.
     """
 
+    NAME_METRICS_FILE = "metrics.csv"
+    NAME_HPARAMS_FILE = "hparams.yaml"
+
     def __init__(self, log_dir: str, resume_step: int | None, claimed: bool = False) -> None:
-        self._resume_step = resume_step
-        self._claimed = claimed
-        super().__init__(log_dir)
+        self.log_dir = log_dir
+        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+        self.metrics: list[dict[str, Any]] = []  # rows not yet written
+        self.metrics_keys: list[str] = []
+        self.hparams: dict[str, Any] = {}
+        folder = Path(log_dir)
+        if resume_step is None and not claimed and folder.is_dir() and any(folder.iterdir()):
+            rank_zero_warn(f"Experiment logs directory {log_dir} exists and is not empty. Previous log files in this "
+                           "directory will be deleted when the new ones are saved!")  # fmt: skip
+            Path(self.metrics_file_path).unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and os.path.isfile(self.metrics_file_path):
-            with open(self.metrics_file_path, newline="") as file:
-                reader = csv.DictReader(file)
-                keys, rows = list(reader.fieldnames or []), list(reader)
+            keys, rows = self._read()
             kept = [row for row in rows if not row.get("step") or int(float(row["step"])) <= resume_step]
             self.metrics_keys = sorted(keys)
-            with atomic_write(self.metrics_file_path, "w") as file:  # csv's line ending, as Lightning's appends
-                writer = csv.DictWriter(file, fieldnames=self.metrics_keys, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(kept)
+            self._write(kept)
         if resume_step is not None:
-            trim_step_records(Path(log_dir) / SAMPLE_QUALITY_RECORDS, resume_step)
+            trim_step_records(folder / SAMPLE_QUALITY_RECORDS, resume_step)
 
-    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
-        """Lightning's rewrite (Lightning writes in place: a run killed meanwhile would leave a truncated file)."""
+    def log_metrics(self, metrics_dict: dict[str, Any], step: int | None = None) -> None:
+        """Keep a row of ``metrics_dict`` at ``step`` (the number of rows so far when not given)."""
+        row = {key: value.item() if isinstance(value, torch.Tensor) else value for key, value in metrics_dict.items()}
+        row["step"] = len(self.metrics) if step is None else step
+        self.metrics.append(row)
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        self.hparams.update(params)
+        save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
+
+    def save(self) -> None:
+        """Write the rows kept since the last save."""
+        if not self.metrics:
+            return
+        keys = set().union(*self.metrics)
+        exists = os.path.isfile(self.metrics_file_path)
+        widened = not keys <= set(self.metrics_keys)
+        self.metrics_keys = sorted(keys | set(self.metrics_keys))
+        if widened and exists:
+            self._write(self._read()[1] + self.metrics)
+        else:
+            with open(self.metrics_file_path, "a" if exists else "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+                if not exists:
+                    writer.writeheader()
+                writer.writerows(self.metrics)
+        self.metrics = []
+
+    def _read(self) -> tuple[list[str], list[dict[str, str]]]:
         with open(self.metrics_file_path, newline="") as file:
-            rows = list(csv.DictReader(file))
+            reader = csv.DictReader(file)
+            return list(reader.fieldnames or []), list(reader)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Replace ``metrics.csv`` by ``rows`` under the current header, atomically (csv's line ending, as appends)."""
         with atomic_write(self.metrics_file_path, "w") as file:
-            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-
-    def _check_log_dir_exists(self) -> None:
-        if self._resume_step is None and not self._claimed:
-            super()._check_log_dir_exists()
 
 
 class RunLogger(CSVLogger):
@@ -193,7 +228,7 @@ class RunLogger(CSVLogger):
     ) -> None:
         super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
         self._run_version = version  # this class's own, as is its writer: Lightning's attributes stay unused
-        self._writer: _ContinuingWriter | None = None
+        self._writer: MetricsWriter | None = None
         self._resume_step = resume_step
         self._lock: ProcessLock | None = None
         self.branched_from: dict[str, Any] | None = None  # set by continue_run for an earlier checkpoint
@@ -249,7 +284,7 @@ class RunLogger(CSVLogger):
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
+    def experiment(self) -> MetricsWriter:
         """The metrics writer; the first call takes the run folder's lock."""
         if self._writer is None:
             folder = Path(self.log_dir)
@@ -258,7 +293,7 @@ class RunLogger(CSVLogger):
             write_run_status(folder, "running")
             if self._resume_step is not None:  # the lock is ours: no writer of the run's files is alive
                 _remove_leftovers(folder)
-            self._writer = _ContinuingWriter(self.log_dir, self._resume_step, self._claimed)
+            self._writer = MetricsWriter(self.log_dir, self._resume_step, self._claimed)
             if self.branched_from is not None:
                 atomic_write_text(json.dumps(self.branched_from, indent=2) + "\n", folder / BRANCH_RECORD)
         return self._writer

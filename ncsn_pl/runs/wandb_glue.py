@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
-from ncsn_pl.compat import started_wandb_run, wandb_init_settings
+from ncsn_pl.compat import wandb_init_settings
 from ncsn_pl.runs.records import (
     FID_COMMAND_GOALS,
     METRIC_SUMMARIES,
@@ -223,13 +223,14 @@ def log_fid_result(
 def wandb_run_of(loggers: Iterable[object]) -> dict[str, str] | None:
     """The W&B run the first ``WandbLogger`` among ``loggers`` logs to (``id``, ``project``, ``save_dir``), or
     ``None``: written into checkpoints, so ``fid --wandb`` can put a result beside the run's training curves."""
+    import wandb
+
     for logger in loggers:
         if not isinstance(logger, WandbLogger):
             continue
-        disabled = getattr(started_wandb_run(logger), "disabled", False)  # WANDB_MODE=disabled: no run
-        if logger.version and not disabled:
-            settings = wandb_init_settings(logger)
-            run = {"id": str(logger.version), "project": settings.get("project"), "save_dir": logger.save_dir}
+        started = wandb.run if wandb.run is not None and wandb.run.id == logger.version else None  # the logger's
+        if logger.version and not getattr(started, "disabled", False):  # WANDB_MODE=disabled: no run to name
+            run = {"id": str(logger.version), "project": logger.name, "save_dir": logger.save_dir}
             return {key: str(value) for key, value in run.items() if value}
     return None
 
