@@ -1,4 +1,5 @@
-"""``sample`` and ``fid`` read, check and unpickle their checkpoint once, however many parts of them need it."""
+"""``sample`` and ``fid`` read, check and unpickle their checkpoint once, however many parts of them need it, and
+write nothing but their results."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import smoke_checkpoint
+from cli_runs import CONFIGS, SMOKE, smoke_checkpoint
+from lightning.pytorch.cli import SaveConfigCallback
 
 import ncsn_pl.system.files as files
 from ncsn_pl.commands.cli import main
@@ -55,3 +57,17 @@ def test_a_changed_file_is_read_again_and_nothing_is_kept_after_the_block(tmp_pa
     assert second["a"].tolist() == [1.0, 1.0, 1.0] and digest != other
     assert read_torch_file(path, what="--x", expected="a test file")[0] is not second  # outside: read each time
     assert reads[str(path.resolve())] == 3
+
+
+def test_sample_gets_a_trainer_with_no_logger_nor_config_saver_whatever_its_config_gives(tmp_path):
+    root = tmp_path / "run"
+    checkpoint = smoke_checkpoint(root)
+    before = sorted(root.rglob("*"))
+    cli = main(["sample", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE,
+                f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+                "--trainer.callbacks=[]", "--ckpt_path", str(checkpoint), "--num_samples=2", "--batch_size=2",
+                f"--out_dir={tmp_path / 'samples'}", "--save_png=false", *CPU])  # fmt: skip
+    assert cli.trainer.loggers == []  # the config's RunLogger is not built
+    assert not [c for c in cli.trainer.callbacks if isinstance(c, SaveConfigCallback)]
+    assert sorted(root.rglob("*")) == before  # no run folder, no config.yaml
+    assert (tmp_path / "samples" / "samples.npz").is_file()

@@ -154,9 +154,8 @@ class NCSNCLI(LightningCLI):
             check_config_files(args)
             check_config_lists(args)
             args = complete_command_args(args)
-            if args and args[0] in SAMPLING_COMMANDS and not any(a.startswith("--trainer.logger") for a in args):
-                # they log nothing (ncsn_pl.sample_sets.predict_loop), so Lightning need not build nor announce a logger
-                args = [args[0], "--trainer.logger=false", *args[1:]]
+            if args and args[0] in SAMPLING_COMMANDS:  # they write only --out_dir / --out: no logger, whatever the
+                args = [*args, "--trainer.logger=false"]  # config gives (last, so it applies over the config files)
             # --model.<key> given on the command line applies over the checkpoint's, even when equal to the default
             self.given_model_keys = {a[8:].split("=")[0].split(".")[0] for a in args if a.startswith("--model.")}
         super().parse_arguments(parser, args)
@@ -417,14 +416,15 @@ def main(args: list[str] | None = None, tools: Mapping[str, str] | None = None) 
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     _quiet_advertisements()
     try:
-        with one_read_per_file() if args[:1] and args[0] in SAMPLING_COMMANDS else nullcontext():
+        sampling = bool(args[:1]) and args[0] in SAMPLING_COMMANDS
+        with one_read_per_file() if sampling else nullcontext():
             return NCSNCLI(
                 ScoreModel,
                 pl.LightningDataModule,
                 tools=tools,
                 subclass_mode_data=True,
                 trainer_class=NCSNTrainer,
-                save_config_callback=RunConfigSaver,
+                save_config_callback=None if sampling else RunConfigSaver,  # sample / fid write no run folder
                 save_config_kwargs={"overwrite": True},
                 parser_class=HelpParser,
                 parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter,

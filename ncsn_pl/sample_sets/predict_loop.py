@@ -1,8 +1,8 @@
 """The plumbing of the ``sample`` and ``fid`` jobs: each runs as a Lightning *predict* loop over item indices.
 
 So they work on every accelerator and strategy the Trainer supports, DDP included: rank ``r`` of ``W`` handles
-items ``r, r + W, ...`` (:func:`~ncsn_pl.core.seeding.shard_indices`). Loggers and the run-config saver are
-switched off for these runs: they write only what they are asked to (``--out_dir``, ``--out``).
+items ``r, r + W, ...`` (:func:`~ncsn_pl.core.seeding.shard_indices`). The CLI builds their Trainer with no logger
+and no run-config saver: they write only what they are asked to (``--out_dir``, ``--out``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.cli import SaveConfigCallback
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -75,14 +74,12 @@ def _as_long_tensor(indices: list[int]) -> Tensor:
 
 
 def run_predict(trainer: pl.Trainer, job: pl.LightningModule, interrupted: str | None = None) -> None:
-    """Run ``job`` through ``trainer.predict`` with no loggers and no config saver (nothing written elsewhere).
+    """Run ``job`` through ``trainer.predict`` (the CLI gives ``sample`` and ``fid`` a Trainer with no logger and
+    no config saver: they write only what they are asked to).
 
     The jobs write their results themselves and return None from ``predict_step`` on purpose, so Lightning's
     warning about that is not shown. ``interrupted`` is printed by global rank 0 when Ctrl-C (SIGINT) stops the
     job (how to continue it), after Lightning's own line."""
-    saved_callbacks, saved_loggers = trainer.callbacks, trainer.loggers
-    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
-    trainer.loggers = []
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="predict returned None")
@@ -91,8 +88,6 @@ def run_predict(trainer: pl.Trainer, job: pl.LightningModule, interrupted: str |
         if interrupted and trainer.interrupted and trainer.is_global_zero:
             print(interrupted, flush=True)
         raise
-    finally:
-        trainer.callbacks, trainer.loggers = saved_callbacks, saved_loggers
 
 
 def show_progress(trainer: pl.Trainer) -> bool:
