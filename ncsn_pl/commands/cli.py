@@ -154,8 +154,6 @@ class NCSNCLI(LightningCLI):
             check_config_files(args)
             check_config_lists(args)
             args = complete_command_args(args)
-            if args and args[0] in SAMPLING_COMMANDS:  # they write only --out_dir / --out: no logger, whatever the
-                args = [*args, "--trainer.logger=false"]  # config gives (last, so it applies over the config files)
             # --model.<key> given on the command line applies over the checkpoint's, even when equal to the default
             self.given_model_keys = {a[8:].split("=")[0].split(".")[0] for a in args if a.startswith("--model.")}
         super().parse_arguments(parser, args)
@@ -417,6 +415,8 @@ def main(args: list[str] | None = None, tools: Mapping[str, str] | None = None) 
     _quiet_advertisements()
     try:
         sampling = bool(args[:1]) and args[0] in SAMPLING_COMMANDS
+        if sampling:  # they write only --out_dir / --out: no logger whatever the config gives (last, so it applies
+            args = [*args, "--trainer.logger=false"]  # over the config files), and no config saver (below)
         with one_read_per_file() if sampling else nullcontext():
             return NCSNCLI(
                 ScoreModel,
@@ -424,7 +424,7 @@ def main(args: list[str] | None = None, tools: Mapping[str, str] | None = None) 
                 tools=tools,
                 subclass_mode_data=True,
                 trainer_class=NCSNTrainer,
-                save_config_callback=None if sampling else RunConfigSaver,  # sample / fid write no run folder
+                save_config_callback=None if sampling else RunConfigSaver,
                 save_config_kwargs={"overwrite": True},
                 parser_class=HelpParser,
                 parser_kwargs={"parser_mode": "omegaconf+", "formatter_class": CompactHelpFormatter,

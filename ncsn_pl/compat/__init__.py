@@ -2,7 +2,8 @@
 
 Each is here because no public API does the job; :data:`PRIVATE_NAMES` says where each lives and why it is used.
 ``tests/test_compat.py`` asserts that every one still exists in the installed versions (an upgrade that moves one
-fails there, with its name) and that no module outside this one uses a third-party private name not listed here.
+fails there, with its name), that no module outside this one uses a third-party private name not listed here,
+and that the list stays at ten names or fewer.
 Two kinds:
 
 - ``hook``: a private method that a subclass elsewhere overrides or calls on itself (the checkpoint callback, the
