@@ -15,10 +15,15 @@ from ncsn_pl.data.image_decoding import ImageHeader, is_grey
 from ncsn_pl.data.image_files import find_images, read_headers, read_image
 from ncsn_pl.metrics import QualityOptions, RealImages, read_reference_stats, real_images
 from ncsn_pl.runs.wandb_glue import log_fid_result, log_to_sweep_run
-from ncsn_pl.sample_sets.drawing import open_sample_set, prepare_sample_set, sample_set_files, sampling_settings
-from ncsn_pl.sample_sets.predict_loop import run_predict
-from ncsn_pl.sample_sets.reports import noise_reference_for
+from ncsn_pl.sample_sets.drawing import (
+    open_sample_set,
+    prepare_sample_set,
+    run_predict,
+    sample_set_files,
+    sampling_settings,
+)
 from ncsn_pl.sample_sets.scoring import QualityRun, read_images
+from ncsn_pl.sample_sets.store import noise_reference_for
 from ncsn_pl.training import ScoreModel
 
 __all__ = ["fid"]

@@ -16,10 +16,8 @@ import lightning.pytorch as pl
 
 from ncsn_pl.commands.checkpoints import load_sampling_model
 from ncsn_pl.core.samplers import Sampler
-from ncsn_pl.sample_sets.drawing import SampleRun, prepare_sample_set, sampling_settings
-from ncsn_pl.sample_sets.predict_loop import run_predict
-from ncsn_pl.sample_sets.reports import describe_nfe, describe_noisy_share, noise_reference_for
-from ncsn_pl.sample_sets.store import RECORD
+from ncsn_pl.sample_sets.drawing import SampleRun, prepare_sample_set, run_predict, sampling_settings
+from ncsn_pl.sample_sets.store import RECORD, describe_nfe, describe_noisy_share, noise_reference_for
 from ncsn_pl.training import ScoreModel
 
 __all__ = ["sample"]

@@ -1,3 +1,3 @@
 """The sample sets of the ``sample`` and ``fid`` commands: drawn (:mod:`.drawing`) on a Lightning predict loop sharded
-over the processes (:mod:`.predict_loop`), stored in a folder a rerun resumes (:mod:`.store`), scored
-(:mod:`.scoring`), and what a set reports (:mod:`.reports`)."""
+over the processes, stored in a folder a rerun resumes, with what a set reports (:mod:`.store`), and scored
+(:mod:`.scoring`)."""

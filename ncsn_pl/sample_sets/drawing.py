@@ -6,6 +6,10 @@
 Sample ``k`` is seeded with ``step_seed(seed, k)``, so the output does not depend on the number of processes
 (see :mod:`ncsn_pl.sample_sets.store` for the folder layout and what a rerun guarantees).
 ``--trainer.precision bf16-mixed`` samples under bf16 autocast; the loop runs in inference mode.
+
+Each job runs as a Lightning *predict* loop over item indices (:func:`run_predict`), so it works on every accelerator
+and strategy the Trainer supports, DDP included. The CLI builds its Trainer with no logger and no run-config saver:
+``sample`` and ``fid`` write only what they are asked to (``--out_dir``, ``--out``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +26,21 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ncsn_pl.core.samplers import NFECount, Sampler, describe_sampler
 from ncsn_pl.core.seeding import NOISE
 from ncsn_pl.data.image_files import save_grid, write_png
 from ncsn_pl.metrics.noisy_share import NoiseReference, NoisyShare
-from ncsn_pl.sample_sets.predict_loop import batch_loader, show_progress
-from ncsn_pl.sample_sets.reports import nfe_record, noisy_share_record
-from ncsn_pl.sample_sets.store import RECORD, SHARDS, SampleStore, missing_batches, write_npz
+from ncsn_pl.sample_sets.store import (
+    RECORD,
+    SHARDS,
+    SampleStore,
+    missing_batches,
+    nfe_record,
+    noisy_share_record,
+    write_npz,
+)
 from ncsn_pl.system.errors import raised_on_every_rank
 from ncsn_pl.training import ScoreModel
 from ncsn_pl.training.progress import sampling_progress
@@ -37,10 +48,13 @@ from ncsn_pl.training.progress import sampling_progress
 __all__ = [
     "DrawSamples",
     "SampleRun",
+    "batch_loader",
     "open_sample_set",
     "prepare_sample_set",
+    "run_predict",
     "sample_set_files",
     "sampling_settings",
+    "show_progress",
     "uneven_split",
 ]
 
@@ -313,3 +327,55 @@ def uneven_split(num_batches: int, batch_size: int, world_size: int) -> str | No
         f"one batch more while the others wait. A --num_samples that is a multiple of --batch_size x processes "
         f"({batch_size * world_size}) splits evenly."
     )
+
+
+# ------------------------------------------------------------------ the predict loop
+
+
+class _AllItems(DistributedSampler):
+    """Every item of a data set that is already this rank's share (a ``DistributedSampler``, so that Lightning
+    does not shard it again)."""
+
+    def __init__(self, num_items: int) -> None:
+        super().__init__(range(max(num_items, 1)), num_replicas=1, rank=0, shuffle=False)
+        self.num_items = num_items
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.num_items))
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
+def batch_loader(batches: list[list[int]]) -> DataLoader:
+    """This rank's batches of item indices as ``LongTensor`` s, one per step; an empty rank gets one empty batch, so
+    that every rank runs the loop's start and end hooks (Lightning skips a loop with no batches, and those hooks make
+    collective calls)."""
+    items = batches or [[]]
+    return DataLoader(items, batch_size=None, sampler=_AllItems(len(items)), collate_fn=_as_long_tensor)
+
+
+def _as_long_tensor(indices: list[int]) -> Tensor:
+    return torch.tensor(indices, dtype=torch.long)
+
+
+def run_predict(trainer: pl.Trainer, job: pl.LightningModule, interrupted: str | None = None) -> None:
+    """Run ``job`` through ``trainer.predict`` (the CLI gives ``sample`` and ``fid`` a Trainer with no logger and
+    no config saver: they write only what they are asked to).
+
+    The jobs write their results themselves and return None from ``predict_step`` on purpose, so Lightning's
+    warning about that is not shown. ``interrupted`` is printed by global rank 0 when Ctrl-C (SIGINT) stops the
+    job (how to continue it), after Lightning's own line."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="predict returned None")
+            trainer.predict(job, return_predictions=False)
+    except SystemExit:  # how Lightning ends a KeyboardInterrupt (exit status 1)
+        if interrupted and trainer.interrupted and trainer.is_global_zero:
+            print(interrupted, flush=True)
+        raise
+
+
+def show_progress(trainer: pl.Trainer) -> bool:
+    """Whether this process shows a sampling progress bar (rank 0, when the Trainer has one)."""
+    return trainer.is_global_zero and trainer.progress_bar_callback is not None

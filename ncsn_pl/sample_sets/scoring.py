@@ -19,8 +19,7 @@ from ncsn_pl.data.image_decoding import image_tensor
 from ncsn_pl.data.image_files import quantize_images, read_image
 from ncsn_pl.metrics import NoiseReference, NoisyShare, QualityOptions, RealImages, SampleQuality
 from ncsn_pl.sample_sets.drawing import DrawSamples
-from ncsn_pl.sample_sets.reports import nfe_record, noisy_share_record
-from ncsn_pl.sample_sets.store import SampleStore
+from ncsn_pl.sample_sets.store import SampleStore, nfe_record, noisy_share_record
 from ncsn_pl.system.files import atomic_write_json
 
 __all__ = ["QualityRun", "read_images"]
