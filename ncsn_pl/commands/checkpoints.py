@@ -10,7 +10,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ncsn_pl.commands.official import check_data_shape, load_official_model
+from ncsn_pl.commands.official import load_official_model
+from ncsn_pl.networks.base import check_trained_shape
 from ncsn_pl.system.files import load_torch_file, read_torch_file
 
 __all__ = [
@@ -114,7 +115,8 @@ def load_model_weights(model: pl.LightningModule, ckpt_path: str, weights_only: 
     """
     checkpoint, sha256 = read_torch_file(ckpt_path, weights_only=True if weights_only is None else weights_only)
     checkpoint = _check_lightning_checkpoint(checkpoint, ckpt_path)
-    check_data_shape(model, checkpoint.get("hyper_parameters", {}).get("data_shape"), f"--ckpt_path {ckpt_path}")
+    trained_shape = checkpoint.get("hyper_parameters", {}).get("data_shape")
+    check_trained_shape(trained_shape, getattr(model, "data_shape", None), f"--ckpt_path {ckpt_path}")
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

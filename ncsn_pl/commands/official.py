@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from ncsn_pl.networks.base import check_trained_shape
 from ncsn_pl.networks.official import load_official_checkpoint
 from ncsn_pl.system.files import read_torch_file
 
 __all__ = [
-    "check_data_shape",
     "has_ema_weights",
     "load_official_model",
     "load_official_weights",
@@ -244,30 +243,6 @@ def recorded_step(obj: Any) -> tuple[int, int] | None:
     return None
 
 
-def check_data_shape(model: Any, trained: Sequence[int] | None, what: str) -> None:
-    """Refuse to draw a checkpoint's network at another data shape than the one it was trained for (a convolutional
-    network runs at any size, and would give samples of a size it never learned).
-
-    Args:
-        model: the model built for the command (its ``data_shape`` comes from the DataModule).
-        trained: the checkpoint's data shape (``None``: not recorded, nothing to check).
-        what: names the checkpoint in the message.
-
-    Raises:
-        ValueError: the shapes differ (the message names both).
-    """
-    given = getattr(model, "data_shape", None)
-    if trained is None or given is None or tuple(trained) == tuple(given):
-        return
-    trained_size, given_size = ("x".join(str(n) for n in shape) for shape in (trained, given))
-    resize = f" (--data.init_args.image_size {trained[-1]} resizes images to it)" if len(trained) == 3 else ""
-    raise ValueError(
-        f"{what} is a network for {trained_size} data, but the data given are {given_size}; it draws at the size it "
-        f"was trained for only. Give data of its size{resize}, or leave out --data / --config and the size options "
-        f"(the checkpoint's size is then used), or use a checkpoint trained at {given_size}."
-    )
-
-
 def load_official_model(model: Any, official_ckpt: str, official_config: str | None = None) -> dict[str, Any]:
     """Load an official checkpoint into ``model.score_net`` (EMA weights when present) and describe it.
 
@@ -279,8 +254,8 @@ def load_official_model(model: Any, official_ckpt: str, official_config: str | N
             describes (the keys at fault are listed), another schedule or another image size.
     """
     config_path = Path(official_config) if official_config else default_config_path(official_ckpt)
-    check_data_shape(model, official_data_shape(read_official_config(config_path)),
-                     f"--official_ckpt {official_ckpt} (config {config_path})")  # fmt: skip
+    check_trained_shape(official_data_shape(read_official_config(config_path)), getattr(model, "data_shape", None),
+                        f"--official_ckpt {official_ckpt} (config {config_path})")  # fmt: skip
     obj, sha256 = read_official_checkpoint(official_ckpt)
     load_official_weights(model, obj, official_ckpt, config_path, use_ema=True)
     epoch, step = recorded_step(obj) or (None, None)

@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from ncsn_pl.core.samplers.base import check_int  # the samplers' settings are checked the same way
 
-__all__ = ["NoScoreNetwork", "ScoreNetwork", "check_int", "check_score_inputs", "upgrade_network_config"]
+__all__ = [
+    "NoScoreNetwork",
+    "ScoreNetwork",
+    "check_int",
+    "check_score_inputs",
+    "check_trained_shape",
+    "upgrade_network_config",
+]
 
 
 class ScoreNetwork(nn.Module):
@@ -96,6 +103,29 @@ def check_score_inputs(
                 f"{net} has num_scales={num_scales}: levels must lie in [0, {num_scales}), "
                 f"got values from {lo} to {hi}."
             )
+
+
+def check_trained_shape(trained: Sequence[int] | None, given: Sequence[int] | None, what: str) -> None:
+    """Refuse to draw a trained network at another data shape than the one it was trained for (a convolutional
+    network runs at any size, and would give samples of a size it never learned).
+
+    Args:
+        trained: the checkpoint's data shape (``None``: not recorded, nothing to check).
+        given: the data shape of the model built for the command (from its DataModule; ``None``: unknown).
+        what: names the checkpoint in the message.
+
+    Raises:
+        ValueError: the shapes differ (the message names both).
+    """
+    if trained is None or given is None or tuple(trained) == tuple(given):
+        return
+    trained_size, given_size = ("x".join(str(n) for n in shape) for shape in (trained, given))
+    resize = f" (--data.init_args.image_size {trained[-1]} resizes images to it)" if len(trained) == 3 else ""
+    raise ValueError(
+        f"{what} is a network for {trained_size} data, but the data given are {given_size}; it draws at the size it "
+        f"was trained for only. Give data of its size{resize}, or leave out --data / --config and the size options "
+        f"(the checkpoint's size is then used), or use a checkpoint trained at {given_size}."
+    )
 
 
 def sizes_near(size: int, multiple: int) -> str:
