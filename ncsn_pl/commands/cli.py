@@ -31,8 +31,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 import ncsn_pl
+from ncsn_pl.commands.arguments import check_config_files, check_config_lists, complete_command_args
 from ncsn_pl.commands.checkpoints import check_training_checkpoint, check_weights_fit, newest_last_checkpoint
-from ncsn_pl.commands.config_lists import check_config_files, check_config_lists
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
 from ncsn_pl.commands.help import COMMAND_USAGE, CompactHelpFormatter, HelpParser, first_sentence, put_groups_first
@@ -65,7 +65,7 @@ class NCSNTrainer(pl.Trainer):
     """Lightning's Trainer, which runs every command.
 
     ``sample``, ``fid`` and ``fid_nfe`` are its methods (LightningCLI builds their parsers from them) and run as
-    predict loops (``ncsn_pl.sample_sets.predict_loop``), so ``--trainer.accelerator``, ``--trainer.devices``,
+    predict loops (``ncsn_pl.sample_sets.drawing``), so ``--trainer.accelerator``, ``--trainer.devices``,
     ``--trainer.strategy`` (DDP too) and ``--trainer.precision`` apply to them. Each is written once, as a function
     of the Trainer in its own module; its signature is the command's options.
     """
@@ -148,8 +148,6 @@ class NCSNCLI(LightningCLI):
         """``sample`` / ``fid`` / ``fid_nfe`` without ``--config``: take the model and data from the checkpoint first;
         refuse config files that are not YAML mappings or whose lists would merge into other classes' settings;
         ``--ckpt_path last``: the run root's newest ``last.ckpt`` (:func:`_resolve_last`)."""
-        from ncsn_pl.commands.arguments import complete_command_args
-
         if isinstance(args, (list, tuple)):
             check_config_files(args)
             check_config_lists(args)
@@ -288,7 +286,8 @@ class NCSNCLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as error:
             raise _unwrapped(error) from None
-        drop_unset_wandb_settings(self.trainer.loggers)
+        if self.trainer.loggers:  # none for sample / fid
+            drop_unset_wandb_settings(self.trainer.loggers)
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None  # None: run=False
         check_weights_fit(self.model, getattr(self, "_checkpoint_shapes", None), ckpt_path)
         if self.subcommand != "fit":
@@ -408,7 +407,7 @@ def main(args: list[str] | None = None, tools: Mapping[str, str] | None = None) 
         # the arguments are the command line's, completed for sample / fid: LightningCLI need not warn about both
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     args = list(args)
-    if default_wandb_mode() == "offline" and args[:1] in (["fit"], ["validate"], ["test"]):
+    if args[:1] in (["fit"], ["validate"], ["test"]) and default_wandb_mode() == "offline":
         print("W&B has no API key here, so runs are logged offline (upload them later with `wandb sync`).",
               file=sys.stderr)  # stdout is --print_config's
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
