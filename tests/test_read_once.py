@@ -1,5 +1,5 @@
 """``sample`` and ``fid`` read, check and unpickle their checkpoint once, however many parts of them need it, and
-write nothing but their results."""
+write nothing but their results; the checks before the parser read each config file once."""
 
 from __future__ import annotations
 
@@ -71,3 +71,17 @@ def test_sample_gets_a_trainer_with_no_logger_nor_config_saver_whatever_its_conf
     assert not [c for c in cli.trainer.callbacks if isinstance(c, SaveConfigCallback)]
     assert sorted(root.rglob("*")) == before  # no run folder, no config.yaml
     assert (tmp_path / "samples" / "samples.npz").is_file()
+
+
+def test_the_checks_before_the_parser_read_each_config_file_once(monkeypatch, capsys):
+    read_text, counts = Path.read_text, Counter()
+
+    def counting(self, *args, **kwargs):
+        counts[self.resolve()] += 1
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--config", SMOKE, "--print_config"])
+    assert stop.value.code == 0 and "max_steps" in capsys.readouterr().out
+    assert counts[(CONFIGS / "quickstart.yaml").resolve()] == 1 and counts[Path(SMOKE).resolve()] == 1

@@ -3,10 +3,10 @@
 
 Config files that are not YAML mappings (a syntax error, an empty file) are refused, naming the file, and so are
 those whose lists of classes would merge item by item into other classes' settings
-(:func:`check_config_files`, :func:`check_config_lists`).
+(:func:`read_config_files`, :func:`check_config_lists`).
 
 jsonargparse reports a YAML error in ``"<unicode string>"`` (which of several files is not said) after its usage
-text, and an empty file as ``Unexpected config:``; :func:`check_config_files` says which file and what is wrong.
+text, and an empty file as ``Unexpected config:``; :func:`read_config_files` says which file and what is wrong.
 
 When two config files give the same list (``trainer.callbacks``, ``trainer.logger``) with the same number of items,
 jsonargparse merges them item by item, keeping the earlier file's ``init_args`` that the later item does not set
@@ -28,7 +28,7 @@ from ncsn_pl.commands.checkpoints import load_checkpoint
 from ncsn_pl.commands.official import official_command_args
 from ncsn_pl.networks import upgrade_network_config
 
-__all__ = ["check_config_files", "check_config_lists", "complete_command_args", "option_values"]
+__all__ = ["check_config_lists", "complete_command_args", "option_values", "read_config_files"]
 
 COMMANDS = ("sample", "fid", "fid_nfe")
 SCORING = ("fid", "fid_nfe")  # the commands that compare with real images
@@ -78,14 +78,20 @@ def _class_lists(tree: Any, folder: Path, key: str = "") -> Iterator[tuple[str, 
             yield key, classes
 
 
-def check_config_files(args: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the first ``--config`` / ``-c`` file of ``args`` that is not a YAML mapping of
-    settings: a syntax error (with its line and column), an empty file, or a single value or list. Paths that are not
-    files are left to the parser (it says which is missing)."""
+def read_config_files(args: Sequence[str]) -> list[tuple[Path, dict[str, Any] | None]]:
+    """Each ``--config`` / ``-c`` file of ``args``, read once, with its settings (``None`` for a path that cannot be
+    read: the parser says which is missing).
+
+    Raises:
+        ValueError: naming the first file that is not a YAML mapping of settings: a syntax error (with its line and
+            column), an empty file, or a single value or list.
+    """
+    configs: list[tuple[Path, dict[str, Any] | None]] = []
     for path in map(Path, option_values(args, "--config", "-c")):
         try:
             text = path.read_text()
         except (OSError, ValueError):
+            configs.append((path, None))
             continue
         try:
             tree = yaml.safe_load(text)
@@ -107,14 +113,16 @@ def check_config_files(args: Sequence[str]) -> None:
                 f"--config {path} holds a {type(tree).__name__}, not settings; write `key: value` lines in it (e.g. "
                 "`trainer:` then `  max_steps: 10`)."
             )
+        configs.append((path, tree))
+    return configs
 
 
-def check_config_lists(args: Sequence[str]) -> None:
-    """Raise ``ValueError`` when a later ``--config`` / ``-c`` file of ``args`` gives a list of as many class items
-    as an earlier one with another class at some position (see the module's docstring)."""
+def check_config_lists(configs: Sequence[tuple[Path, Any]]) -> None:
+    """Raise ``ValueError`` when a later config file of ``configs`` (:func:`read_config_files`) gives a list of as
+    many class items as an earlier one with another class at some position (see the module's docstring)."""
     seen: dict[str, tuple[Path, list[str | None]]] = {}
-    for path in map(Path, option_values(args, "--config", "-c")):
-        for key, classes in _class_lists(_load(path), path.parent):
+    for path, tree in configs:
+        for key, classes in _class_lists(tree, path.parent):
             earlier = seen.get(key)
             if earlier and len(earlier[1]) == len(classes):
                 for i, (before, after) in enumerate(zip(earlier[1], classes, strict=True)):
@@ -129,14 +137,12 @@ def check_config_lists(args: Sequence[str]) -> None:
             seen[key] = (path, classes)
 
 
-def _config_sections(args: Sequence[str]) -> set[str]:
-    """Which of ``model`` (its network) and ``data`` the ``--config`` files in ``args`` give: a config of a command's
-    own options (say a list of ``samplers``) leaves both to the checkpoint."""
+def _config_sections(configs: Sequence[tuple[Path, Any]]) -> set[str]:
+    """Which of ``model`` (its network) and ``data`` the config files give: a config of a command's own options (say
+    a list of ``samplers``) leaves both to the checkpoint."""
     sections: set[str] = set()
-    for path in option_values(args, "--config", "-c"):
-        try:
-            content = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError):
+    for _, content in configs:
+        if content is None:
             return {"model", "data"}  # LightningCLI reads it and says what is wrong
         if isinstance(content, dict):
             model = content.get("model")
@@ -180,7 +186,9 @@ def _sized_like(shape: Sequence[int] | None, dataset: str) -> dict[str, int]:
     return {"image_size": int(shape[-1])} | ({"channels": int(shape[0])} if dataset == "folder" else {})
 
 
-def complete_command_args(args: Sequence[str]) -> list[str]:
+def complete_command_args(
+    args: Sequence[str], configs: Sequence[tuple[Path, Any]] | None = None
+) -> list[str]:
     """Fill in the model and the data of ``sample`` / ``fid`` / ``fid_nfe`` when no option or ``--config`` gives them.
 
     LightningCLI needs ``model.score_net`` and ``data`` before it reads the checkpoint, so for these two
@@ -198,7 +206,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
     * a switch (``--wandb``) given alone: ``--wandb=true``.
 
     Other commands and full configs pass through unchanged. The checkpoint is checked here, so a wrong path
-    fails with a clear message before anything is built.
+    fails with a clear message before anything is built. ``configs``: the ``--config`` files as
+    :func:`read_config_files` gave them (read here when not given).
 
     Raises:
         FileNotFoundError, ValueError: a missing or foreign checkpoint, or nothing to take the model/data from.
@@ -212,8 +221,8 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         return args
     ckpt_path = _option(options, "--ckpt_path")
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
-    configs = _config_sections(options)
-    if "model" in configs and "data" in configs:  # a full config, e.g. the run's config.yaml
+    sections = _config_sections(read_config_files(options) if configs is None else configs)
+    if "model" in sections and "data" in sections:  # a full config, e.g. the run's config.yaml
         return args
     extra: list[str] = []
     images = _option(options, "--images") if command == "fid" else None
@@ -226,9 +235,9 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
         official_args, official_data, trained_shape = official_command_args(
             official_ckpt, _option(options, "--official_config"), _option(options, "--data_root")
         )
-        if not _gives_model(options) and "model" not in configs:
+        if not _gives_model(options) and "model" not in sections:
             extra += official_args
-    if not _gives_model(options) and "model" not in configs and not official_ckpt:
+    if not _gives_model(options) and "model" not in sections and not official_ckpt:
         if checkpoint is not None:
             net = checkpoint.get("hyper_parameters", {}).get("score_net")
             if not isinstance(net, dict) or "class_path" not in net:
@@ -249,7 +258,7 @@ def complete_command_args(args: Sequence[str]) -> list[str]:
                 "(a folder)."
             )
     # dotted --data.init_args.* options refine the DataModule built here
-    if not _gives_data(options) and "data" not in configs:
+    if not _gives_data(options) and "data" not in sections:
         dataset = _option(options, "--dataset") if command in SCORING else None
         stored = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
         if dataset:

@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 import ncsn_pl
-from ncsn_pl.commands.arguments import check_config_files, check_config_lists, complete_command_args
+from ncsn_pl.commands.arguments import check_config_lists, complete_command_args, read_config_files
 from ncsn_pl.commands.checkpoints import check_training_checkpoint, check_weights_fit, newest_last_checkpoint
 from ncsn_pl.commands.fid import fid as fid_command
 from ncsn_pl.commands.fid_nfe import fid_nfe as fid_nfe_command
@@ -149,9 +149,9 @@ class NCSNCLI(LightningCLI):
         refuse config files that are not YAML mappings or whose lists would merge into other classes' settings;
         ``--ckpt_path last``: the run root's newest ``last.ckpt`` (:func:`_resolve_last`)."""
         if isinstance(args, (list, tuple)):
-            check_config_files(args)
-            check_config_lists(args)
-            args = complete_command_args(args)
+            configs = read_config_files(args)  # each read once
+            check_config_lists(configs)
+            args = complete_command_args(args, configs)
             # --model.<key> given on the command line applies over the checkpoint's, even when equal to the default
             self.given_model_keys = {a[8:].split("=")[0].split(".")[0] for a in args if a.startswith("--model.")}
         super().parse_arguments(parser, args)
