@@ -1,18 +1,15 @@
 """The command line before LightningCLI parses it: the ``--config`` files checked, and ``sample``, ``fid`` and
 ``fid_nfe`` completed from the checkpoint when no ``--config`` gives their model and data (complete_command_args).
 
-Config files that are not YAML mappings (a syntax error, an empty file) are refused, naming the file, and so are
-those whose lists of classes would merge item by item into other classes' settings
-(:func:`read_config_files`, :func:`check_config_lists`).
-
-jsonargparse reports a YAML error in ``"<unicode string>"`` (which of several files is not said) after its usage
-text, and an empty file as ``Unexpected config:``; :func:`read_config_files` says which file and what is wrong.
+Each config file is read once (:func:`read_config_files`), which refuses one that is not a YAML mapping (a syntax
+error, an empty file) and names it: jsonargparse reports a YAML error in ``"<unicode string>"`` (which of several files
+is not said) after its usage text, and an empty file as ``Unexpected config:``.
 
 When two config files give the same list (``trainer.callbacks``, ``trainer.logger``) with the same number of items,
 jsonargparse merges them item by item, keeping the earlier file's ``init_args`` that the later item does not set
 (lists of another length replace the earlier one). An overlay that lists ``SampleGrid`` where the base config lists
-``SampleQualityMonitor`` so gets a SampleGrid with the monitor's schedule and sampler, silently. This check names the
-item and what to do instead.
+``SampleQualityMonitor`` so gets a SampleGrid with the monitor's schedule and sampler, silently;
+:func:`check_config_lists` names the item and what to do instead.
 """
 
 from __future__ import annotations

@@ -48,13 +48,11 @@ from ncsn_pl.training.progress import sampling_progress
 __all__ = [
     "DrawSamples",
     "SampleRun",
-    "batch_loader",
     "open_sample_set",
     "prepare_sample_set",
     "run_predict",
     "sample_set_files",
     "sampling_settings",
-    "show_progress",
     "uneven_split",
 ]
 
@@ -171,7 +169,7 @@ class DrawSamples(pl.LightningModule):
         self.batches = value
 
     def predict_dataloader(self) -> DataLoader:
-        return batch_loader(self.batches[self.trainer.global_rank :: self.trainer.world_size])
+        return _batch_loader(self.batches[self.trainer.global_rank :: self.trainer.world_size])
 
     def on_predict_start(self) -> None:
         self.drawn, self._start = 0, time.perf_counter()
@@ -180,7 +178,8 @@ class DrawSamples(pl.LightningModule):
         indices = batch.tolist()
         if not indices:  # this rank has nothing to draw
             return
-        num_scales, show = self.model.num_scales, show_progress(self.trainer)
+        num_scales = self.model.num_scales
+        show = self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None  # rank 0's bar
         with sampling_progress(num_scales, self.sampler, 1, None, f"Sampling {indices[0]}..{indices[-1]}", show) as bar:
             counted = NFECount()
             samples = self.model.sample(indices, seed=self.seed, sampler=self.sampler, callback=bar,
@@ -347,7 +346,7 @@ class _AllItems(DistributedSampler):
         return self.num_items
 
 
-def batch_loader(batches: list[list[int]]) -> DataLoader:
+def _batch_loader(batches: list[list[int]]) -> DataLoader:
     """This rank's batches of item indices as ``LongTensor`` s, one per step; an empty rank gets one empty batch, so
     that every rank runs the loop's start and end hooks (Lightning skips a loop with no batches, and those hooks make
     collective calls)."""
@@ -360,8 +359,7 @@ def _as_long_tensor(indices: list[int]) -> Tensor:
 
 
 def run_predict(trainer: pl.Trainer, job: pl.LightningModule, interrupted: str | None = None) -> None:
-    """Run ``job`` through ``trainer.predict`` (the CLI gives ``sample`` and ``fid`` a Trainer with no logger and
-    no config saver: they write only what they are asked to).
+    """Run ``job`` through ``trainer.predict``.
 
     The jobs write their results themselves and return None from ``predict_step`` on purpose, so Lightning's
     warning about that is not shown. ``interrupted`` is printed by global rank 0 when Ctrl-C (SIGINT) stops the
@@ -374,8 +372,3 @@ def run_predict(trainer: pl.Trainer, job: pl.LightningModule, interrupted: str |
         if interrupted and trainer.interrupted and trainer.is_global_zero:
             print(interrupted, flush=True)
         raise
-
-
-def show_progress(trainer: pl.Trainer) -> bool:
-    """Whether this process shows a sampling progress bar (rank 0, when the Trainer has one)."""
-    return trainer.is_global_zero and trainer.progress_bar_callback is not None
